@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from omadm.protocol import xml_codec
-from omadm.protocol.errors import LocalProtocolError, MalformedMessage, ProtocolError, UnsupportedElement
+from omadm.protocol.errors import MalformedMessage, ProtocolError, UnsupportedElement
 from omadm.protocol.messages import (
     Add,
     Alert,
@@ -143,14 +143,15 @@ def test_nested_atomic_and_sequence_round_trip() -> None:
     assert xml_codec.parse(xml_codec.serialize(msg)) == msg
 
 
-def test_binary_data_over_xml_needs_b64_format() -> None:
+def test_binary_data_over_xml_travels_as_b64() -> None:
     hdr = SyncHdr("1", "1", Target("a"), Source("b"))
-    bad = Message(hdr, (Replace("1", (Item(target=Target("./x"), data=b"\x00\x01"),)),))
-    with pytest.raises(LocalProtocolError, match="b64"):
-        xml_codec.serialize(bad)
-    good = Message(hdr, (Replace("1", (Item(target=Target("./x"), meta=Meta(format="b64"), data=b"\x00\x01"),)),))
-    (cmd,) = xml_codec.parse(xml_codec.serialize(good)).commands
-    assert isinstance(cmd, Replace) and cmd.items[0].data == "AAE="
+    for meta in (None, Meta(format="bin", type="application/octet-stream")):
+        msg = Message(hdr, (Replace("1", (Item(target=Target("./x"), meta=meta, data=b"\x00\x01"),)),))
+        out = xml_codec.serialize(msg)
+        (cmd,) = xml_codec.parse(out).commands
+        assert isinstance(cmd, Replace) and cmd.items[0].data == "AAE="
+        assert cmd.items[0].meta is not None and cmd.items[0].meta.format == "b64"
+        assert out.index(b"<Meta>") < out.index(b"<Data>")
 
 
 def test_embedded_tnds_in_data_is_kept_as_xml_text() -> None:

@@ -429,11 +429,14 @@ def _quote(value: str) -> str:
 def build_hmac_header(username: str, mac: str, algorithm: str = _HMAC_ALGORITHM) -> str:
     """``algorithm=MD5, username="Bruce2", mac=...`` -- the value of :data:`HMAC_HEADER`.
 
-    The username is a quoted-string (``"`` and ``\\`` escaped). Control characters are
-    refused because they would allow header injection; only MD5 is defined.
+    The username is a quoted-string (``"`` and ``\\`` escaped). An empty username (which
+    the parser would reject) and control characters (header injection) are refused; only
+    MD5 is defined.
     """
     if algorithm.upper() != _HMAC_ALGORITHM:
         raise LocalProtocolError(f"x-syncml-hmac defines only algorithm=MD5, not {algorithm!r}")
+    if not username:
+        raise LocalProtocolError("the x-syncml-hmac username must not be empty")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in username):
         raise LocalProtocolError(f"HMAC username {username!r} contains control characters")
     if not mac or _b64decode_loose(mac) is None or any(ch.isspace() for ch in mac):

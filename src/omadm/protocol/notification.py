@@ -229,7 +229,7 @@ def encode_notification(
     return notification_digest(name, server_password, nonce, trigger) + trigger
 
 
-def decode_notification(data: bytes) -> DecodedNotification:
+def decode_notification(data: bytes | bytearray | memoryview) -> DecodedNotification:
     """Parse a Package #0 without verifying it (use :func:`verify_with_resync` next).
 
     Raises :class:`MalformedMessage` for input shorter than 24 bytes, a length-identifier

@@ -133,7 +133,10 @@ def parse_element(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> _E:
     except (ValueError, etree.LxmlError) as exc:
         raise MalformedMessage(f"unreadable XML: {exc}") from None
     dtd = root.getroottree().docinfo.internalDTD
-    if dtd is not None and (any(True for _ in dtd.iterentities()) or any(True for _ in dtd.iterelements())):
+    if dtd is not None and (
+        any(True for _ in dtd.iterentities())  # type: ignore[union-attr]
+        or any(True for _ in dtd.iterelements())  # type: ignore[union-attr]
+    ):
         raise MalformedMessage("DOCTYPE with an internal subset (entity or element declarations) refused")
     return root
 
@@ -764,32 +767,32 @@ def message_to_element(msg: Message) -> _E:
 def serialize(msg: Message, *, pretty: bool = False) -> bytes:
     """Encode a message as UTF-8 XML bytes (the exact bytes to send and to MAC).
 
-    Binary item data (``bytes``) is written as base64 text; the item's ``Meta/Format``
-    must then say ``b64`` (OMA DM: binary over XML MUST travel as b64).
+    Binary item data (``bytes``) is written as base64 text and its item's ``Meta/Format``
+    becomes ``b64``: OMA DM requires binary values to travel as b64 over XML.
     """
     root = message_to_element(msg)
-    for data in root.iter(f"{{{SYNCML_NS}}}Data"):
-        if data.get(OPAQUE_ATTR) is not None:
-            del data.attrib[OPAQUE_ATTR]
-    _check_binary_formats(msg.commands)
+    binary = [data for data in root.iter(f"{{{SYNCML_NS}}}Data") if data.get(OPAQUE_ATTR) is not None]
+    for data in binary:
+        del data.attrib[OPAQUE_ATTR]
+        _mark_b64(data.getparent())
+    if binary:
+        etree.cleanup_namespaces(root)
     out: bytes = etree.tostring(root, encoding="UTF-8", xml_declaration=True, pretty_print=pretty)
     return out
 
 
-def _check_binary_formats(commands: tuple[Command, ...]) -> None:
-    for cmd in commands:
-        if isinstance(cmd, Atomic | Sequence):
-            _check_binary_formats(cmd.commands)
-            continue
-        items: tuple[Item, ...] = getattr(cmd, "items", ())
-        cmd_meta: Meta | None = getattr(cmd, "meta", None)
-        for item in items:
-            if isinstance(item.data, bytes):
-                fmt = (item.meta.format if item.meta and item.meta.format else None) or (
-                    cmd_meta.format if cmd_meta else None
-                )
-                if fmt != "b64":
-                    raise LocalProtocolError(
-                        f"binary data in <{cmd.name}> CmdID {cmd.cmd_id} needs Meta/Format b64 over XML, "
-                        f"found {fmt or 'none (chr)'}"
-                    )
+def _mark_b64(item: _E | None) -> None:
+    """Give the Item holding binary data ``Meta/Format`` b64, creating Meta if needed."""
+    if item is None:
+        return
+    meta = item.find(f"{{{SYNCML_NS}}}Meta")
+    if meta is None:
+        meta = etree.Element(f"{{{SYNCML_NS}}}Meta")
+        anchor = item.find(f"{{{SYNCML_NS}}}Data")
+        assert anchor is not None
+        anchor.addprevious(meta)
+    fmt = meta.find(f"{{{METINF_NS}}}Format")
+    if fmt is None:
+        fmt = etree.Element(f"{{{METINF_NS}}}Format", nsmap=_METINF_NSMAP)  # type: ignore[arg-type]
+        meta.insert(0, fmt)
+    fmt.text = "b64"
