@@ -318,12 +318,12 @@ def test_standalone_devinf_is_refused(tmp_path: Path) -> None:
 def _all_tags_document(page: int) -> etree._Element:
     """A flat document holding every tag of one code page as an empty element."""
     if page == 2:
-        root = etree.Element("{%s}MgmtTree" % NS_DMDDF12, nsmap={None: NS_DMDDF12})  # noqa: UP031
+        root = etree.Element("{%s}MgmtTree" % NS_DMDDF12, nsmap=wbxml._default_nsmap(NS_DMDDF12))  # noqa: UP031
         parent = root
         names = [name for name in wbxml._TOKENS[2] if name != "MgmtTree"]
         namespace = NS_DMDDF12
     else:
-        root = etree.Element("{%s}SyncML" % NS_SYNCML12, nsmap={None: NS_SYNCML12})  # noqa: UP031
+        root = etree.Element("{%s}SyncML" % NS_SYNCML12, nsmap=wbxml._default_nsmap(NS_SYNCML12))  # noqa: UP031
         parent = etree.SubElement(root, "{%s}Meta" % NS_SYNCML12) if page == 1 else root  # noqa: UP031
         names = [name for name in wbxml._TOKENS[page] if name not in ("SyncML", "Meta")]
         namespace = NS_METINF if page == 1 else NS_SYNCML12
@@ -356,10 +356,14 @@ PAGE0 = sorted(set(wbxml._TOKENS[0]) - {"Meta", "Data", "SyncML"})
 PAGE1 = sorted(PAGE1_NAMES - {"Mem", "Anchor"})  # elements with MetInf children: keep leaves
 PAGE2 = sorted(set(wbxml._TOKENS[2]) - {"MgmtTree"})
 
-# libwbxml handles text as C strings and strips blanks: keep to ordinary characters.
+# libwbxml handles text as C strings and strips blanks of every text node. In its
+# string-table mode it even sizes the table from the unstripped strings and so writes
+# a corrupt document (the root tag is swallowed by the table) when a repeated text has
+# leading or trailing blanks. Generated text therefore has none.
 text = st.text(
-    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x2FF) | st.sampled_from("\t\n€中"), max_size=16
-)
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x2FF) | st.sampled_from("\t\n€中"),
+    max_size=16,
+).map(lambda value: value.strip(" \t\n"))
 
 
 @st.composite
@@ -379,14 +383,16 @@ def item(draw: st.DrawFn) -> etree._Element:
     etree.SubElement(target, S + "LocURI").text = draw(text)
     if draw(st.booleans()):  # embedded TNDS, typed as in the XML view
         meta = etree.SubElement(element, S + "Meta")
-        etree.SubElement(meta, M + "Type", nsmap={None: NS_METINF}).text = "application/vnd.syncml.dmtnds+xml"
+        etree.SubElement(
+            meta, M + "Type", nsmap=wbxml._default_nsmap(NS_METINF)
+        ).text = "application/vnd.syncml.dmtnds+xml"
         data = etree.SubElement(element, S + "Data")
-        tree = etree.SubElement(data, D + "MgmtTree", nsmap={None: NS_DMDDF12})
+        tree = etree.SubElement(data, D + "MgmtTree", nsmap=wbxml._default_nsmap(NS_DMDDF12))
         tree.extend(draw(st.lists(tnds(), min_size=1, max_size=3)))
     else:
         meta = etree.SubElement(element, S + "Meta")
         for name in draw(st.lists(st.sampled_from(PAGE1), max_size=3)):
-            etree.SubElement(meta, M + name, nsmap={None: NS_METINF}).text = draw(text)
+            etree.SubElement(meta, M + name, nsmap=wbxml._default_nsmap(NS_METINF)).text = draw(text)
         etree.SubElement(element, S + "Data").text = draw(text)
     return element
 
@@ -407,7 +413,7 @@ def command(draw: st.DrawFn, depth: int = 0) -> etree._Element:
 
 @st.composite
 def message(draw: st.DrawFn) -> etree._Element:
-    root = etree.Element(S + "SyncML", nsmap={None: NS_SYNCML12})
+    root = etree.Element(S + "SyncML", nsmap=wbxml._default_nsmap(NS_SYNCML12))
     body = etree.SubElement(root, S + "SyncBody")
     body.extend(draw(st.lists(command(), min_size=1, max_size=4)))
     etree.SubElement(body, S + "Final")
@@ -416,7 +422,7 @@ def message(draw: st.DrawFn) -> etree._Element:
 
 @pytest.mark.libwbxml
 @needs_libwbxml
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tree=message(), table=st.booleans())
 def test_generated_messages_agree_with_libwbxml(tree: etree._Element, table: bool, tmp_path: Path) -> None:
     note(etree.tostring(tree).decode())

@@ -691,8 +691,8 @@ PAGE2 = sorted(wbxml._TOKENS[2])
 # Text that lxml accepts (XML 1.0 characters, no surrogates).
 xml_text = st.text(
     alphabet=st.characters(
-        blacklist_categories=("Cs",),
-        blacklist_characters="".join(
+        codec="utf-8",  # no surrogates
+        exclude_characters="".join(
             map(chr, [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0xFFFE, 0xFFFF])
         ),
     ),
@@ -748,7 +748,7 @@ def syncml_element(draw: st.DrawFn, depth: int = 0) -> etree._Element:
 @st.composite
 def syncml_tree(draw: st.DrawFn) -> etree._Element:
     namespace = draw(st.sampled_from([NS_SYNCML12, NS_SYNCML12, NS_SYNCML11]))
-    root = etree.Element(S + "SyncML", nsmap={None: NS_SYNCML12})
+    root = etree.Element(S + "SyncML", nsmap=wbxml._default_nsmap(NS_SYNCML12))
     root.extend(draw(st.lists(syncml_element(), max_size=5)))
     if namespace != NS_SYNCML12:  # retag page-0 elements into the 1.1 namespace
         for element in root.iter():

@@ -541,6 +541,8 @@ class _Endpoint:
         Returns the command to process now (whole, or reassembled), or None when it was a
         non-last chunk (a 213 is queued) or had to be refused (its status is queued).
         """
+        if isinstance(command, Alert) and command.code in (AlertCode.NEXT_MESSAGE, AlertCode.SESSION_ABORT):
+            return command  # control alerts travel between chunks without breaking them
         item = _single_item(command)
         pending = self._reassembly
         if pending is not None and (item is None or _item_key(command, item) != pending.key()):

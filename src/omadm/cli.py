@@ -1,0 +1,195 @@
+"""The ``omadm`` command line.
+
+This module is glue only: it reads and writes bytes, maps errors to exit codes and
+messages, and leaves every protocol decision to :mod:`omadm.protocol` (decoding and
+validation in :mod:`~omadm.protocol.codec`, summaries and lint in
+:mod:`~omadm.protocol.summary`). User errors end with one ``error: ...`` line on stderr
+and a documented exit code, never a traceback; a traceback means a bug.
+
+Commands that grow their own families (``agent``, ``server``, ``mo``, ``ctl``) are
+separate Typer apps attached with ``app.add_typer``; single actions such as ``codec``
+are plain commands.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from . import __version__
+from .protocol import summary
+from .protocol.codec import Encoding
+from .protocol.errors import ProtocolError
+
+__all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_USAGE", "app", "main"]
+
+#: Success (``--check``: the input is valid, possibly with warnings).
+EXIT_OK = 0
+#: The input is not an acceptable document: any ``ProtocolError`` (bad XML/WBXML, a
+#: message the model refuses, a tree WBXML cannot encode).
+EXIT_INVALID = 1
+#: The command could not run: unreadable input, unwritable output, bad options (the
+#: same code Click uses for usage errors).
+EXIT_USAGE = 2
+
+STDIO = "-"
+
+app = typer.Typer(
+    name="omadm",
+    help="OMA DM 1.2 toolkit: message codec and checker (more commands to come).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # a bug's traceback must not dump 64 KB payloads
+    rich_markup_mode=None,  # help texts show brackets and layout literally
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"omadm {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Show the version and exit.", callback=_version, is_eager=True),
+    ] = False,
+) -> None:
+    """OMA DM 1.2 toolkit: message codec and checker."""
+
+
+@app.command("codec")
+def codec_command(
+    source: Annotated[
+        str,
+        typer.Argument(metavar="INPUT", help="File to read, or - for standard input.", show_default=False),
+    ],
+    to: Annotated[
+        Encoding | None,
+        typer.Option(
+            "--to",
+            case_sensitive=False,
+            help="Output encoding. Default: the other one (XML -> WBXML, WBXML -> XML).",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="OUTPUT",
+            help="File to write, or - for standard output (the default).",
+            show_default=False,
+        ),
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Validate and summarize the input instead of converting it."),
+    ] = False,
+) -> None:
+    """Convert a document between XML and WBXML, or check it.
+
+    The input format is detected from its first bytes. Supported inputs:
+
+      * SyncML DM 1.2 messages (<SyncML> root), XML or WBXML: decoded and validated by
+        the message model, then re-encoded (XML output is pretty-printed);
+
+      * DM TNDS / DDF documents (<MgmtTree> root, namespace syncml:dmddf1.2 or none)
+        and other SyncML-vocabulary XML: converted element by element, checked for
+        well-formedness only.
+
+    WBXML is binary: it is not written to a terminal; use -o or a redirection.
+
+    With --check, print a one-line summary (OK: ...) and warnings about what a strict
+    DM 1.2 sender would not do (version values, CmdIDs, Meta/Format case, Status for
+    the SyncHdr not first, no Final). Exit codes: 0 valid (warnings included), 1
+    invalid input, 2 unreadable input or unwritable output.
+    """
+    name, data = _read(source)
+    if check:
+        if to is not None or output is not None:
+            _fail(EXIT_USAGE, "error: --check only reports; it takes neither --to nor -o")
+        _check(name, data)
+        return
+    try:
+        document = summary.load(data)
+        target = to if to is not None else _other(document.encoding)
+        out = summary.convert(document, target)
+    except ProtocolError as exc:
+        _fail(EXIT_INVALID, f"error: {name}: {exc}")
+    _write(output, out, binary=target is Encoding.WBXML)
+
+
+def _check(name: str, data: bytes) -> None:
+    try:
+        document = summary.load(data)
+    except ProtocolError as exc:
+        _fail(EXIT_INVALID, f"error: {name}: {exc}")
+    if document.message is not None:
+        for problem in summary.lint(document.message, data, document.encoding):
+            typer.echo(f"warning: {name}: {problem}", err=True)
+    typer.echo(f"OK: {summary.describe_document(document)}")
+
+
+def _other(encoding: Encoding) -> Encoding:
+    return Encoding.WBXML if encoding is Encoding.XML else Encoding.XML
+
+
+def _read(source: str) -> tuple[str, bytes]:
+    """The display name and bytes of the input; unreadable input ends the command."""
+    if source == STDIO:
+        return "<stdin>", sys.stdin.buffer.read()
+    try:
+        return source, Path(source).read_bytes()
+    except OSError as exc:
+        _fail(EXIT_USAGE, f"error: cannot read {source}: {exc.strerror or exc}")
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _write(output: str | None, data: bytes, *, binary: bool) -> None:
+    """Write bytes to the output file or, binary-safe, to standard output."""
+    if output is not None and output != STDIO:
+        try:
+            Path(output).write_bytes(data)
+        except OSError as exc:
+            _fail(EXIT_USAGE, f"error: cannot write {output}: {exc.strerror or exc}")
+        return
+    if binary and _stdout_is_terminal():
+        _fail(
+            EXIT_USAGE,
+            "error: refusing to write binary WBXML to a terminal; use -o FILE or redirect standard output",
+        )
+    sys.stdout.flush()
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): not an error of ours, and no traceback at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(EXIT_OK) from None
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point (``omadm``)."""
+    app(prog_name="omadm")
+
+
+if __name__ == "__main__":
+    main()
