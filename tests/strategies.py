@@ -37,7 +37,9 @@ word = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_
 ident = st.integers(min_value=1, max_value=99999).map(str)
 # Identifiers and URIs are whitespace-trimmed by the parser: generate them without edge spaces.
 uri = st.lists(word, min_size=1, max_size=5).map(lambda parts: "./" + "/".join(parts))
-formats = st.sampled_from(["chr", "int", "bool", "b64", "bin", "node", "null", "xml", "date", "time", "float"])
+formats = st.sampled_from(
+    ["chr", "int", "bool", "b64", "bin", "node", "null", "xml", "date", "time", "float"]
+)
 
 metas = st.builds(
     Meta,
@@ -81,18 +83,27 @@ def commands(binary: bool = False) -> st.SearchStrategy[Command]:
         st.builds(Delete, cmd_id=ident, items=it),
         st.builds(Get, cmd_id=ident, items=it),
         st.builds(Exec, cmd_id=ident, items=it, correlator=st.none() | word),
-        st.builds(Alert, cmd_id=ident, data=st.sampled_from(["1201", "1222", "1226"]),
-                  items=st.lists(items(binary), max_size=2).map(tuple), correlator=st.none() | word),
         st.builds(
-            Status, cmd_id=ident, msg_ref=ident, cmd_ref=ident,
+            Alert,
+            cmd_id=ident,
+            data=st.sampled_from(["1201", "1222", "1226"]),
+            items=st.lists(items(binary), max_size=2).map(tuple),
+            correlator=st.none() | word,
+        ),
+        st.builds(
+            Status,
+            cmd_id=ident,
+            msg_ref=ident,
+            cmd_ref=ident,
             cmd=st.sampled_from(["SyncHdr", "Get", "Add", "Exec"]),
             data=st.sampled_from(["200", "212", "401", "0"]),
             target_refs=st.lists(uri, max_size=2).map(tuple),
             source_refs=st.lists(uri, max_size=2).map(tuple),
             chal=st.none() | st.builds(Chal, meta=metas),
         ),
-        st.builds(Results, cmd_id=ident, cmd_ref=ident, msg_ref=st.none() | ident, items=it,
-                  meta=st.none() | metas),
+        st.builds(
+            Results, cmd_id=ident, cmd_ref=ident, msg_ref=st.none() | ident, items=it, meta=st.none() | metas
+        ),
     )
     containers = st.one_of(
         st.builds(Atomic, cmd_id=ident, commands=st.lists(plain, max_size=3).map(tuple)),

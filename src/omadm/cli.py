@@ -99,19 +99,23 @@ def codec_command(
 
     The input format is detected from its first bytes. Supported inputs:
 
-      * SyncML DM 1.2 messages (<SyncML> root), XML or WBXML: decoded and validated by
-        the message model, then re-encoded (XML output is pretty-printed);
-
-      * DM TNDS / DDF documents (<MgmtTree> root, namespace syncml:dmddf1.2 or none)
-        and other SyncML-vocabulary XML: converted element by element, checked for
-        well-formedness only.
+    \b
+      * SyncML DM 1.2 messages (<SyncML> root), XML or WBXML: decoded and
+        validated by the message model, then re-encoded (XML pretty-printed);
+      * DM TNDS / DDF documents (<MgmtTree> root, namespace syncml:dmddf1.2
+        or none) and other SyncML-vocabulary XML: converted element by
+        element, checked for well-formedness only.
 
     WBXML is binary: it is not written to a terminal; use -o or a redirection.
 
-    With --check, print a one-line summary (OK: ...) and warnings about what a strict
-    DM 1.2 sender would not do (version values, CmdIDs, Meta/Format case, Status for
-    the SyncHdr not first, no Final). Exit codes: 0 valid (warnings included), 1
-    invalid input, 2 unreadable input or unwritable output.
+    With --check, print a one-line summary (OK: ...) and warnings about what a
+    strict DM 1.2 sender would not do (version values, CmdIDs, Meta/Format case,
+    Status for the SyncHdr not first, no Final).
+
+    \b
+    Exit codes: 0 done (--check: valid, warnings included)
+                1 invalid input (error: FILE: reason)
+                2 unreadable input, unwritable output or bad options
     """
     name, data = _read(source)
     if check:

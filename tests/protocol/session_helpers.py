@@ -19,8 +19,13 @@ def _trace(direction: str, out: Outgoing) -> None:
     print(direction, describe(out.body))
 
 
-def run(client: ClientSession, server: ServerSession, script: ServerScript | None = None,
-        *, max_round_trips: int = 500) -> Transcript:
+def run(
+    client: ClientSession,
+    server: ServerSession,
+    script: ServerScript | None = None,
+    *,
+    max_round_trips: int = 500,
+) -> Transcript:
     """``run_in_memory``, printing every message when TRACE is set in the environment."""
     observe = _trace if os.environ.get("TRACE") else None
     return run_in_memory(client, server, script, max_round_trips=max_round_trips, observe=observe)

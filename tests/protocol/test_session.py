@@ -24,7 +24,9 @@ from omadm.protocol.messages import (
     Replace,
     Results,
     Sequence,
+    Source,
     Status,
+    SyncHdr,
     Target,
 )
 from omadm.protocol.session import (
@@ -212,8 +214,11 @@ def test_md5_challenge_on_each_side_then_nonces_carry_over_to_the_next_session()
     assert next_client_nonce == t.of("server", NonceIssued)[-1].nonce
     next_server_nonce = t.of("client", NonceIssued)[-1].nonce
     client2, server2, _ = make_pair(
-        client_nonce=next_client_nonce, server_issued_nonce=next_client_nonce, require_server_auth=True,
-        server_creds=SERVER, send_server_cred=True,
+        client_nonce=next_client_nonce,
+        server_issued_nonce=next_client_nonce,
+        require_server_auth=True,
+        server_creds=SERVER,
+        send_server_cred=True,
     )
     client2._peer.nonce = next_server_nonce
     server2._own.nonce = next_server_nonce
@@ -259,8 +264,13 @@ def test_hmac_session_macs_every_message_and_rotates_the_nonce(encoding: Encodin
     hmac_client = Credentials(AuthType.HMAC, CLIENT.username, CLIENT.password)
     hmac_server = Credentials(AuthType.HMAC, SERVER.username, SERVER.password)
     client, server, tree = make_pair(
-        client_creds=hmac_client, server_knows=hmac_client, client_nonce=b"stale", encoding=encoding,
-        require_server_auth=True, server_creds=hmac_server, send_server_cred=True,
+        client_creds=hmac_client,
+        server_knows=hmac_client,
+        client_nonce=b"stale",
+        encoding=encoding,
+        require_server_auth=True,
+        server_creds=hmac_server,
+        send_server_cred=True,
     )
     tree.nodes["./a"] = "A"
     gets = [Get("0", (Item(target=Target("./a")),))]
@@ -283,8 +293,9 @@ def test_hmac_session_macs_every_message_and_rotates_the_nonce(encoding: Encodin
 
 def test_hmac_over_tampered_body_is_refused() -> None:
     hmac_client = Credentials(AuthType.HMAC, CLIENT.username, CLIENT.password)
-    client, server, _ = make_pair(client_creds=hmac_client, server_knows=hmac_client,
-                                  client_nonce=b"fresh-nonce")
+    client, server, _ = make_pair(
+        client_creds=hmac_client, server_knows=hmac_client, client_nonce=b"fresh-nonce"
+    )
     out = client.start()
     tampered = out.body.replace(b"Acme", b"Acne")
     server.receive(tampered, hmac_header=out.headers[auth.HMAC_HEADER])
@@ -301,8 +312,12 @@ def test_a_300_kb_object_goes_both_ways_under_max_msg_size_4096(encoding: Encodi
     big_text = "".join(f"line {i:06d} <&> é\n" for i in range(300 * 1024 // 20))[: 300 * 1024]
     big_binary = bytes(range(256)) * (300 * 1024 // 256)
     client, server, tree = make_pair(
-        client_nonce=b"fresh-nonce", encoding=encoding, client_max_msg=4096, server_max_msg=4096,
-        client_max_obj=1024 * 1024, server_max_obj=1024 * 1024,
+        client_nonce=b"fresh-nonce",
+        encoding=encoding,
+        client_max_msg=4096,
+        server_max_msg=4096,
+        client_max_obj=1024 * 1024,
+        server_max_obj=1024 * 1024,
     )
     tree.nodes["./Big"] = None
     tree.nodes["./Big/Up"] = big_binary
@@ -331,7 +346,11 @@ def test_a_300_kb_object_goes_both_ways_under_max_msg_size_4096(encoding: Encodi
     assert all(len(body) <= 4096 for body in t.all_bodies())
     assert len(t.client_bodies) > 100  # really chunked both ways
     # Chunks: Meta/Size on the first only, MoreData on all but the last, 213 for each.
-    with_adds = [m for m in (codec.decode(b)[0] for b in t.server_bodies) if any(isinstance(c, Add) for c in m.commands)]
+    with_adds = [
+        m
+        for m in (codec.decode(b)[0] for b in t.server_bodies)
+        if any(isinstance(c, Add) for c in m.commands)
+    ]
     first_chunk = with_adds[0]
     add = next(c for c in first_chunk.commands if isinstance(c, Add))
     assert all(next(c for c in m.commands if isinstance(c, Add)).items[0].meta is None for m in with_adds[1:])
@@ -340,8 +359,13 @@ def test_a_300_kb_object_goes_both_ways_under_max_msg_size_4096(encoding: Encodi
 
 
 def test_objects_beyond_max_obj_size_are_refused_with_413() -> None:
-    client, server, tree = make_pair(client_nonce=b"fresh-nonce", client_max_msg=4096, server_max_msg=4096,
-                                     client_max_obj=100_000, server_max_obj=100_000)
+    client, server, tree = make_pair(
+        client_nonce=b"fresh-nonce",
+        client_max_msg=4096,
+        server_max_msg=4096,
+        client_max_obj=100_000,
+        server_max_obj=100_000,
+    )
     tree.nodes["./Up"] = "u" * 300_000
     refused: list[Exception] = []
 
@@ -362,7 +386,7 @@ def test_objects_beyond_max_obj_size_are_refused_with_413() -> None:
 
 
 def test_a_size_mismatch_gives_424_and_nothing_is_stored() -> None:
-    client, server, tree = make_pair(client_nonce=b"fresh-nonce")
+    client, _, tree = make_pair(client_nonce=b"fresh-nonce")
     client.start()
     # Hand-craft a server message whose chunked Add declares the wrong total size.
     server_msgs = []
@@ -389,8 +413,11 @@ def test_a_size_mismatch_gives_424_and_nothing_is_stored() -> None:
 def test_interrupted_large_object_is_answered_with_alert_1225() -> None:
     client, _, tree = make_pair(client_nonce=b"fresh-nonce")
     client.start()
-    first = Message(_server_header("1"), (Add("2", (Item(target=Target("./x"), meta=Meta(size=6), data="abc",
-                                                             more_data=True),)),), final=False)
+    first = Message(
+        _server_header("1"),
+        (Add("2", (Item(target=Target("./x"), meta=Meta(size=6), data="abc", more_data=True),)),),
+        final=False,
+    )
     client.receive(codec.encode(first))
     client.reply()
     second = Message(_server_header("2"), (Add("2", (Item(target=Target("./y"), data="new"),)),))
@@ -429,8 +456,9 @@ def test_a_client_package_larger_than_max_msg_size_spans_messages() -> None:
     assert len(t.of("server", ResultsReceived)) == 200
     assert all(len(b) <= 4096 for b in t.client_bodies)
     next_msgs = [codec.decode(b)[0] for b in t.server_bodies]
-    assert any(not m.final and any(isinstance(c, Alert) and c.code == 1222 for c in m.commands)
-               for m in next_msgs)
+    assert any(
+        not m.final and any(isinstance(c, Alert) and c.code == 1222 for c in m.commands) for m in next_msgs
+    )
 
 
 # --- Atomic, Sequence, abort --------------------------------------------------------------
@@ -438,24 +466,43 @@ def test_a_client_package_larger_than_max_msg_size_spans_messages() -> None:
 
 def test_atomic_commits_all_or_rolls_back_all() -> None:
     client, server, tree = make_pair(client_nonce=b"fresh-nonce")
-    good = Atomic("0", (Add("0", (Item(target=Target("./a"), data="1"),)),
-                        Add("0", (Item(target=Target("./b"), data="2"),))))
-    bad = Atomic("0", (Add("0", (Item(target=Target("./c"), data="3"),)),
-                       Replace("0", (Item(target=Target("./missing"), data="4"),)),
-                       Add("0", (Item(target=Target("./d"), data="5"),))))
+    good = Atomic(
+        "0",
+        (
+            Add("0", (Item(target=Target("./a"), data="1"),)),
+            Add("0", (Item(target=Target("./b"), data="2"),)),
+        ),
+    )
+    bad = Atomic(
+        "0",
+        (
+            Add("0", (Item(target=Target("./c"), data="3"),)),
+            Replace("0", (Item(target=Target("./missing"), data="4"),)),
+            Add("0", (Item(target=Target("./d"), data="5"),)),
+        ),
+    )
     t = run(client, server, once_started(good, bad))
     assert tree.nodes["./a"] == "1" and tree.nodes["./b"] == "2"
     assert "./c" not in tree.nodes and "./d" not in tree.nodes
     assert list(statuses(t).values()) == [200, 507]
     pkg3, _ = codec.decode(t.client_bodies[1])
     codes = [(c.cmd, c.code) for c in pkg3.commands if isinstance(c, Status)][1:]
-    assert codes == [("Atomic", 200), ("Add", 200), ("Add", 200),
-                     ("Atomic", 507), ("Add", 216), ("Replace", 404), ("Add", 215)]
+    assert codes == [
+        ("Atomic", 200),
+        ("Add", 200),
+        ("Add", 200),
+        ("Atomic", 507),
+        ("Add", 216),
+        ("Replace", 404),
+        ("Add", 215),
+    ]
 
 
 def test_get_inside_atomic_fails_the_atomic_without_executing_anything() -> None:
     client, server, tree = make_pair(client_nonce=b"fresh-nonce")
-    atomic = Atomic("0", (Add("0", (Item(target=Target("./a"), data="1"),)), Get("0", (Item(target=Target(".")),))))
+    atomic = Atomic(
+        "0", (Add("0", (Item(target=Target("./a"), data="1"),)), Get("0", (Item(target=Target(".")),)))
+    )
     t = run(client, server, once_started(atomic))
     assert "./a" not in tree.nodes
     pkg3, _ = codec.decode(t.client_bodies[1])
@@ -467,12 +514,15 @@ def test_sequence_keeps_order_and_skips_after_the_user_says_no() -> None:
     tree = DictTree()
     tree.ui_answer = StatusCode.NOT_MODIFIED
     client, server, tree = make_pair(client_nonce=b"fresh-nonce", tree=tree)
-    seq = Sequence("0", (
-        Add("0", (Item(target=Target("./a"), data="1"),)),
-        Replace("0", (Item(target=Target("./a"), data="2"),)),
-        Alert("0", data="1101", items=(Item(data=""), Item(data="Install now?"))),
-        Add("0", (Item(target=Target("./z"), data="9"),)),
-    ))
+    seq = Sequence(
+        "0",
+        (
+            Add("0", (Item(target=Target("./a"), data="1"),)),
+            Replace("0", (Item(target=Target("./a"), data="2"),)),
+            Alert("0", data="1101", items=(Item(data=""), Item(data="Install now?"))),
+            Add("0", (Item(target=Target("./z"), data="9"),)),
+        ),
+    )
     t = run(client, server, once_started(seq))
     assert tree.nodes["./a"] == "2" and "./z" not in tree.nodes
     pkg3, _ = codec.decode(t.client_bodies[1])
@@ -558,9 +608,7 @@ def test_resp_uri_is_used_as_the_next_url_and_target() -> None:
     assert msg.header.target.loc_uri == "http://127.0.0.1:8080/dm?s=tok1"
 
 
-def _server_header(msg_id: str, session_id: str = "1A2B") -> object:
-    from omadm.protocol.messages import Source, SyncHdr
-
+def _server_header(msg_id: str, session_id: str = "1A2B") -> SyncHdr:
     return SyncHdr(session_id, msg_id, Target("IMEI:493005100592800"), Source("http://127.0.0.1:8080/dm"))
 
 
@@ -568,8 +616,10 @@ def test_results_status_from_a_peer_is_tolerated() -> None:
     # Pitfall 14: some servers send Status 200 for Results; the client ignores it.
     client, _, _ = make_pair(client_nonce=b"fresh-nonce")
     client.start()
-    msg = Message(_server_header("1"), (Status("1", "1", "0", "SyncHdr", "212"),
-                                        Status("2", "1", "9", "Results", "200")))
+    msg = Message(
+        _server_header("1"),
+        (Status("1", "1", "0", "SyncHdr", "212"), Status("2", "1", "9", "Results", "200")),
+    )
     client.receive(codec.encode(msg))  # type: ignore[arg-type]
     assert client.reply() is None and client.state is State.ENDED
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -36,9 +37,11 @@ PKG1 = b"""<?xml version="1.0" encoding="UTF-8"?>
     <SessionID>1A2B</SessionID><MsgID>1</MsgID>
     <Target><LocURI>https://dm.example.com/dm</LocURI></Target>
     <Source><LocURI>IMEI:493005100592800</LocURI><LocName>user</LocName></Source>
-    <Cred><Meta><Format xmlns="syncml:metinf">b64</Format><Type xmlns="syncml:metinf">syncml:auth-md5</Type></Meta>
+    <Cred><Meta><Format xmlns="syncml:metinf">b64</Format>
+      <Type xmlns="syncml:metinf">syncml:auth-md5</Type></Meta>
       <Data>Zz6EivR3yeaaENcRN6lpAQ==</Data></Cred>
-    <Meta><MaxMsgSize xmlns="syncml:metinf">16384</MaxMsgSize><MaxObjSize xmlns="syncml:metinf">524288</MaxObjSize></Meta>
+    <Meta><MaxMsgSize xmlns="syncml:metinf">16384</MaxMsgSize>
+      <MaxObjSize xmlns="syncml:metinf">524288</MaxObjSize></Meta>
   </SyncHdr>
   <SyncBody>
     <Alert><CmdID>1</CmdID><Data>1201</Data></Alert>
@@ -78,7 +81,9 @@ def test_serializes_in_dtd_order_with_per_child_metinf_namespace() -> None:
     assert out.startswith(b"<?xml version='1.0' encoding='UTF-8'?>")
     assert b'<MaxMsgSize xmlns="syncml:metinf">4096</MaxMsgSize>' in out
     assert out.index(b"<Correlator>") < out.index(b"<Item>")
-    assert out.index(b"<VerDTD>") < out.index(b"<VerProto>") < out.index(b"<SessionID>") < out.index(b"<MsgID>")
+    assert (
+        out.index(b"<VerDTD>") < out.index(b"<VerProto>") < out.index(b"<SessionID>") < out.index(b"<MsgID>")
+    )
     assert out.endswith(b"<Final/></SyncBody></SyncML>")
     assert xml_codec.parse(out) == msg
 
@@ -159,7 +164,8 @@ def test_embedded_tnds_in_data_is_kept_as_xml_text() -> None:
         b"<SyncML><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto><SessionID>1</SessionID>"
         b"<MsgID>2</MsgID><Target><LocURI>a</LocURI></Target><Source><LocURI>b</LocURI></Source></SyncHdr>"
         b"<SyncBody><Add><CmdID>1</CmdID><Item><Target><LocURI>./x</LocURI></Target><Data>"
-        b'<MgmtTree xmlns="syncml:dmddf1.2"><VerDTD>1.2</VerDTD></MgmtTree></Data></Item></Add></SyncBody></SyncML>'
+        b'<MgmtTree xmlns="syncml:dmddf1.2"><VerDTD>1.2</VerDTD></MgmtTree>'
+        b"</Data></Item></Add></SyncBody></SyncML>"
     )
     (add,) = xml_codec.parse(doc).commands
     assert isinstance(add, Add)
@@ -177,12 +183,28 @@ def _msg_with_body(body: bytes) -> bytes:
 @pytest.mark.parametrize(
     ("doc", "error", "words"),
     [
-        (_msg_with_body(b"<Sync><CmdID>1</CmdID></Sync>"), UnsupportedElement, "<Sync> in <SyncBody> is a SyncML DS"),
+        (
+            _msg_with_body(b"<Sync><CmdID>1</CmdID></Sync>"),
+            UnsupportedElement,
+            "<Sync> in <SyncBody> is a SyncML DS",
+        ),
         (_msg_with_body(b"<Frobnicate/>"), UnsupportedElement, "unknown element <Frobnicate> in <SyncBody>"),
         (_msg_with_body(b"<Get><Item/></Get>"), MalformedMessage, "<Get> lacks the mandatory <CmdID>"),
-        (_msg_with_body(b"<Status><CmdID>1</CmdID></Status>"), MalformedMessage, "<Status> lacks the mandatory"),
-        (_msg_with_body(b"<Add><CmdID>1</CmdID><Meta><Size>-3</Size></Meta></Add>"), MalformedMessage, "<Size>"),
-        (_msg_with_body(b"<Add><CmdID>1</CmdID><Meta><Size>x</Size></Meta></Add>"), MalformedMessage, "<Size>"),
+        (
+            _msg_with_body(b"<Status><CmdID>1</CmdID></Status>"),
+            MalformedMessage,
+            "<Status> lacks the mandatory",
+        ),
+        (
+            _msg_with_body(b"<Add><CmdID>1</CmdID><Meta><Size>-3</Size></Meta></Add>"),
+            MalformedMessage,
+            "<Size>",
+        ),
+        (
+            _msg_with_body(b"<Add><CmdID>1</CmdID><Meta><Size>x</Size></Meta></Add>"),
+            MalformedMessage,
+            "<Size>",
+        ),
         (b"<SyncML><SyncBody/></SyncML>", MalformedMessage, "lacks the mandatory <SyncHdr>"),
         (b"<Foo/>", MalformedMessage, "root element is <Foo>"),
         (b"", MalformedMessage, "empty message"),
@@ -199,11 +221,13 @@ def test_bad_input_names_the_element_and_the_problem(doc: bytes, error: type[Exc
 def test_entity_bomb_is_refused() -> None:
     bomb = (
         b'<?xml version="1.0"?><!DOCTYPE SyncML [<!ENTITY a "aaaaaaaaaa">'
-        + b"".join(b'<!ENTITY e%d "&e%d;&e%d;&e%d;&e%d;&e%d;&e%d;&e%d;&e%d;&e%d;&e%d;">' % ((i,) + (i - 1,) * 10)
-                   for i in range(1, 10)).replace(b"&e0;", b"&a;")
+        + b"".join(
+            b'<!ENTITY e%d "&e%d;&e%d;&e%d;&e%d;&e%d;&e%d;&e%d;&e%d;&e%d;&e%d;">' % ((i,) + (i - 1,) * 10)
+            for i in range(1, 10)
+        ).replace(b"&e0;", b"&a;")
         + b"]><SyncML>&e9;</SyncML>"
     )
-    with pytest.raises(MalformedMessage, match="(?i)entity|internal subset"):
+    with pytest.raises(MalformedMessage, match=r"(?i)entity|internal subset"):
         xml_codec.parse(bomb)
 
 
@@ -216,7 +240,8 @@ def test_external_entity_is_refused_and_never_fetched() -> None:
 def test_public_doctype_is_accepted_without_network() -> None:
     doc = (
         b'<!DOCTYPE SyncML PUBLIC "-//SYNCML//DTD SyncML 1.2//EN" '
-        b'"http://www.openmobilealliance.org/tech/DTD/OMA-TS-SyncML_RepPro_DTD-V1_2.dtd">' + _msg_with_body(b"<Final/>")
+        b'"http://www.openmobilealliance.org/tech/DTD/OMA-TS-SyncML_RepPro_DTD-V1_2.dtd">'
+        + _msg_with_body(b"<Final/>")
     )
     assert xml_codec.parse(doc).final
 
@@ -245,10 +270,8 @@ def test_pretty_printed_output_parses_to_the_same_message(msg: Message) -> None:
 @given(st.binary(max_size=400))
 @settings(max_examples=400, deadline=None)
 def test_random_bytes_give_protocol_error_or_message(data: bytes) -> None:
-    try:
+    with contextlib.suppress(ProtocolError):
         xml_codec.parse(data)
-    except ProtocolError:
-        pass
 
 
 def test_mutated_messages_give_protocol_error_or_message() -> None:
@@ -265,12 +288,8 @@ def test_mutated_messages_give_protocol_error_or_message() -> None:
                 del doc[pos : pos + rng.randint(1, 20)]
             else:
                 doc[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 5)))
-        try:
+        with contextlib.suppress(ProtocolError):
             xml_codec.parse(bytes(doc))
-        except ProtocolError:
-            pass
         # truncations
-        try:
+        with contextlib.suppress(ProtocolError):
             xml_codec.parse(bytes(base[: rng.randrange(len(base))]))
-        except ProtocolError:
-            pass

@@ -19,7 +19,18 @@ from rich.syntax import Syntax
 from omadm.protocol import codec, xml_codec
 from omadm.protocol.codec import Encoding
 from omadm.protocol.codes import AlertCode, AuthType, ScomoResult
-from omadm.protocol.messages import Add, Alert, Atomic, Exec, Get, Item, ItemCommand, Meta, Replace, Source, Target
+from omadm.protocol.messages import (
+    Add,
+    Alert,
+    Atomic,
+    Exec,
+    Get,
+    Item,
+    ItemCommand,
+    Meta,
+    Source,
+    Target,
+)
 from omadm.protocol.session import (
     AlertReceived,
     ClientConfig,
@@ -56,8 +67,13 @@ class DemoDevice(MemoryTree):
 
     def __init__(self) -> None:
         super().__init__()
-        for uri in ("./DevDetail", "./SCOMO", "./SCOMO/Download", "./SCOMO/Inventory",
-                    "./SCOMO/Inventory/Deployed"):
+        for uri in (
+            "./DevDetail",
+            "./SCOMO",
+            "./SCOMO/Download",
+            "./SCOMO/Inventory",
+            "./SCOMO/Inventory/Deployed",
+        ):
             self.nodes[uri] = None
         self.nodes["./DevDetail/SwV"] = "1.4.2"
         self.pending_report: tuple[str, int] | None = None
@@ -66,7 +82,9 @@ class DemoDevice(MemoryTree):
         outcomes = super().execute(command)
         if isinstance(command, Exec) and outcomes[0].code == 202:
             data = self.nodes.get(f"{DOWNLOAD}/Data")
-            ok = isinstance(data, bytes) and hashlib.sha256(data).hexdigest() == self.nodes.get(f"{DOWNLOAD}/Hash")
+            ok = isinstance(data, bytes) and hashlib.sha256(data).hexdigest() == self.nodes.get(
+                f"{DOWNLOAD}/Hash"
+            )
             if ok:
                 self.nodes["./SCOMO/Inventory/Deployed/app1"] = None
                 self.nodes["./SCOMO/Inventory/Deployed/app1/Version"] = self.nodes[f"{DOWNLOAD}/PkgVersion"]
@@ -80,7 +98,9 @@ def _leaf(uri: str, value: str) -> Item:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__.splitlines()[0] if __doc__ else "")
+    parser = argparse.ArgumentParser(
+        prog="scripts/demo", description=__doc__.splitlines()[0] if __doc__ else ""
+    )
     parser.add_argument("--wbxml", action="store_true", help="talk WBXML instead of XML")
     parser.add_argument("--verbose", action="store_true", help="print every message in full")
     parser.add_argument("--once", action="store_true", help="exit 0 when everything succeeded (for CI)")
@@ -106,24 +126,47 @@ def main(argv: list[str] | None = None) -> int:
     # --- session 1 ---------------------------------------------------------------------
     console.rule(f"session 1: client-initiated, MD5 challenge, large object ({encoding.value})")
     client = ClientSession(
-        ClientConfig(device_id=DEVICE_ID, server_uri=SERVER_URI, credentials=DEVICE, client_nonce=b"stale",
-                     session_id="1", devinfo=DEVINFO, encoding=encoding, max_msg_size=4096),
+        ClientConfig(
+            device_id=DEVICE_ID,
+            server_uri=SERVER_URI,
+            credentials=DEVICE,
+            client_nonce=b"stale",
+            session_id="1",
+            devinfo=DEVINFO,
+            encoding=encoding,
+            max_msg_size=4096,
+        ),
         device,
     )
     server = ServerSession(
-        ServerConfig(server_uri=SERVER_URI, resp_uri=f"{SERVER_URI}?s=demo1", client_credentials=DEVICE,
-                     client_nonce=server_nonce_for_device)
+        ServerConfig(
+            server_uri=SERVER_URI,
+            resp_uri=f"{SERVER_URI}?s=demo1",
+            client_credentials=DEVICE,
+            client_nonce=server_nonce_for_device,
+        )
     )
     commands = [
         Get("0", (Item(target=Target("./DevDetail/SwV")),)),
-        Atomic("0", (
-            Add("0", (Item(target=Target(DOWNLOAD), meta=Meta(format="node")),)),
-            Add("0", (_leaf(f"{DOWNLOAD}/PkgID", "com.example.app1"),)),
-            Add("0", (_leaf(f"{DOWNLOAD}/PkgVersion", "2.0.0"),)),
-            Add("0", (_leaf(f"{DOWNLOAD}/Hash", hashlib.sha256(PACKAGE).hexdigest()),)),
-        )),
-        Add("0", (Item(target=Target(f"{DOWNLOAD}/Data"), meta=Meta(format="bin", type="application/octet-stream"),
-                       data=PACKAGE),)),
+        Atomic(
+            "0",
+            (
+                Add("0", (Item(target=Target(DOWNLOAD), meta=Meta(format="node")),)),
+                Add("0", (_leaf(f"{DOWNLOAD}/PkgID", "com.example.app1"),)),
+                Add("0", (_leaf(f"{DOWNLOAD}/PkgVersion", "2.0.0"),)),
+                Add("0", (_leaf(f"{DOWNLOAD}/Hash", hashlib.sha256(PACKAGE).hexdigest()),)),
+            ),
+        ),
+        Add(
+            "0",
+            (
+                Item(
+                    target=Target(f"{DOWNLOAD}/Data"),
+                    meta=Meta(format="bin", type="application/octet-stream"),
+                    data=PACKAGE,
+                ),
+            ),
+        ),
         Exec("0", (Item(target=Target(f"{DOWNLOAD}/Operations/DownloadInstall")),), correlator="job-1"),
     ]
     device.nodes[f"{DOWNLOAD}/Operations/DownloadInstall"] = ""  # placeholder executable node
@@ -150,19 +193,39 @@ def main(argv: list[str] | None = None) -> int:
     console.rule("session 2: the device reports the outcome (Generic Alert 1226)")
     correlator, result = device.pending_report or ("", int(ScomoResult.UNDEFINED_ERROR))
     client2 = ClientSession(
-        ClientConfig(device_id=DEVICE_ID, server_uri=SERVER_URI, credentials=DEVICE, client_nonce=next_nonce,
-                     session_id="2", devinfo=DEVINFO, encoding=encoding, max_msg_size=4096),
+        ClientConfig(
+            device_id=DEVICE_ID,
+            server_uri=SERVER_URI,
+            credentials=DEVICE,
+            client_nonce=next_nonce,
+            session_id="2",
+            devinfo=DEVINFO,
+            encoding=encoding,
+            max_msg_size=4096,
+        ),
         device,
     )
     client2.queue_alert(
-        Alert("0", data=str(int(AlertCode.GENERIC_ALERT)), correlator=correlator, items=(
-            Item(source=Source(DOWNLOAD), meta=Meta(type="urn:oma:at:scomo:1.0:OperationComplete", format="int"),
-                 data=str(result)),
-        ))
+        Alert(
+            "0",
+            data=str(int(AlertCode.GENERIC_ALERT)),
+            correlator=correlator,
+            items=(
+                Item(
+                    source=Source(DOWNLOAD),
+                    meta=Meta(type="urn:oma:at:scomo:1.0:OperationComplete", format="int"),
+                    data=str(result),
+                ),
+            ),
+        )
     )
     server2 = ServerSession(
-        ServerConfig(server_uri=SERVER_URI, resp_uri=f"{SERVER_URI}?s=demo2", client_credentials=DEVICE,
-                     client_nonce=issued)
+        ServerConfig(
+            server_uri=SERVER_URI,
+            resp_uri=f"{SERVER_URI}?s=demo2",
+            client_credentials=DEVICE,
+            client_nonce=issued,
+        )
     )
     t2 = run_in_memory(client2, server2, lambda events, srv: show(events), observe=observe)
     reports = [e.alert for e in t2.of("server", AlertReceived)]
@@ -181,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     console.print(f"statuses of the server's commands: {codes}")
     console.print(f"DevDetail/SwV read by the server: {swv}")
-    console.print(f"package delivered intact: {device.nodes.get(f'{DOWNLOAD}/Data') == PACKAGE} "
-                  f"({len(PACKAGE)} bytes in {len(t1.server_bodies)} server messages of at most 4096 bytes)")
+    console.print(
+        f"package delivered intact: {device.nodes.get(f'{DOWNLOAD}/Data') == PACKAGE} "
+        f"({len(PACKAGE)} bytes in {len(t1.server_bodies)} server messages of at most 4096 bytes)"
+    )
     console.print(f"Generic Alert matched to job: {[(a.correlator, a.items[0].data) for a in reports]}")
     console.print(f"session 2 needed no challenge (nonce carried over): {len(t2.client_bodies) == 1}")
     console.print("[bold green]demo succeeded[/]" if ok else "[bold red]demo FAILED[/]")

@@ -402,9 +402,7 @@ class _Endpoint:
         try:
             self.state = TRANSITIONS[(self.state, step)]
         except KeyError:
-            raise LocalProtocolError(
-                f"{self._role} session cannot {step} while {self.state.value}"
-            ) from None
+            raise LocalProtocolError(f"{self._role} session cannot {step} while {self.state.value}") from None
 
     @property
     def finished(self) -> bool:
@@ -435,8 +433,15 @@ class _Endpoint:
                     status_hint=StatusCode.REQUEST_ENTITY_TOO_LARGE,
                 )
 
-    def _status_for(self, command: Command, code: int, *, target_ref: str | None = None,
-                    items: tuple[Item, ...] = (), chal: Chal | None = None) -> Status:
+    def _status_for(
+        self,
+        command: Command,
+        code: int,
+        *,
+        target_ref: str | None = None,
+        items: tuple[Item, ...] = (),
+        chal: Chal | None = None,
+    ) -> Status:
         assert self._in_msg_id is not None
         item = _single_item(command)
         if target_ref is None and item is not None and item.target is not None:
@@ -679,7 +684,9 @@ class _Endpoint:
                 rendered = render(sendable[:lo], None, False)
                 return self._record(rendered, complete=sendable[:lo])
             if self._split_results(following):
-                sendable = [o for o in self._outbox if not (o.expects_status and not self._may_send_commands())]
+                sendable = [
+                    o for o in self._outbox if not (o.expects_status and not self._may_send_commands())
+                ]
                 continue
             raise LocalProtocolError(
                 f"{following.command.name} does not fit in the peer's MaxMsgSize of {limit} bytes "
@@ -751,7 +758,9 @@ class _Endpoint:
             if fits(rendered):
                 break
             if n <= 1:
-                raise LocalProtocolError(f"the peer's MaxMsgSize of {limit} bytes cannot carry a large object")
+                raise LocalProtocolError(
+                    f"the peer's MaxMsgSize of {limit} bytes cannot carry a large object"
+                )
             overflow = len(rendered.body) + _SIZE_MARGIN - limit
             n = max(1, n - max(overflow, n // 32))
         chunking.position += n
@@ -813,8 +822,9 @@ class _PeerAuth:
     to the peer last (the peer computes its md5 Cred or HMAC with it).
     """
 
-    def __init__(self, expected: Credentials | None, nonce: bytes, new_nonce: Callable[[], bytes],
-                 events: list[Event]) -> None:
+    def __init__(
+        self, expected: Credentials | None, nonce: bytes, new_nonce: Callable[[], bytes], events: list[Event]
+    ) -> None:
         self.expected = expected
         self.nonce = nonce
         self.authenticated = expected is None
@@ -868,7 +878,8 @@ class _PeerAuth:
             return self._challenge(StatusCode.INVALID_CREDENTIALS, str(exc))
         if presented is not scheme:  # pitfall 10: a different scheme than asked is a failure
             return self._challenge(
-                StatusCode.INVALID_CREDENTIALS, f"{presented.value} credentials where {scheme.value} is required"
+                StatusCode.INVALID_CREDENTIALS,
+                f"{presented.value} credentials where {scheme.value} is required",
             )
         if scheme is AuthType.BASIC:
             good = auth.verify_basic(cred.data, expected.username, expected.password)
@@ -880,8 +891,11 @@ class _PeerAuth:
             return self._challenge(StatusCode.INVALID_CREDENTIALS, f"{scheme.value} credentials do not match")
         self._accept(scheme)
         # 212: no more credentials this session; the Chal's nonce is for the next session.
-        return _Verdict(StatusCode.AUTHENTICATION_ACCEPTED, self._fresh_chal() if scheme is AuthType.MD5 else None,
-                        ok=True)
+        return _Verdict(
+            StatusCode.AUTHENTICATION_ACCEPTED,
+            self._fresh_chal() if scheme is AuthType.MD5 else None,
+            ok=True,
+        )
 
     def _accept(self, scheme: AuthType) -> None:
         assert self.expected is not None
@@ -1025,7 +1039,9 @@ class ClientSession(_Endpoint):
         self._outbox[:0] = setup
         return self._send()
 
-    def receive(self, body: bytes, *, hmac_header: str | None = None, content_type: str | None = None) -> list[Event]:
+    def receive(
+        self, body: bytes, *, hmac_header: str | None = None, content_type: str | None = None
+    ) -> list[Event]:
         """Take the server's reply; execute its commands; return what happened."""
         if self.state is not State.AWAITING_REPLY:
             raise LocalProtocolError(f"client session cannot receive while {self.state.value}")
@@ -1111,13 +1127,23 @@ class ClientSession(_Endpoint):
         hdr_status = self._header_status(message)
         self._resend_on_challenge = self._own.on_header_status(hdr_status, self._peer.authenticated)
         if self._resend_on_challenge and self._own.challenges > self.config.max_auth_attempts:
-            events.append(AuthenticationFailed("the server kept refusing our credentials",
-                                               hdr_status.code if hdr_status else 401, final=True))
+            events.append(
+                AuthenticationFailed(
+                    "the server kept refusing our credentials",
+                    hdr_status.code if hdr_status else 401,
+                    final=True,
+                )
+            )
             self._move("give-up")
             return self._pop_events()
         if hdr_status is not None and hdr_status.code in _UNAUTH and not self._resend_on_challenge:
-            events.append(AuthenticationFailed("the server refused our credentials and we have none to offer",
-                                               hdr_status.code, final=True))
+            events.append(
+                AuthenticationFailed(
+                    "the server refused our credentials and we have none to offer",
+                    hdr_status.code,
+                    final=True,
+                )
+            )
             self._move("give-up")
             return self._pop_events()
         self._take_statuses(message)
@@ -1130,7 +1156,9 @@ class ClientSession(_Endpoint):
         self._hdr_status = self._status_for_header(message.header, verdict)
         if not verdict.ok:
             if self._peer.failures > self.config.max_auth_attempts:
-                events.append(AuthenticationFailed("the server did not authenticate", verdict.code, final=True))
+                events.append(
+                    AuthenticationFailed("the server did not authenticate", verdict.code, final=True)
+                )
                 self._hdr_status = None
                 self._move("give-up")
                 return self._pop_events()
@@ -1196,19 +1224,29 @@ class ClientSession(_Endpoint):
         for outcome in outcomes:
             code = outcome.code
             results = outcome.results
-            if results is not None and self.peer_max_obj_size:
-                if any(i.data is not None and _transmitted_size(i.data) > self.peer_max_obj_size for i in results):
-                    code, results = StatusCode.REQUEST_ENTITY_TOO_LARGE, None
+            if results is not None and self._too_large_for_peer(results):
+                code, results = StatusCode.REQUEST_ENTITY_TOO_LARGE, None
             self._queue_status(cmd, code, target_ref=outcome.target_ref, items=outcome.items)
             if results is not None and 200 <= code < 300:
                 assert self._in_msg_id is not None
                 self._outbox.append(
-                    _Out(Results("0", cmd_ref=cmd.cmd_id, msg_ref=self._in_msg_id, items=results,
-                                 meta=outcome.results_meta))
+                    _Out(
+                        Results(
+                            "0",
+                            cmd_ref=cmd.cmd_id,
+                            msg_ref=self._in_msg_id,
+                            items=results,
+                            meta=outcome.results_meta,
+                        )
+                    )
                 )
             if not 200 <= code < 300:
                 worst = code
         return worst
+
+    def _too_large_for_peer(self, items: tuple[Item, ...]) -> bool:
+        limit = self.peer_max_obj_size
+        return bool(limit) and any(i.data is not None and _transmitted_size(i.data) > limit for i in items)
 
     def _run_sequence(self, seq: Sequence) -> None:
         self._queue_status(seq, StatusCode.OK)
@@ -1306,7 +1344,9 @@ class ServerSession(_Endpoint):
         self.config = config
         self.state = State.AWAITING_REPLY
         self.device_id: str | None = None
-        self._peer = _PeerAuth(config.client_credentials, config.client_nonce, config.nonce_factory, self._events)
+        self._peer = _PeerAuth(
+            config.client_credentials, config.client_nonce, config.nonce_factory, self._events
+        )
         self._own = _OwnAuth(
             config.server_credentials if config.send_server_cred else None, config.server_nonce, self._events
         )
@@ -1343,16 +1383,23 @@ class ServerSession(_Endpoint):
         """Commands queued or sent whose final Status has not come back."""
         return len([o for o in self._outbox if o.expects_status]) + len(self._awaiting)
 
-    def receive(self, body: bytes, *, hmac_header: str | None = None, content_type: str | None = None) -> list[Event]:
+    def receive(
+        self, body: bytes, *, hmac_header: str | None = None, content_type: str | None = None
+    ) -> list[Event]:
         """Take one client message (one HTTP POST body) and return what happened."""
         message, self.encoding = decode(body, content_type)
         return self.receive_message(message, body, hmac_header=hmac_header)
 
-    def receive_message(self, message: Message, body: bytes, *, hmac_header: str | None = None) -> list[Event]:
+    def receive_message(
+        self, message: Message, body: bytes, *, hmac_header: str | None = None
+    ) -> list[Event]:
         """Like ``receive`` for a message the caller decoded already (to find the device)."""
         header = message.header
-        if self._last_reply is not None and header.msg_id == self._in_msg_id \
-                and header.session_id == self.session_id:
+        if (
+            self._last_reply is not None
+            and header.msg_id == self._in_msg_id
+            and header.session_id == self.session_id
+        ):
             # The client repeated its last message (a lost reply): answer the same again.
             self._repeat = True
             self._move("receive-again")
@@ -1380,10 +1427,8 @@ class ServerSession(_Endpoint):
         outgoing = self._outgoing(msg, body, None)
         self._last_reply = outgoing
         carries_commands = any(not isinstance(c, Status) for c in msg.commands)
-        if self._give_up:
-            self._move("reply-last")
-            self._events.append(SessionEnded())
-        elif msg.final and not carries_commands and self._peer.authenticated and not self._outbox:
+        done = msg.final and not carries_commands and self._peer.authenticated and not self._outbox
+        if self._give_up or done:
             self._move("reply-last")
             self._events.append(SessionEnded())
         else:
@@ -1499,8 +1544,9 @@ class ServerSession(_Endpoint):
                 return out
         return None
 
-    def _record(self, rendered: _Rendered, *, complete: list[_Out],
-                awaiting_chunk: _Out | None = None) -> tuple[Message, bytes]:
+    def _record(
+        self, rendered: _Rendered, *, complete: list[_Out], awaiting_chunk: _Out | None = None
+    ) -> tuple[Message, bytes]:
         result = super()._record(rendered, complete=complete, awaiting_chunk=awaiting_chunk)
         msg_id = rendered.message.header.msg_id
         for out, cmd in rendered.pairs:
@@ -1537,9 +1583,9 @@ class ServerSession(_Endpoint):
         if isinstance(cmd, Replace):
             self._queue_status(cmd, StatusCode.OK)
             values = {
-                item.source.loc_uri: item.data if isinstance(item.data, str) else (item.data or b"").decode(
-                    "utf-8", "replace"
-                )
+                item.source.loc_uri: item.data
+                if isinstance(item.data, str)
+                else (item.data or b"").decode("utf-8", "replace")
                 for item in cmd.items
                 if item.source is not None
             }

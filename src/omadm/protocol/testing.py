@@ -96,7 +96,9 @@ class MemoryTree:
             value = self.nodes[uri]
             if value is None:
                 data = "/".join(self.children(uri))
-                return Outcome(StatusCode.OK, results=(Item(source=Source(uri), meta=Meta(format="node"), data=data),))
+                return Outcome(
+                    StatusCode.OK, results=(Item(source=Source(uri), meta=Meta(format="node"), data=data),)
+                )
             meta = Meta(format="bin") if isinstance(value, bytes) else None
             return Outcome(StatusCode.OK, results=(Item(source=Source(uri), meta=meta, data=value),))
         if isinstance(command, Exec):
@@ -162,8 +164,9 @@ def run_in_memory(
         t.client_bodies.append(out.body)
         if observe:
             observe("C>S", out)
-        events = server.receive(out.body, hmac_header=out.headers.get(auth.HMAC_HEADER),
-                                content_type=out.content_type)
+        events = server.receive(
+            out.body, hmac_header=out.headers.get(auth.HMAC_HEADER), content_type=out.content_type
+        )
         t.server_events.extend(events)
         if script is not None and not server.finished:
             script(events, server)
@@ -173,7 +176,9 @@ def run_in_memory(
         if observe:
             observe("S>C", reply)
         t.client_events.extend(
-            client.receive(reply.body, hmac_header=reply.headers.get(auth.HMAC_HEADER), content_type=reply.content_type)
+            client.receive(
+                reply.body, hmac_header=reply.headers.get(auth.HMAC_HEADER), content_type=reply.content_type
+            )
         )
         if client.finished:
             t.client_events.extend(client.events())

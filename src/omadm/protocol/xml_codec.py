@@ -80,8 +80,21 @@ DEFAULT_MAX_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_DEPTH = 64
 
 _DS_ONLY = frozenset(
-    {"Sync", "Map", "MapItem", "Put", "Search", "NumberOfChanges", "Move", "Filter", "Field",
-     "Record", "FilterType", "SourceParent", "TargetParent"}
+    {
+        "Sync",
+        "Map",
+        "MapItem",
+        "Put",
+        "Search",
+        "NumberOfChanges",
+        "Move",
+        "Filter",
+        "Field",
+        "Record",
+        "FilterType",
+        "SourceParent",
+        "TargetParent",
+    }
 )
 
 _E = etree._Element
@@ -293,7 +306,11 @@ def _parse_mem(el: _E) -> Mem:
             f.one(name, _int(child))
         else:
             raise _unknown("Mem", name)
-    return Mem(shared_mem=bool(f.get("SharedMem", bool)), free_mem=f.get("FreeMem", int), free_id=f.get("FreeID", int))
+    return Mem(
+        shared_mem=bool(f.get("SharedMem", bool)),
+        free_mem=f.get("FreeMem", int),
+        free_id=f.get("FreeID", int),
+    )
 
 
 def _parse_locator(el: _E, kind: Callable[[str, str | None], _T]) -> _T:
@@ -393,9 +410,7 @@ def _parse_command(name: str, el: _E, depth: int, max_depth: int) -> Command:
     f = _Fields(name)
     inner: list[Command] = []
     for child_name, child in _children(el):
-        if child_name in ("CmdID", "MsgRef", "CmdRef", "Cmd", "Correlator", "Lang"):
-            f.one(child_name, _text(child))
-        elif child_name == "Data":
+        if child_name in ("CmdID", "MsgRef", "CmdRef", "Cmd", "Correlator", "Lang") or child_name == "Data":
             f.one(child_name, _text(child))
         elif child_name in ("TargetRef", "SourceRef"):
             f.many(child_name, _text(child))
@@ -429,13 +444,26 @@ def _parse_command(name: str, el: _E, depth: int, max_depth: int) -> Command:
         if name == "Get":
             return Get(cmd_id, items, meta, cred, no_resp, lang=f.get("Lang", str))
         if name == "Delete":
-            return Delete(cmd_id, items, meta, cred, no_resp, archive="Archive" in f.values,
-                          sft_del="SftDel" in f.values)
+            return Delete(
+                cmd_id,
+                items,
+                meta,
+                cred,
+                no_resp,
+                archive="Archive" in f.values,
+                sft_del="SftDel" in f.values,
+            )
         return _ITEM_COMMANDS[name](cmd_id, items, meta, cred, no_resp)
     if name == "Alert":
         _forbid(f, name, ("MsgRef", "CmdRef", "Cmd", "TargetRef", "SourceRef", "Chal", "Meta"))
-        return Alert(cmd_id, data=f.get("Data", str), items=items, correlator=f.get("Correlator", str),
-                     cred=cred, no_resp=no_resp)
+        return Alert(
+            cmd_id,
+            data=f.get("Data", str),
+            items=items,
+            correlator=f.get("Correlator", str),
+            cred=cred,
+            no_resp=no_resp,
+        )
     if name == "Status":
         return Status(
             cmd_id,
@@ -563,8 +591,10 @@ def _message_from_element(root: _E, max_depth: int) -> Message:
         elif name == "SyncBody" and body is None:
             body = child
         else:
-            raise _unknown("SyncML", name) if name not in ("SyncHdr", "SyncBody") else MalformedMessage(
-                f"<SyncML> has more than one <{name}>"
+            raise (
+                _unknown("SyncML", name)
+                if name not in ("SyncHdr", "SyncBody")
+                else MalformedMessage(f"<SyncML> has more than one <{name}>")
             )
     if header is None:
         raise MalformedMessage("<SyncML> lacks the mandatory <SyncHdr>")
