@@ -53,7 +53,7 @@ DDF = b"""<?xml version="1.0"?>
 
 def test_describe_names_versions_identity_and_commands() -> None:
     assert summary.describe(SERVER_PKG2, Encoding.XML) == (
-        "SyncML DM message, XML, 1.2/DM/1.2, SessionID 1, MsgID 2, 5 commands (Status×3, Get, Replace), Final"
+        "SyncML DM message, XML, 1.2/DM/1.2, SessionID 1, MsgID 2, 5 commands (Status\N{MULTIPLICATION SIGN}3, Get, Replace), Final"
     )
 
 

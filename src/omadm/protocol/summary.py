@@ -27,6 +27,9 @@ from .errors import MalformedMessage, RemoteProtocolError
 from .messages import Atomic, Command, Message, Sequence, Status
 
 __all__ = [
+    "EXPECTED_VER_DTD",
+    "EXPECTED_VER_PROTO",
+    "TIMES",
     "Document",
     "convert",
     "describe",
@@ -40,6 +43,8 @@ _E = etree._Element
 #: The versions a DM 1.2 sender must put in every SyncHdr.
 EXPECTED_VER_DTD = "1.2"
 EXPECTED_VER_PROTO = "DM/1.2"
+#: Joins a repeated command's name and count in :func:`describe` (``Status×3``).
+TIMES = "\N{MULTIPLICATION SIGN}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +129,12 @@ def describe(message: Message, encoding: Encoding) -> str:
 
     Example: ``SyncML DM message, XML, 1.2/DM/1.2, SessionID 1, MsgID 2, 5 commands
     (Status×3, Get, Replace), Final``. Only top-level commands are counted, in order of
-    first appearance, because that is how they are answered.
+    first appearance, because that is how they are answered; a repeated name gets
+    :data:`TIMES` and its count.
     """
     hdr = message.header
     counts = Counter(cmd.name for cmd in message.commands)
-    names = ", ".join(name if n == 1 else f"{name}×{n}" for name, n in counts.items())
+    names = ", ".join(name if n == 1 else f"{name}{TIMES}{n}" for name, n in counts.items())
     total = len(message.commands)
     commands = f"{total} command{'' if total == 1 else 's'}" + (f" ({names})" if names else "")
     return ", ".join(
