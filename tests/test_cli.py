@@ -38,7 +38,8 @@ PKG2 = b"""<?xml version="1.0" encoding="UTF-8"?>
 </SyncML>"""
 
 PKG2_SUMMARY = (
-    "OK: SyncML DM message, XML, 1.2/DM/1.2, SessionID 1, MsgID 2, 5 commands (Status\N{MULTIPLICATION SIGN}3, Get, Replace), Final\n"
+    "OK: SyncML DM message, XML, 1.2/DM/1.2, SessionID 1, MsgID 2, 5 commands "
+    "(Status\N{MULTIPLICATION SIGN}3, Get, Replace), Final\n"
 )
 
 TNDS = b"""<?xml version="1.0" encoding="UTF-8"?>
@@ -215,8 +216,13 @@ def test_check_warns_but_passes_a_lenient_message(tmp_path: Path) -> None:
     warnings = result.stderr.splitlines()
     assert all(line.startswith(f"warning: {path}: ") for line in warnings)
     text = "\n".join(warnings)
-    for fragment in ("lacks <VerDTD>", "non-numeric CmdID 'four'", "'CHR' is not lower case", "must come first",
-                     "no <Final/>"):
+    for fragment in (
+        "lacks <VerDTD>",
+        "non-numeric CmdID 'four'",
+        "'CHR' is not lower case",
+        "must come first",
+        "no <Final/>",
+    ):
         assert fragment in text
     assert len(warnings) == 5
 
@@ -300,13 +306,15 @@ def test_installed_entry_point_smoke(tmp_path: Path) -> None:
         pytest.skip("the omadm console script is not installed in this environment")
     source = tmp_path / "pkg2.xml"
     source.write_bytes(PKG2)
-    converted = subprocess.run(
-        [str(exe), "codec", str(source)], capture_output=True, check=False, timeout=60
-    )
+    converted = subprocess.run([str(exe), "codec", str(source)], capture_output=True, check=False, timeout=60)
     assert converted.returncode == 0, converted.stderr
     assert wbxml.is_wbxml(converted.stdout)
     checked = subprocess.run(
-        [str(exe), "codec", "--check", "-"], input=converted.stdout, capture_output=True, check=False, timeout=60
+        [str(exe), "codec", "--check", "-"],
+        input=converted.stdout,
+        capture_output=True,
+        check=False,
+        timeout=60,
     )
     assert checked.returncode == 0
     assert checked.stdout.decode() == PKG2_SUMMARY.replace("XML", "WBXML", 1)

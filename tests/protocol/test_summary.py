@@ -23,7 +23,9 @@ from omadm.protocol.messages import (
 )
 
 
-def _message(*commands: Command, final: bool = True, ver_dtd: str = "1.2", ver_proto: str = "DM/1.2") -> Message:
+def _message(
+    *commands: Command, final: bool = True, ver_dtd: str = "1.2", ver_proto: str = "DM/1.2"
+) -> Message:
     header = SyncHdr(
         "1", "2", Target("IMEI:1"), Source("https://dm.example.com/"), ver_dtd=ver_dtd, ver_proto=ver_proto
     )
@@ -53,13 +55,16 @@ DDF = b"""<?xml version="1.0"?>
 
 def test_describe_names_versions_identity_and_commands() -> None:
     assert summary.describe(SERVER_PKG2, Encoding.XML) == (
-        "SyncML DM message, XML, 1.2/DM/1.2, SessionID 1, MsgID 2, 5 commands (Status\N{MULTIPLICATION SIGN}3, Get, Replace), Final"
+        "SyncML DM message, XML, 1.2/DM/1.2, SessionID 1, MsgID 2, 5 commands "
+        f"(Status{summary.TIMES}3, Get, Replace), Final"
     )
 
 
 def test_describe_singular_empty_and_not_final() -> None:
     one = _message(Alert("1", data="1201"), final=False)
-    assert summary.describe(one, Encoding.WBXML).endswith("WBXML, 1.2/DM/1.2, SessionID 1, MsgID 2, 1 command (Alert), no Final")
+    assert summary.describe(one, Encoding.WBXML).endswith(
+        "WBXML, 1.2/DM/1.2, SessionID 1, MsgID 2, 1 command (Alert), no Final"
+    )
     empty = _message(ver_dtd="", ver_proto="")
     assert ", ?/?, " in summary.describe(empty, Encoding.XML)
     assert ", 0 commands, Final" in summary.describe(empty, Encoding.XML)
@@ -117,7 +122,7 @@ def test_a_bad_syncml_message_is_an_error_not_a_tree() -> None:
     with pytest.raises(MalformedMessage, match="SyncHdr"):
         summary.load(b'<SyncML xmlns="SYNCML:SYNCML1.2"><SyncBody/></SyncML>')
     ds = (
-        b'<SyncML><SyncHdr><SessionID>1</SessionID><MsgID>1</MsgID><Target><LocURI>a</LocURI></Target>'
+        b"<SyncML><SyncHdr><SessionID>1</SessionID><MsgID>1</MsgID><Target><LocURI>a</LocURI></Target>"
         b"<Source><LocURI>b</LocURI></Source></SyncHdr><SyncBody><Sync><CmdID>1</CmdID></Sync></SyncBody></SyncML>"
     )
     with pytest.raises(UnsupportedElement, match="Sync"):
@@ -174,7 +179,8 @@ def test_lint_sees_format_case_in_the_raw_xml_only() -> None:
 
 def test_lint_sees_format_case_in_wbxml() -> None:
     raw = codec.encode(SERVER_PKG2).replace(
-        b"<Replace><CmdID>5</CmdID>", b'<Replace><CmdID>5</CmdID><Meta><Format xmlns="syncml:metinf">Chr</Format></Meta>'
+        b"<Replace><CmdID>5</CmdID>",
+        b'<Replace><CmdID>5</CmdID><Meta><Format xmlns="syncml:metinf">Chr</Format></Meta>',
     )
     doc = summary.load(raw)
     assert doc.message is not None
@@ -182,4 +188,3 @@ def test_lint_sees_format_case_in_wbxml() -> None:
     assert summary.lint(doc.message, binary, Encoding.WBXML) == [
         "Meta/Format 'Chr' is not lower case (a strict sender writes 'chr')"
     ]
-

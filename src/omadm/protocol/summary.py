@@ -43,7 +43,7 @@ _E = etree._Element
 #: The versions a DM 1.2 sender must put in every SyncHdr.
 EXPECTED_VER_DTD = "1.2"
 EXPECTED_VER_PROTO = "DM/1.2"
-#: Joins a repeated command's name and count in :func:`describe` (``Status×3``).
+#: Joins a repeated command's name and its count in :func:`describe`.
 TIMES = "\N{MULTIPLICATION SIGN}"
 
 
@@ -67,7 +67,9 @@ class Document:
         return _local(self.tree.tag)
 
 
-def load(data: bytes, content_type: str | None = None, *, max_size: int = xml_codec.DEFAULT_MAX_SIZE) -> Document:
+def load(
+    data: bytes, content_type: str | None = None, *, max_size: int = xml_codec.DEFAULT_MAX_SIZE
+) -> Document:
     """Decode XML or WBXML: a ``<SyncML>`` root through the message model, anything else as a tree.
 
     A document whose root *is* ``SyncML`` but which the model refuses is an error, never
@@ -128,10 +130,10 @@ def describe(message: Message, encoding: Encoding) -> str:
     """One line naming the message's encoding, versions, identity and commands.
 
     Example: ``SyncML DM message, XML, 1.2/DM/1.2, SessionID 1, MsgID 2, 5 commands
-    (Status×3, Get, Replace), Final``. Only top-level commands are counted, in order of
-    first appearance, because that is how they are answered; a repeated name gets
-    :data:`TIMES` and its count.
-    """
+    (Status×3, Get, Replace), Final``. Top-level commands are listed in order of first
+    appearance, a repeated name with :data:`TIMES` and its count; an Atomic or Sequence
+    counts once, as the container a reader looks for.
+    """  # noqa: RUF002
     hdr = message.header
     counts = Counter(cmd.name for cmd in message.commands)
     names = ", ".join(name if n == 1 else f"{name}{TIMES}{n}" for name, n in counts.items())
@@ -205,7 +207,9 @@ def lint(message: Message, data: bytes | None = None, encoding: Encoding | None 
     if data is not None and encoding is not None:
         for value in sorted(set(_raw_formats(data, encoding))):
             if value != value.lower():
-                problems.append(f"Meta/Format {value!r} is not lower case (a strict sender writes {value.lower()!r})")
+                problems.append(
+                    f"Meta/Format {value!r} is not lower case (a strict sender writes {value.lower()!r})"
+                )
 
     if not message.final:
         problems.append("no <Final/>: the package continues in a later message")
@@ -232,9 +236,7 @@ def _raw_formats(data: bytes, encoding: Encoding) -> list[str]:
     except RemoteProtocolError:
         return []
     return [
-        (el.text or "").strip()
-        for el in tree.iter("{*}Format")
-        if len(el) == 0 and (el.text or "").strip()
+        (el.text or "").strip() for el in tree.iter("{*}Format") if len(el) == 0 and (el.text or "").strip()
     ]
 
 
