@@ -1,6 +1,6 @@
 """The protocol package's public surface is explicit, sorted and importable."""
 
-import omadm.protocol as protocol
+from omadm import protocol
 
 
 def test_all_is_sorted_and_every_name_exists() -> None:
