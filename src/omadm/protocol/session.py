@@ -1246,7 +1246,9 @@ class ClientSession(_Endpoint):
 
     def _too_large_for_peer(self, items: tuple[Item, ...]) -> bool:
         limit = self.peer_max_obj_size
-        return bool(limit) and any(i.data is not None and _transmitted_size(i.data) > limit for i in items)
+        if not limit:
+            return False
+        return any(i.data is not None and _transmitted_size(i.data) > limit for i in items)
 
     def _run_sequence(self, seq: Sequence) -> None:
         self._queue_status(seq, StatusCode.OK)
