@@ -16,7 +16,7 @@ package ends), large objects bounded by MaxObjSize (MoreData, Meta/Size on the f
 213 per chunk, 424 on a size mismatch, 1225 on interruption), and abort (Alert 1223).
 
 The rules that decide *when* a session may move are kept in one table, ``TRANSITIONS``;
-``docs/protocol-core.md`` describes them. Everything else here computes *what* to send.
+``docs/protocol-core.md`` shows them as a table. Everything else here computes *what* to send.
 """
 
 from __future__ import annotations

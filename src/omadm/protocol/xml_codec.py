@@ -164,29 +164,41 @@ def parse(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: int = DEF
     return message_from_element(parse_element(data, max_size=max_size), max_depth=max_depth)
 
 
+_LOCAL_NAMES: dict[str, str] = {}
+
+
 def _local(tag: object) -> str:
-    if not isinstance(tag, str):  # comments, PIs, entities
+    """The local name of a tag (``{ns}Name`` -> ``Name``); empty for comments and PIs."""
+    if not isinstance(tag, str):
         return ""
-    return tag.rpartition("}")[2]
+    name = _LOCAL_NAMES.get(tag)
+    if name is None:
+        name = tag.rpartition("}")[2]
+        if len(_LOCAL_NAMES) < 4096:  # bounded: tags come from peers
+            _LOCAL_NAMES[tag] = name
+    return name
 
 
 def _children(el: _E) -> Iterator[tuple[str, _E]]:
     for child in el:
         if isinstance(child, etree._Entity):
             raise MalformedMessage(f"entity reference &{child.name}; in <{_local(el.tag)}> refused")
-        name = _local(child.tag)
-        if name:
-            yield name, child
+        tag = child.tag
+        if isinstance(tag, str):  # comments and PIs have a function as tag
+            yield _LOCAL_NAMES.get(tag) or _local(tag), child
 
 
 def _text(el: _E) -> str:
     """Text of a simple element, whitespace-trimmed (identifiers, codes, URIs)."""
-    for child in el:
-        if isinstance(child, etree._Entity):
-            raise MalformedMessage(f"entity reference &{child.name}; in <{_local(el.tag)}> refused")
-        if _local(child.tag):
-            raise MalformedMessage(f"<{_local(el.tag)}> must hold text, found element <{_local(child.tag)}>")
-    return (el.text or "").strip()
+    if len(el):
+        for child in el:
+            if isinstance(child, etree._Entity):
+                raise MalformedMessage(f"entity reference &{child.name}; in <{_local(el.tag)}> refused")
+            if _local(child.tag):
+                parent, found = _local(el.tag), _local(child.tag)
+                raise MalformedMessage(f"<{parent}> must hold text, found element <{found}>")
+    text = el.text
+    return text.strip() if text else ""
 
 
 def _int(el: _E) -> int:
