@@ -98,6 +98,7 @@ _DS_ONLY = frozenset(
 )
 
 _E = etree._Element
+_LEADING_JUNK = (b"\xef", b" ", b"\t", b"\r", b"\n")
 _T = TypeVar("_T")
 
 
@@ -137,10 +138,15 @@ def parse_element(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> _E:
         raise MalformedMessage(
             f"message of {len(data)} bytes exceeds the {max_size}-byte limit", status_hint=413
         )
-    if not data.strip():
+    data = bytes(data)
+    if data[:1] in _LEADING_JUNK:
+        # Tolerated: a UTF-8 BOM or blank lines before the XML declaration (seen from
+        # servers that print a newline before the document).
+        data = data.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not data:
         raise MalformedMessage("empty message: no XML document")
     try:
-        root = etree.fromstring(bytes(data), _get_parser())
+        root = etree.fromstring(data, _get_parser())
     except etree.XMLSyntaxError as exc:
         raise MalformedMessage(f"not well-formed XML: {exc.msg}") from None
     except (ValueError, etree.LxmlError) as exc:
@@ -608,10 +614,9 @@ def _message_from_element(root: _E, max_depth: int) -> Message:
                 if name not in ("SyncHdr", "SyncBody")
                 else MalformedMessage(f"<SyncML> has more than one <{name}>")
             )
-    if header is None:
-        raise MalformedMessage("<SyncML> lacks the mandatory <SyncHdr>")
     if body is None:
         raise MalformedMessage("<SyncML> lacks the mandatory <SyncBody>")
+    # The body first: a SyncML DS message is refused for its DS elements, whatever its header.
     commands: list[Command] = []
     final = False
     for name, child in _children(body):
@@ -621,6 +626,8 @@ def _message_from_element(root: _E, max_depth: int) -> Message:
             commands.append(_parse_command(name, child, 1, max_depth))
         else:
             raise _unknown("SyncBody", name)
+    if header is None:
+        raise MalformedMessage("<SyncML> lacks the mandatory <SyncHdr>")
     return Message(header=header, commands=tuple(commands), final=final)
 
 
