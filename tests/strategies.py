@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from hypothesis import strategies as st
 
 from omadm.protocol.messages import (
@@ -129,3 +131,24 @@ def messages(binary: bool = False) -> st.SearchStrategy[Message]:
         commands=st.lists(commands(binary), max_size=6).map(tuple),
         final=st.booleans(),
     )
+
+
+def mutations(base: bytes, count: int, seed: int) -> list[bytes]:
+    """``count`` damaged copies of ``base``: bytes flipped, cut out or inserted (seeded)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        doc = bytearray(base)
+        for _ in range(rng.randint(1, 6)):
+            pos = rng.randrange(len(doc)) if doc else 0
+            action = rng.randrange(4)
+            if action == 0 and doc:
+                doc[pos] = rng.randrange(256)
+            elif action == 1:
+                del doc[pos : pos + rng.randint(1, 20)]
+            elif action == 2:
+                doc[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 5)))
+            else:
+                del doc[rng.randrange(len(doc) + 1) :]  # truncation
+        out.append(bytes(doc))
+    return out

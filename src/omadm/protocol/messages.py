@@ -30,6 +30,7 @@ __all__ = [
     "Atomic",
     "Chal",
     "Command",
+    "Container",
     "Copy",
     "Cred",
     "Data",
@@ -279,10 +280,9 @@ class Alert(Command):
 
 
 @dataclass(frozen=True, slots=True)
-class Atomic(Command):
-    """``Atomic``: all-or-nothing container."""
+class Container(Command):
+    """Fields shared by Atomic and Sequence: commands nested inside one command."""
 
-    name = "Atomic"
     cmd_id: str
     commands: tuple[Command, ...] = ()
     meta: Meta | None = None
@@ -290,20 +290,22 @@ class Atomic(Command):
 
     def __post_init__(self) -> None:
         _check_cmd_id(self)
+        if not isinstance(self.commands, tuple):
+            raise LocalProtocolError(f"{self.name} commands must be a tuple")
 
 
 @dataclass(frozen=True, slots=True)
-class Sequence(Command):
+class Atomic(Container):
+    """``Atomic``: all-or-nothing container."""
+
+    name = "Atomic"
+
+
+@dataclass(frozen=True, slots=True)
+class Sequence(Container):
     """``Sequence``: ordered container."""
 
     name = "Sequence"
-    cmd_id: str
-    commands: tuple[Command, ...] = ()
-    meta: Meta | None = None
-    no_resp: bool = False
-
-    def __post_init__(self) -> None:
-        _check_cmd_id(self)
 
 
 @dataclass(frozen=True, slots=True)
