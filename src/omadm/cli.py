@@ -21,6 +21,8 @@ from typing import Annotated, NoReturn
 import typer
 
 from . import __version__
+from .agent.cli import agent_app
+from .mo import registry as mo_registry
 from .protocol import summary
 from .protocol.codec import Encoding
 from .protocol.errors import ProtocolError
@@ -188,6 +190,56 @@ def _write(output: str | None, data: bytes, *, binary: bool) -> None:
 def _fail(code: int, message: str) -> NoReturn:
     typer.echo(message, err=True)
     raise typer.Exit(code)
+
+
+mo_app = typer.Typer(
+    name="mo",
+    help="Management objects (DevInfo, DevDetail, DMAcc, ...): list them, print their DDF.",
+    no_args_is_help=True,
+)
+app.add_typer(mo_app, name="mo")
+app.add_typer(agent_app, name="agent")
+
+
+@mo_app.command("list")
+def mo_list_command() -> None:
+    """List the known management objects: name, MO identifier (URN), default path."""
+    mos = mo_registry.all_mos()
+    width = max(len(m.name) for m in mos)
+    urn_width = max(len(m.urn) for m in mos)
+    for m in mos:
+        typer.echo(f"{m.name:<{width}}  {m.urn:<{urn_width}}  {m.default_path}")
+
+
+@mo_app.command("ddf")
+def mo_ddf_command(
+    name: Annotated[
+        str,
+        typer.Argument(metavar="NAME", help="MO name (any case) or URN, e.g. DevInfo.", show_default=False),
+    ],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="OUTPUT",
+            help="File to write, or - for standard output (the default).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Print the DDF 1.2 document (XML) of a management object.
+
+    \b
+    Exit codes: 0 done
+                1 unknown management object (error: ... lists the known ones)
+                2 unwritable output or bad options
+    """
+    try:
+        mo = mo_registry.get(name)
+    except mo_registry.UnknownMOError as exc:
+        _fail(EXIT_INVALID, f"error: {exc}")
+    _write(output, mo.to_ddf(), binary=False)
 
 
 def main() -> None:

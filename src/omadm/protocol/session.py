@@ -256,6 +256,7 @@ TRANSITIONS: dict[tuple[State, str], State] = {
     (State.ENDED, "reply"): State.ENDED,
     (State.AWAITING_REPLY, "give-up"): State.FAILED,
     (State.REPLY_DUE, "give-up"): State.FAILED,
+    (State.FAILED, "abort"): State.ABORTED,  # client: tell the server why we stop
 }
 
 # ---------------------------------------------------------------------------------------
@@ -1010,8 +1011,9 @@ class ClientSession(_Endpoint):
             config.nonce_factory,
             self._events,
         )
-        self._pending_alerts: list[_Out] = []
         self._resend_on_challenge = False
+        #: Management commands received from the server (an Atomic or Sequence counts once).
+        self.commands_received = 0
 
     # -- public API ------------------------------------------------------------------
 
@@ -1070,9 +1072,15 @@ class ClientSession(_Endpoint):
         return self._send()
 
     def abort(self, reason: str = "") -> Outgoing:
-        """Alert 1223 with Final; the session is over once this is sent."""
-        if self.state is not State.REPLY_DUE:
+        """Alert 1223 with Final; the session is over once this is sent.
+
+        Also possible after the server's message was refused (state FAILED): the abort
+        then carries no Status for a header we could not read.
+        """
+        if self.state not in (State.REPLY_DUE, State.FAILED):
             raise LocalProtocolError(f"client session cannot abort while {self.state.value}")
+        if self.state is State.FAILED:
+            self._hdr_status = None
         outgoing = self._abort_message()
         self._move("abort")
         self._events.append(SessionAborted(by_peer=False, reason=reason))
@@ -1191,6 +1199,7 @@ class ClientSession(_Endpoint):
     # -- executing the server's commands ---------------------------------------------
 
     def _execute_top(self, cmd: Command) -> None:
+        self.commands_received += 1
         if isinstance(cmd, Atomic):
             self._run_atomic(cmd)
         elif isinstance(cmd, Sequence):

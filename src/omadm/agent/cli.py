@@ -1,0 +1,270 @@
+"""``omadm agent``: set up, run and inspect the device agent. Glue only; logic lives in ``runner``.
+
+Exit codes of ``connect``: 0 the session succeeded; 1 configuration or usage problem;
+3 authentication failed; 4 the server could not be reached; 5 the server broke the
+protocol or aborted the session.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from omadm.tree.errors import TreeError
+from omadm.tree.store import TreeStoreError
+from omadm.tree.uri import parse_uri
+
+from .config import (
+    AUTH_SCHEMES,
+    AccountConfig,
+    AgentConfig,
+    ConfigError,
+    DeviceConfig,
+    load_config,
+    save_config,
+)
+from .runner import Agent, Outcome, SessionRequest
+
+__all__ = ["EXIT_AUTH", "EXIT_CONFIG", "EXIT_OK", "EXIT_PROTOCOL", "EXIT_UNREACHABLE", "agent_app"]
+
+EXIT_OK = 0
+EXIT_CONFIG = 1
+EXIT_AUTH = 3
+EXIT_UNREACHABLE = 4
+EXIT_PROTOCOL = 5
+
+_EXIT_FOR = {
+    Outcome.OK: EXIT_OK,
+    Outcome.AUTH_FAILED: EXIT_AUTH,
+    Outcome.TRANSPORT_ERROR: EXIT_UNREACHABLE,
+    Outcome.PROTOCOL_ERROR: EXIT_PROTOCOL,
+    Outcome.ABORTED: EXIT_PROTOCOL,
+}
+
+DEFAULT_CONFIG = Path("omadm.toml")
+
+agent_app = typer.Typer(
+    help="The device agent: a standard OMA DM 1.2 client with a persistent DM tree.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+tree_app = typer.Typer(
+    help="Inspect the device's own DM tree (no server involved).", no_args_is_help=True, rich_markup_mode=None
+)
+agent_app.add_typer(tree_app, name="tree")
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", help="The agent's omadm.toml.", envvar="OMADM_AGENT_CONFIG"),
+]
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _open(config_path: Path) -> Agent:
+    try:
+        return Agent(load_config(config_path))
+    except (ConfigError, TreeStoreError, OSError) as exc:
+        _fail(EXIT_CONFIG, str(exc))
+
+
+@agent_app.command("init")
+def init_command(  # noqa: PLR0917 - one option per account setting, as a user types them
+    server: Annotated[str, typer.Option(help="The DM server URL, e.g. http://dm.example.com/dm.")],
+    device_id: Annotated[str, typer.Option(help="DevInfo/DevId, e.g. IMEI:490154203237518.")],
+    username: Annotated[str, typer.Option(help="The device's user name at the server (CLCRED AAuthName).")],
+    password: Annotated[str, typer.Option(help="The device's password at the server (CLCRED AAuthSecret).")],
+    data_dir: Annotated[Path, typer.Option(help="Where the tree and the queue live.")] = Path("omadm-data"),
+    server_id: Annotated[str, typer.Option(help="The server's ServerID (the ACL principal).")] = "omadm",
+    server_password: Annotated[
+        str, typer.Option(help="SRVCRED secret: verifies the server and Package #0.")
+    ] = "",
+    auth: Annotated[str, typer.Option(help=f"Credential scheme: {', '.join(AUTH_SCHEMES)}.")] = "md5",
+    require_server_auth: Annotated[
+        bool, typer.Option(help="Refuse servers that do not authenticate.")
+    ] = False,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between sessions; 0 = never poll.")] = 3600.0,
+    encoding: Annotated[str, typer.Option(help="xml or wbxml.")] = "xml",
+    config: ConfigOption = DEFAULT_CONFIG,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing configuration.")] = False,
+) -> None:
+    """Write omadm.toml and build the device's tree (DevInfo, DevDetail, DMAcc)."""
+    if config.exists() and not force:
+        _fail(EXIT_CONFIG, f"{config} exists; use --force to overwrite it")
+    if auth not in AUTH_SCHEMES:
+        _fail(EXIT_CONFIG, f"--auth must be one of {', '.join(AUTH_SCHEMES)}")
+    account = AccountConfig(
+        server_id=server_id,
+        url=server,
+        username=username,
+        password=password,
+        auth=auth,
+        server_password=server_password,
+        require_server_auth=require_server_auth,
+    )
+    try:
+        agent_config = AgentConfig(
+            device=DeviceConfig(id=device_id),
+            data_dir=data_dir.resolve(),
+            accounts=(account,),
+            poll_interval=poll_interval,
+        )
+        save_config(agent_config, config)
+        agent = Agent(load_config(config))
+    except (ConfigError, TreeStoreError, OSError) as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    agent.close()
+    typer.echo(f"wrote {config}; tree in {agent_config.tree_path}")
+
+
+@agent_app.command("connect")
+def connect_command(
+    config: ConfigOption = DEFAULT_CONFIG,
+    server_id: Annotated[str | None, typer.Option(help="Which account (default: the first).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run one session now; the exit code tells how it ended (0 ok, 3 auth, 4 unreachable, 5 protocol)."""
+    _logging(verbose)
+    agent = _open(config)
+    try:
+        report = agent.connect(SessionRequest(server_id, reason="omadm agent connect"))
+    except LookupError as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    finally:
+        agent.close()
+    typer.echo(report.line())
+    raise typer.Exit(_EXIT_FOR.get(report.outcome, EXIT_PROTOCOL))
+
+
+@agent_app.command("run")
+def run_command(
+    config: ConfigOption = DEFAULT_CONFIG,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run until stopped (SIGINT/SIGTERM): poll, answer Package #0, deliver pending alerts."""
+    from .listener import (  # noqa: PLC0415 - only 'run' needs the listeners
+        HTTPNotificationListener,
+        NotificationGate,
+        UDPNotificationListener,
+        parse_address,
+    )
+
+    _logging(verbose)
+    agent = _open(config)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    gate = NotificationGate(agent)
+    closers = []
+    try:
+        if agent.config.listen_udp:
+            udp = UDPNotificationListener(gate, parse_address(agent.config.listen_udp), stop)
+            udp.start()
+            logging.getLogger("omadm.agent").info("listening for Package #0 on udp %s", udp.address)
+        if agent.config.listen_http:
+            http = HTTPNotificationListener(gate, parse_address(agent.config.listen_http))
+            http.start()
+            closers.append(http.close)
+            logging.getLogger("omadm.agent").info("listening for Package #0 on http %s", http.address)
+        agent.run(stop)
+    except (ValueError, OSError) as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    finally:
+        for close in closers:
+            close()
+        agent.close()
+
+
+@agent_app.command("status")
+def status_command(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Show the device, its accounts and what waits to be sent."""
+    agent = _open(config)
+    try:
+        typer.echo(f"device   {agent.tree.system_value('./DevInfo/DevId')!s}")
+        typer.echo(f"tree     {agent.config.tree_path} ({agent.store.count()} nodes)")
+        for account in agent.accounts():
+            scheme = account.client.auth_type.value if account.client else "none"
+            typer.echo(f"account  {account.server_id}  {account.url}  ({scheme}; node {account.node})")
+        pending = agent.alerts.pending()
+        typer.echo(
+            f"alerts   {len(pending)} waiting"
+            + "".join(
+                f"\n         #{q.id} to {q.server_id}: {q.alert.data} {q.alert.correlator or ''}"
+                for q in pending
+            )
+        )
+    finally:
+        agent.close()
+
+
+@tree_app.command("get")
+def tree_get_command(
+    uri: Annotated[str, typer.Argument(help="A node URI, e.g. ./DevInfo/Man.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Print one node: a leaf's value (secrets hidden) or an interior node's children."""
+    agent = _open(config)
+    try:
+        path = parse_uri(uri).path
+        record = agent.store.get(path)
+        if record is None:
+            _fail(EXIT_CONFIG, f"{path} does not exist")
+        if record.is_interior:
+            for child in agent.store.children(path):
+                typer.echo(child.name + ("/" if child.is_interior else ""))
+            return
+        definition = agent.tree.definition(path)
+        if definition is not None and definition.secret:
+            typer.echo("(secret)")
+            return
+        value = agent.tree.system_value(path)
+        typer.echo(value.hex() if isinstance(value, bytes) else (value or ""))
+    except TreeError as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    finally:
+        agent.close()
+
+
+@tree_app.command("show")
+def tree_show_command(
+    uri: Annotated[str, typer.Argument(help="Where to start.")] = ".", config: ConfigOption = DEFAULT_CONFIG
+) -> None:
+    """Print the tree below a node, one node a line, with format and ACL."""
+    agent = _open(config)
+    try:
+        top = parse_uri(uri)
+        for record in agent.store.subtree(top.path):
+            depth = record.path.count("/") - top.path.count("/")
+            label = record.name + ("/" if record.is_interior else "")
+            definition = agent.tree.definition(record.path)
+            if record.is_interior:
+                value = ""
+            elif definition is not None and definition.secret:
+                value = " = (secret)"
+            else:
+                raw = agent.tree.system_value(record.path)
+                value = f" = {raw.hex() if isinstance(raw, bytes) else raw}"
+            acl = f"  [{record.acl}]" if record.acl else ""
+            typer.echo(f"{'  ' * depth}{label}{value}  ({record.format}){acl}")
+    except TreeError as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    finally:
+        agent.close()

@@ -1,0 +1,251 @@
+"""The agent's configuration: one ``omadm.toml`` file, environment overrides, sane defaults.
+
+The file says who the device is (DevInfo/DevDetail values), where its data lives, how it
+talks (poll interval, XML or WBXML, message limits, TLS) and which management servers it
+has accounts with. Accounts in the file *bootstrap* the tree's DMAcc: once the tree
+exists, DMAcc is the truth (servers may change their own account), and the file only adds
+accounts the tree does not have yet.
+
+Environment overrides (for containers and tests): ``OMADM_AGENT_DATA_DIR``,
+``OMADM_AGENT_POLL_INTERVAL``, ``OMADM_AGENT_ENCODING``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from omadm.protocol.codec import Encoding
+from omadm.protocol.codes import AuthType
+
+__all__ = [
+    "AUTH_SCHEMES",
+    "AccountConfig",
+    "AgentConfig",
+    "ConfigError",
+    "DeviceConfig",
+    "TLSConfig",
+    "load_config",
+    "save_config",
+]
+
+#: Names used in ``omadm.toml`` for the DM credential schemes.
+AUTH_SCHEMES: dict[str, AuthType] = {"basic": AuthType.BASIC, "md5": AuthType.MD5, "hmac": AuthType.HMAC}
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or says something impossible."""
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """What the device says about itself in DevInfo and DevDetail."""
+
+    id: str
+    manufacturer: str = "omadm"
+    model: str = "omadm-agent"
+    language: str = "en-US"
+    device_type: str = "gateway"
+    oem: str = "omadm"
+    firmware_version: str = "unknown"
+    software_version: str = "0.1.0"
+    hardware_version: str = "unknown"
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """One management server: a DMAcc account (AppAddr, CLCRED, SRVCRED)."""
+
+    server_id: str
+    url: str
+    username: str
+    password: str
+    auth: str = "md5"  # the scheme the device uses towards the server: basic, md5, hmac
+    server_password: str = ""  # SRVCRED secret: verifies the server and Package #0
+    require_server_auth: bool = False
+    name: str = ""
+
+    @property
+    def auth_type(self) -> AuthType:
+        return AUTH_SCHEMES[self.auth]
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """How the agent checks the server over HTTPS."""
+
+    verify: bool = True
+    ca_file: str = ""  # a PEM bundle to trust instead of the system's
+    client_cert: str = ""  # PEM certificate (with the key, or see client_key) for mutual TLS
+    client_key: str = ""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything ``omadm agent`` needs; ``path`` is where it was read from."""
+
+    device: DeviceConfig
+    data_dir: Path
+    accounts: tuple[AccountConfig, ...] = ()
+    poll_interval: float = 3600.0  # seconds between client-initiated sessions; 0 = never
+    encoding: Encoding = Encoding.XML
+    max_msg_size: int = 16384
+    max_obj_size: int = 4 * 1024 * 1024
+    listen_udp: str = ""  # host:port for Package #0 over UDP (WDP port 2948 is the standard one)
+    listen_http: str = ""  # host:port for Package #0 over HTTP POST
+    retries: int = 3  # per session, on transport failures
+    retry_backoff: float = 2.0  # seconds, doubled after each failure
+    timeout: float = 30.0  # HTTP request timeout, seconds
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    path: Path | None = None
+
+    @property
+    def tree_path(self) -> Path:
+        return self.data_dir / "tree.sqlite"
+
+    def account(self, server_id: str | None = None) -> AccountConfig:
+        """The account for ``server_id`` (the first one when None)."""
+        if not self.accounts:
+            raise ConfigError("no server account is configured (add one with 'omadm agent init')")
+        if server_id is None:
+            return self.accounts[0]
+        for account in self.accounts:
+            if account.server_id == server_id:
+                return account
+        known = ", ".join(a.server_id for a in self.accounts)
+        raise ConfigError(f"no account for server {server_id!r}; known: {known}")
+
+
+def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{key}] must be a table")
+    return value
+
+
+def _build(cls: type[Any], values: dict[str, Any], where: str) -> Any:
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read ``omadm.toml``; apply the environment overrides; check what must hold."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no configuration at {path} (create one with 'omadm agent init')") from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    device = _build(DeviceConfig, _section(data, "device"), "[device]")
+    agent = dict(_section(data, "agent"))
+    tls = _build(TLSConfig, _section(data, "tls"), "[tls]")
+    servers = data.get("server", [])
+    if not isinstance(servers, list):
+        raise ConfigError("[[server]] must be an array of tables")
+    accounts = tuple(_build(AccountConfig, dict(s), f"[[server]] #{i + 1}") for i, s in enumerate(servers))
+    data_dir = agent.pop("data_dir", None) or str(path.parent)
+    if "encoding" in agent:
+        agent["encoding"] = _encoding(agent["encoding"])
+    config = _build(
+        AgentConfig,
+        {
+            **agent,
+            "device": device,
+            "data_dir": Path(data_dir),
+            "accounts": accounts,
+            "tls": tls,
+            "path": path,
+        },
+        "[agent]",
+    )
+    config = _with_environment(config)
+    if not config.data_dir.is_absolute():
+        config = replace(config, data_dir=(path.parent / config.data_dir).resolve())
+    _validate(config)
+    return config
+
+
+def _encoding(value: object) -> Encoding:
+    try:
+        return Encoding(str(value).lower())
+    except ValueError:
+        raise ConfigError(f"encoding must be 'xml' or 'wbxml', not {value!r}") from None
+
+
+def _with_environment(config: AgentConfig) -> AgentConfig:
+    env = os.environ
+    if env.get("OMADM_AGENT_DATA_DIR"):
+        config = replace(config, data_dir=Path(env["OMADM_AGENT_DATA_DIR"]))
+    if env.get("OMADM_AGENT_POLL_INTERVAL"):
+        try:
+            config = replace(config, poll_interval=float(env["OMADM_AGENT_POLL_INTERVAL"]))
+        except ValueError:
+            raise ConfigError("OMADM_AGENT_POLL_INTERVAL must be a number of seconds") from None
+    if env.get("OMADM_AGENT_ENCODING"):
+        config = replace(config, encoding=_encoding(env["OMADM_AGENT_ENCODING"]))
+    return config
+
+
+def _validate(config: AgentConfig) -> None:
+    if not config.device.id:
+        raise ConfigError("[device] id must not be empty")
+    if config.poll_interval < 0:
+        raise ConfigError("poll_interval must be 0 (never) or a positive number of seconds")
+    if config.max_msg_size < 1024:
+        raise ConfigError("max_msg_size must be at least 1024 bytes")
+    seen: set[str] = set()
+    for account in config.accounts:
+        if account.auth not in AUTH_SCHEMES:
+            raise ConfigError(f"server {account.server_id!r}: auth must be one of {', '.join(AUTH_SCHEMES)}")
+        if not account.url.startswith(("http://", "https://")):
+            raise ConfigError(f"server {account.server_id!r}: url must start with http:// or https://")
+        if account.server_id in seen:
+            raise ConfigError(f"server {account.server_id!r} is configured twice")
+        if account.require_server_auth and not account.server_password:
+            raise ConfigError(f"server {account.server_id!r}: require_server_auth needs server_password")
+        seen.add(account.server_id)
+
+
+def save_config(config: AgentConfig, path: str | Path) -> None:
+    """Write ``config`` as ``omadm.toml`` (mode 0600: it holds passwords)."""
+    path = Path(path)
+    agent = {
+        "data_dir": str(config.data_dir),
+        "poll_interval": config.poll_interval,
+        "encoding": config.encoding.value,
+        "max_msg_size": config.max_msg_size,
+        "max_obj_size": config.max_obj_size,
+        "listen_udp": config.listen_udp,
+        "listen_http": config.listen_http,
+        "retries": config.retries,
+        "retry_backoff": config.retry_backoff,
+        "timeout": config.timeout,
+    }
+    document = {
+        "device": asdict(config.device),
+        "agent": agent,
+        "tls": asdict(config.tls),
+        "server": [asdict(a) for a in config.accounts],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        tomli_w.dump(document, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,407 @@
+"""The DM client runtime: the device's tree, its accounts, and sessions over HTTP.
+
+``Agent`` opens the persistent tree (building DevInfo, DevDetail and DMAcc from the
+configuration the first time), runs one session with a server on request (``connect``),
+and, in ``run``, keeps doing so: every poll interval, whenever a verified Package #0 asks
+for it, and whenever Generic Alerts wait to be delivered.
+
+Accounts live in the tree (``./DMAcc/<x>``), not in the configuration file: a server may
+change its own account, and the nonces each side issues (AAuthData) are stored there as raw
+bytes after every session, so the next session authenticates without a challenge.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from omadm import __version__
+from omadm.mo.devdetail import DEVDETAIL
+from omadm.mo.devinfo import DEVINFO
+from omadm.mo.dmacc import DMACC
+from omadm.protocol import auth
+from omadm.protocol.codes import AlertCode, AuthType
+from omadm.protocol.errors import ProtocolError
+from omadm.protocol.messages import Alert
+from omadm.protocol.session import (
+    AuthenticationFailed,
+    ClientConfig,
+    ClientSession,
+    Credentials,
+    Event,
+    NonceIssued,
+    NonceReceived,
+    Outgoing,
+    SessionAborted,
+    StatusReceived,
+)
+from omadm.tree.store import TreeStore
+from omadm.tree.tree import DMTree, utc_now
+from omadm.tree.uri import escape_segment
+
+from .alerts import AlertQueue
+from .config import AccountConfig, AgentConfig
+from .transport import HTTPTransport, TransportError
+
+__all__ = ["Account", "Agent", "Outcome", "SessionReport", "SessionRequest"]
+
+log = logging.getLogger("omadm.agent")
+
+_AAUTH_TYPE = {AuthType.BASIC: "BASIC", AuthType.MD5: "DIGEST", AuthType.HMAC: "HMAC"}
+
+
+class Outcome:
+    """How a session ended, for reports and the CLI's exit codes."""
+
+    OK = "ok"
+    AUTH_FAILED = "auth-failed"
+    TRANSPORT_ERROR = "transport-error"
+    PROTOCOL_ERROR = "protocol-error"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A DMAcc account as read from the tree."""
+
+    node: str
+    server_id: str
+    url: str
+    client: Credentials | None
+    client_nonce: bytes
+    client_auth_node: str | None
+    server: Credentials | None
+    server_nonce: bytes
+    server_auth_node: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRequest:
+    """Why a session should start: a poll, a Package #0, pending alerts, a user."""
+
+    server_id: str | None = None
+    alert_code: int = AlertCode.CLIENT_INITIATED_MGMT
+    session_id: str | None = None
+    reason: str = "requested"
+
+
+@dataclass
+class SessionReport:
+    """What one session did; ``line()`` is the one log line per session."""
+
+    server_id: str
+    session_id: str
+    outcome: str = Outcome.OK
+    reason: str = ""
+    messages: int = 0
+    commands: int = 0
+    alerts_delivered: int = 0
+    seconds: float = 0.0
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == Outcome.OK
+
+    def line(self) -> str:
+        text = (
+            f"session {self.session_id} with {self.server_id}: {self.outcome}, {self.messages} messages, "
+            f"{self.commands} commands, {self.alerts_delivered} alerts delivered, {self.seconds:.2f}s"
+        )
+        return text + (f" ({self.reason})" if self.reason else "")
+
+
+class Agent:
+    """A device's DM client: its persistent tree, its accounts, its sessions."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        transport: HTTPTransport | None = None,
+        clock: Callable[[], object] = utc_now,
+    ) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = TreeStore(config.tree_path)
+        self.tree = DMTree(self.store, clock=clock)  # type: ignore[arg-type]
+        self.alerts = AlertQueue(config.data_dir / "alerts.sqlite")
+        self.transport = transport or HTTPTransport(config)
+        self._requests: queue.Queue[SessionRequest] = queue.Queue()
+        self.bootstrap()
+
+    def close(self) -> None:
+        self.transport.close()
+        self.alerts.close()
+        self.store.close()
+
+    # -- the tree -----------------------------------------------------------------------
+
+    def bootstrap(self) -> None:
+        """Build the standard MOs (values from the configuration) and add configured accounts."""
+        d = self.config.device
+        self.tree.mount(
+            DEVINFO,
+            values={
+                "DevId": d.id,
+                "Man": d.manufacturer,
+                "Mod": d.model,
+                "DmV": f"omadm {__version__}",
+                "Lang": d.language,
+            },
+        )
+        self.tree.mount(
+            DEVDETAIL,
+            values={
+                "URI/MaxDepth": "0",
+                "URI/MaxTotLen": "0",
+                "URI/MaxSegLen": "0",
+                "DevTyp": d.device_type,
+                "OEM": d.oem,
+                "FwV": d.firmware_version,
+                "SwV": d.software_version,
+                "HwV": d.hardware_version,
+                "LrgObj": "true",
+            },
+        )
+        self.tree.mount(DMACC)
+        known = {a.server_id for a in self.accounts()}
+        for account in self.config.accounts:
+            if account.server_id not in known:
+                self.add_account(account)
+
+    def add_account(self, account: AccountConfig) -> str:
+        """Write a DMAcc account for ``account``; the server gets Get/Replace/Delete/Add on it."""
+        name = escape_segment(account.server_id.replace("/", "_"))[:64] or "account"
+        base = f"./DMAcc/{name}"
+        sid = account.server_id
+        t = self.tree
+        t.system_add_interior(base, acl=f"Add={sid}&Delete={sid}&Get={sid}&Replace={sid}")
+        t.system_set(f"{base}/AppID", "w7")
+        t.system_set(f"{base}/ServerID", sid)
+        if account.name:
+            t.system_set(f"{base}/Name", account.name)
+        t.system_set(f"{base}/AppAddr/1/Addr", account.url)
+        t.system_set(f"{base}/AppAddr/1/AddrType", "URI")
+        t.system_set(f"{base}/AAuthPref", _AAUTH_TYPE[account.auth_type])
+        t.system_set(f"{base}/AppAuth/1/AAuthLevel", "CLCRED")
+        t.system_set(f"{base}/AppAuth/1/AAuthType", _AAUTH_TYPE[account.auth_type])
+        t.system_set(f"{base}/AppAuth/1/AAuthName", account.username)
+        t.system_set(f"{base}/AppAuth/1/AAuthSecret", account.password)
+        t.system_set(f"{base}/AppAuth/1/AAuthData", b"", format="bin", type="application/octet-stream")
+        if account.server_password:
+            t.system_set(f"{base}/AppAuth/2/AAuthLevel", "SRVCRED")
+            t.system_set(f"{base}/AppAuth/2/AAuthType", _AAUTH_TYPE[account.auth_type])
+            t.system_set(f"{base}/AppAuth/2/AAuthName", sid)
+            t.system_set(f"{base}/AppAuth/2/AAuthSecret", account.server_password)
+            t.system_set(f"{base}/AppAuth/2/AAuthData", b"", format="bin", type="application/octet-stream")
+        return base
+
+    def accounts(self) -> list[Account]:
+        """Every DMAcc account in the tree that names a server and an address."""
+        out = []
+        for record in self.store.children("./DMAcc"):
+            account = self._read_account(record.path)
+            if account is not None:
+                out.append(account)
+        return out
+
+    def _read_account(self, base: str) -> Account | None:
+        value = self.tree.system_value
+        server_id = value(f"{base}/ServerID")
+        if not isinstance(server_id, str) or not server_id:
+            return None
+        url = next(
+            (
+                v
+                for r in self.store.children(f"{base}/AppAddr")
+                if isinstance(v := value(f"{r.path}/Addr"), str)
+            ),
+            None,
+        )
+        if not url:
+            return None
+        creds: dict[str, tuple[Credentials | None, bytes, str]] = {}
+        for r in self.store.children(f"{base}/AppAuth"):
+            level = value(f"{r.path}/AAuthLevel")
+            scheme = auth.auth_type_from_aauth_type(str(value(f"{r.path}/AAuthType") or ""))
+            name, secret = value(f"{r.path}/AAuthName"), value(f"{r.path}/AAuthSecret")
+            nonce = value(f"{r.path}/AAuthData")
+            cred = None
+            if scheme is not None and isinstance(name, str) and isinstance(secret, str):
+                cred = Credentials(scheme, name, secret)
+            raw_nonce = nonce if isinstance(nonce, bytes) else (nonce or "").encode()
+            if isinstance(level, str):
+                creds[level.upper()] = (cred, raw_nonce, r.path)
+        client = creds.get("CLCRED", (None, b"", None))
+        server = creds.get("SRVCRED", (None, b"", None))
+        return Account(base, server_id, url, client[0], client[1], client[2], server[0], server[1], server[2])
+
+    def account(self, server_id: str | None = None) -> Account:
+        accounts = self.accounts()
+        if not accounts:
+            raise LookupError("this device has no DM account; run 'omadm agent init'")
+        if server_id is None:
+            return accounts[0]
+        for account in accounts:
+            if account.server_id == server_id:
+                return account
+        raise LookupError(
+            f"no DM account for server {server_id!r}; known: {', '.join(a.server_id for a in accounts)}"
+        )
+
+    def devinfo(self) -> tuple[tuple[str, str], ...]:
+        out = []
+        for leaf in ("DevId", "Man", "Mod", "DmV", "Lang"):
+            value = self.tree.system_value(f"./DevInfo/{leaf}")
+            out.append((f"./DevInfo/{leaf}", value if isinstance(value, str) else ""))
+        return tuple(out)
+
+    def next_session_id(self) -> str:
+        """A client-chosen SessionID, unique per device (a persistent counter, in hex)."""
+        current = int(self.store.get_setting("session_counter") or "0")
+        nxt = current % 0xFFFF + 1
+        self.store.set_setting("session_counter", str(nxt))
+        return format(nxt, "X")
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def raise_alert(self, alert: Alert, server_id: str | None = None) -> int:
+        """Queue a Generic Alert durably; it goes out in the next session with that server."""
+        return self.alerts.push(self.account(server_id).server_id, alert)
+
+    def connect(self, request: SessionRequest | None = None) -> SessionReport:
+        """Run one whole session with a server; never raises for what the network or server does."""
+        request = request or SessionRequest()
+        started = time.monotonic()
+        account = self.account(request.server_id)
+        session_id = request.session_id or self.next_session_id()
+        report = SessionReport(account.server_id, session_id)
+        client = ClientSession(
+            self._client_config(account, session_id, request.alert_code), self.tree.session(account.server_id)
+        )
+        alert_tags = {client.queue_alert(q.alert): q.id for q in self.alerts.pending(account.server_id)}
+        try:
+            self._drive(client, account, report, alert_tags)
+        finally:
+            report.seconds = time.monotonic() - started
+            log.info("%s", report.line())
+        return report
+
+    def _client_config(self, account: Account, session_id: str, alert_code: int) -> ClientConfig:
+        configured = next((a for a in self.config.accounts if a.server_id == account.server_id), None)
+        return ClientConfig(
+            device_id=str(self.tree.system_value("./DevInfo/DevId") or self.config.device.id),
+            server_uri=account.url,
+            credentials=account.client,
+            client_nonce=account.client_nonce,
+            server_credentials=account.server,
+            server_nonce=account.server_nonce,
+            require_server_auth=bool(configured and configured.require_server_auth and account.server),
+            session_id=session_id,
+            alert_code=alert_code,
+            devinfo=self.devinfo(),
+            encoding=self.config.encoding,
+            max_msg_size=self.config.max_msg_size,
+            max_obj_size=self.config.max_obj_size,
+        )
+
+    def _drive(
+        self, client: ClientSession, account: Account, report: SessionReport, alert_tags: dict[str, int]
+    ) -> None:
+        out: Outgoing | None = client.start()
+        while out is not None:
+            report.messages += 1
+            try:
+                reply = self.transport.post(out.url or account.url, out.body, out.content_type, out.headers)
+            except TransportError as exc:
+                report.outcome, report.reason = Outcome.TRANSPORT_ERROR, str(exc)
+                return
+            try:
+                events = client.receive(
+                    reply.body, hmac_header=reply.hmac_header, content_type=reply.content_type
+                )
+            except ProtocolError as exc:
+                report.outcome = Outcome.PROTOCOL_ERROR
+                report.reason = f"the server sent a message this device cannot accept: {exc}"
+                self._abort(client, account)
+                return
+            self._handle(events + client.events(), account, report, alert_tags)
+            if report.outcome != Outcome.OK:
+                return
+            report.commands = client.commands_received
+            out = client.reply()
+            self._handle(client.events(), account, report, alert_tags)
+
+    def _abort(self, client: ClientSession, account: Account) -> None:
+        """Tell the server we stop (Alert 1223), best effort: the session is over either way."""
+        try:
+            out = client.abort("unacceptable server message")
+            self.transport.post(out.url or account.url, out.body, out.content_type, out.headers)
+        except (ProtocolError, TransportError) as exc:
+            log.debug("abort not delivered: %s", exc)
+
+    def _handle(
+        self, events: list[Event], account: Account, report: SessionReport, alert_tags: dict[str, int]
+    ) -> None:
+        for event in events:
+            report.events.append(event)
+            if isinstance(event, NonceReceived) and account.client_auth_node:
+                self.tree.system_set(
+                    f"{account.client_auth_node}/AAuthData",
+                    event.nonce,
+                    format="bin",
+                    type="application/octet-stream",
+                )
+            elif isinstance(event, NonceIssued) and account.server_auth_node:
+                self.tree.system_set(
+                    f"{account.server_auth_node}/AAuthData",
+                    event.nonce,
+                    format="bin",
+                    type="application/octet-stream",
+                )
+            elif isinstance(event, StatusReceived) and event.tag in alert_tags:
+                code = event.status.code
+                if not 200 <= code < 300:
+                    log.warning(
+                        "server %s refused alert %s with status %s", account.server_id, event.tag, code
+                    )
+                self.alerts.done(alert_tags.pop(event.tag))
+                report.alerts_delivered += 1
+            elif isinstance(event, AuthenticationFailed) and event.final:
+                report.outcome, report.reason = Outcome.AUTH_FAILED, event.reason
+            elif isinstance(event, SessionAborted) and event.by_peer:
+                report.outcome, report.reason = Outcome.ABORTED, event.reason
+
+    # -- running --------------------------------------------------------------------------
+
+    def request(self, request: SessionRequest) -> None:
+        """Ask ``run`` for a session (thread-safe: the Package #0 listeners call this)."""
+        self._requests.put(request)
+
+    def run(self, stop: threading.Event) -> None:
+        """Sessions until ``stop`` is set: on every poll, Package #0 and pending alert."""
+        interval = self.config.poll_interval
+        next_poll = time.monotonic()
+        while not stop.is_set():
+            now = time.monotonic()
+            if interval and now >= next_poll:
+                for account in self.accounts():
+                    self.connect(SessionRequest(account.server_id, reason="poll"))
+                next_poll = now + interval
+                continue
+            for server_id in self.alerts.servers_with_pending():
+                if any(a.server_id == server_id for a in self.accounts()):
+                    report = self.connect(SessionRequest(server_id, reason="pending alerts"))
+                    if not report.ok:
+                        break  # retried on the next turn, after a pause
+            wait = max(0.05, min(next_poll - time.monotonic(), 5.0)) if interval else 5.0
+            try:
+                request = self._requests.get(timeout=wait)
+            except queue.Empty:
+                continue
+            self.connect(request)

@@ -1,0 +1,1 @@
+"""The DM management tree: URIs, ACLs, TNDS, nodes, properties and persistence."""
