@@ -162,7 +162,6 @@ def run_command(
     """Run until stopped (SIGINT/SIGTERM): poll, answer Package #0, deliver pending alerts."""
     from .listener import (  # noqa: PLC0415 - only 'run' needs the listeners
         HTTPNotificationListener,
-        NotificationGate,
         UDPNotificationListener,
         parse_address,
     )
@@ -172,15 +171,14 @@ def run_command(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    gate = NotificationGate(agent)
     closers = []
     try:
         if agent.config.listen_udp:
-            udp = UDPNotificationListener(gate, parse_address(agent.config.listen_udp), stop)
+            udp = UDPNotificationListener(agent, parse_address(agent.config.listen_udp), stop)
             udp.start()
             logging.getLogger("omadm.agent").info("listening for Package #0 on udp %s", udp.address)
         if agent.config.listen_http:
-            http = HTTPNotificationListener(gate, parse_address(agent.config.listen_http))
+            http = HTTPNotificationListener(agent, parse_address(agent.config.listen_http))
             http.start()
             closers.append(http.close)
             logging.getLogger("omadm.agent").info("listening for Package #0 on http %s", http.address)

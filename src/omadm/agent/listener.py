@@ -1,5 +1,8 @@
 """Package #0 listeners: a server asks the device to call it back (UDP and HTTP).
 
+The listener threads only receive bytes and hand them to ``Agent.notify``; the agent's own
+thread checks them with ``NotificationGate`` (the tree is not shared between threads).
+
 A notification is trusted only when its digest verifies with the server's SRVCRED secret
 and the nonce the device issued to that server (or, failing that, the four-zero-byte resync
 nonce: then both sides restart from it). Anything else is logged and ignored, as the
@@ -96,19 +99,17 @@ class NotificationGate:
                     self.agent.tree.system_set(
                         f"{node}/AAuthData", RESYNC_NONCE, format="bin", type="application/octet-stream"
                     )
-        request = SessionRequest(
+        return SessionRequest(
             note.server_id, AlertCode.SERVER_INITIATED_MGMT, note.session_id_hex, reason="package #0"
         )
-        self.agent.request(request)
-        return request
 
 
 class UDPNotificationListener(threading.Thread):
     """Receives Package #0 datagrams (WDP port 2948 by default, any address you bind)."""
 
-    def __init__(self, gate: NotificationGate, address: tuple[str, int], stop: threading.Event) -> None:
+    def __init__(self, agent: Agent, address: tuple[str, int], stop: threading.Event) -> None:
         super().__init__(name="omadm-pkg0-udp", daemon=True)
-        self.gate = gate
+        self.agent = agent
         self.stop = stop
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -125,14 +126,18 @@ class UDPNotificationListener(threading.Thread):
             except OSError:
                 break
             log.debug("Package #0 datagram from %s", peer)
-            self.gate.accept(data)
+            self.agent.notify(data)
         self.sock.close()
 
 
 class HTTPNotificationListener:
-    """Receives Package #0 as an HTTP POST of ``application/vnd.syncml.notification``."""
+    """Receives Package #0 as an HTTP POST of ``application/vnd.syncml.notification``.
 
-    def __init__(self, gate: NotificationGate, address: tuple[str, int]) -> None:
+    Answers 202 as soon as the bytes are queued: the digest is checked by the agent's
+    thread, and a failed check is only logged (as for SMS and UDP, the sender learns nothing).
+    """
+
+    def __init__(self, agent: Agent, address: tuple[str, int]) -> None:
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -146,15 +151,15 @@ class HTTPNotificationListener:
                 if content_type and not is_notification_content_type(content_type):
                     self.send_error(415, "expected application/vnd.syncml.notification")
                     return
-                accepted = listener.gate.accept(body) is not None
-                self.send_response(202 if accepted else 403)
+                listener.agent.notify(body)
+                self.send_response(202)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("pkg0 http: " + format, *args)
 
-        self.gate = gate
+        self.agent = agent
         self.server = ThreadingHTTPServer(address, Handler)
         self.address = self.server.server_address
         self._thread = threading.Thread(target=self.server.serve_forever, name="omadm-pkg0-http", daemon=True)

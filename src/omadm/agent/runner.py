@@ -131,7 +131,7 @@ class Agent:
         self.tree = DMTree(self.store, clock=clock)  # type: ignore[arg-type]
         self.alerts = AlertQueue(config.data_dir / "alerts.sqlite")
         self.transport = transport or HTTPTransport(config)
-        self._requests: queue.Queue[SessionRequest] = queue.Queue()
+        self._requests: queue.Queue[SessionRequest | bytes] = queue.Queue()
         self.bootstrap()
 
     def close(self) -> None:
@@ -380,11 +380,18 @@ class Agent:
     # -- running --------------------------------------------------------------------------
 
     def request(self, request: SessionRequest) -> None:
-        """Ask ``run`` for a session (thread-safe: the Package #0 listeners call this)."""
+        """Ask ``run`` for a session (thread-safe)."""
         self._requests.put(request)
+
+    def notify(self, package0: bytes) -> None:
+        """Hand a received Package #0 to ``run``, which verifies it (thread-safe)."""
+        self._requests.put(bytes(package0))
 
     def run(self, stop: threading.Event) -> None:
         """Sessions until ``stop`` is set: on every poll, Package #0 and pending alert."""
+        from .listener import NotificationGate  # noqa: PLC0415 - listener imports this module
+
+        gate = NotificationGate(self)
         interval = self.config.poll_interval
         next_poll = time.monotonic()
         while not stop.is_set():
@@ -401,7 +408,9 @@ class Agent:
                         break  # retried on the next turn, after a pause
             wait = max(0.05, min(next_poll - time.monotonic(), 5.0)) if interval else 5.0
             try:
-                request = self._requests.get(timeout=wait)
+                item = self._requests.get(timeout=wait)
             except queue.Empty:
                 continue
-            self.connect(request)
+            request = gate.accept(item) if isinstance(item, bytes) else item
+            if request is not None:
+                self.connect(request)
