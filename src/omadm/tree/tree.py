@@ -20,8 +20,9 @@ same code (and a server learns nothing from the ACL about nodes it cannot addres
 2. existence: 404 (Add: 418 when the node exists, 404 when its parent does not);
 3. what the tree and the MO allow whoever asks: 405 (a leaf parent, an interior Replace,
    the root or a permanent node deleted, an AccessType without the command, a secret
-   read, a node the MO does not define, an Exec without a handler);
-4. the ACL: 425 (Add: the parent's effective ACL; the others: the node's own);
+   read, a node the MO does not define);
+4. the ACL: 425 (Add: the parent's effective ACL; the others: the node's own); then
+   Exec on a node without a handler is 405;
 5. the data: 415 Format against the MO, 400 a value its Format cannot hold, 413 beyond
    ``max_value_size``, 420 more instances than the MO's Occurrence allows.
 
@@ -685,7 +686,7 @@ class TreeSession:
             return _Incoming(fmt, typ, None, True)
         data = item.data
         if data is None:
-            return _Incoming(fmt, typ, None if fmt in _NO_EMPTY_VALUE else b"", given is not None)
+            return _Incoming(fmt, typ, None, given is not None)
         if fmt == Format.B64:
             return _Incoming(Format.BIN.value, typ, _b64decode(data), True)
         raw = data if isinstance(data, bytes) else data.encode("utf-8")
@@ -715,6 +716,18 @@ class TreeSession:
                     StatusCode.BAD_REQUEST,
                     f"{uri.path} takes one of {', '.join(node_def.values)}, not {text!r}",
                 )
+
+    def _stored_value(self, fmt: str, raw: bytes | None) -> bytes | None:
+        """What a leaf of Format ``fmt`` stores for ``raw`` (None: no Data was given).
+
+        Without Data a leaf holds an empty value, except for Formats where empty is not a
+        value (int, bool, float, date, time, null): those hold none.
+        """
+        if fmt == Format.NODE:
+            return None
+        if raw is None:
+            return None if fmt in _NO_EMPTY_VALUE else b""
+        return self.tree._encode_value(fmt, raw)
 
     @staticmethod
     def _default_type(node_def: NodeDef | None, fmt: str) -> str | None:
@@ -750,9 +763,7 @@ class TreeSession:
         if node_def is not None:
             self._check_occurrence(node_def, parent_uri)
         fmt = self._settle_format(node_def, incoming, uri)
-        value = None
-        if fmt != Format.NODE and incoming.value is not None:
-            value = self.tree._encode_value(fmt, incoming.value)
+        value = self._stored_value(fmt, incoming.value)
         self._check_values(node_def, value, uri)
         acl = ""
         if fmt == Format.NODE and not self._allowed(parent_uri, "Replace"):
@@ -802,7 +813,7 @@ class TreeSession:
             raise _fail(
                 StatusCode.UNSUPPORTED_MEDIA_TYPE, f"{uri.path} is a leaf; Format node is not a value"
             )
-        value = None if incoming.value is None else self.tree._encode_value(fmt, incoming.value)
+        value = self._stored_value(fmt, incoming.value)
         self._check_values(node_def, value, uri)
         self.store.put(
             record.with_(
@@ -1004,10 +1015,13 @@ class TreeSession:
     def _exec(self, uri: URI, command: Exec, item: Item) -> Outcome:
         self._existing(uri)
         self._require_access(self.tree.definition(uri), Access.EXEC, uri, "Exec")
+        # The ACL comes before the handler lookup: which nodes have code behind them is the
+        # device's implementation, not the MO's declaration, and only a server allowed to
+        # Exec the node learns it.
+        self._require(uri, "Exec")
         handler = self.tree._handler_for(uri)
         if handler is None:
             raise _fail(StatusCode.COMMAND_NOT_ALLOWED, f"{uri.path} is not executable")
-        self._require(uri, "Exec")
         return handler.execute(self.tree, uri.path, item.data, command.correlator, self.server_id)
 
     # -- Copy -----------------------------------------------------------------------------
@@ -1066,7 +1080,7 @@ class TreeSession:
         command's one status.
         """
         data = item.data if item.data is not None else ""
-        document = tnds.decode_tnds(data, max_size=max(self.tree.max_value_size, 1))
+        document = tnds.decode_tnds(data)
         if not document.nodes:
             raise _fail(StatusCode.BAD_REQUEST, "the TNDS object holds no node")
         base_node, placements = _tnds_placements(document, target)
@@ -1175,22 +1189,30 @@ class TreeSession:
             self._set_title(record, node.title)
 
     def _tnds_value(self, uri: URI, node: tnds.TNDSNode) -> tuple[str, bytes | None]:
-        """(Format, stored bytes) of a TNDS node: binary Values are base64 text."""
+        """(Format, stored bytes) of a TNDS node; binary Values are base64 text, stored as bin.
+
+        Without a Format: child nodes make it interior; a Value makes it the declared leaf
+        Format (chr outside MOs; a Value where the MO declares an interior node is then a
+        Format mismatch, 415, for ``_settle_format``); neither takes the declaration, or
+        interior outside MOs.
+        """
         fmt = node.format
         if fmt is None:
             node_def = self.tree.definition(uri)
             if node.has_children:
                 fmt = Format.NODE.value
-            elif node_def is not None:
-                fmt = node_def.format.value
+            elif node.value is not None:
+                fmt = node_def.format.value if node_def is not None and node_def.is_leaf else Format.CHR.value
             else:
-                fmt = Format.CHR.value if node.value is not None else Format.NODE.value
+                fmt = node_def.format.value if node_def is not None else Format.NODE.value
+        if fmt == Format.B64:
+            fmt = Format.BIN.value
         if fmt == Format.NODE:
             return fmt, None
         if node.value is None:
-            return fmt, None if fmt in _NO_EMPTY_VALUE or fmt in (Format.BIN, Format.B64) else b""
-        if fmt in (Format.B64, Format.BIN):
-            return Format.BIN.value, _b64decode(node.value)
+            return fmt, None
+        if fmt == Format.BIN:
+            return fmt, _b64decode(node.value)
         return fmt, node.value.encode("utf-8")
 
 
