@@ -16,9 +16,24 @@ from pathlib import Path
 import pytest
 
 from omadm.agent.config import AccountConfig, AgentConfig, DeviceConfig, load_config, save_config
+from omadm.protocol import codec
 from omadm.protocol.codec import Encoding
 from omadm.protocol.codes import AuthType
-from omadm.protocol.messages import Add, Atomic, Copy, Delete, Exec, Get, Item, Meta, Replace, Source, Target
+from omadm.protocol.messages import (
+    Add,
+    Atomic,
+    Copy,
+    Delete,
+    Exec,
+    Get,
+    Item,
+    Message,
+    Meta,
+    Replace,
+    Source,
+    Status,
+    Target,
+)
 from omadm.protocol.session import (
     AuthenticationFailed,
     Credentials,
@@ -376,3 +391,61 @@ def test_an_unreachable_server_gives_exit_code_4(tmp_path: Path) -> None:
     run = connect(config)
     assert run.returncode == 4
     assert "cannot reach" in run.stdout
+
+
+class ReplayServer(TestDMServer):
+    """Serves one honest session, then replays its recorded credentials with other commands.
+
+    MD5 server credentials do not cover the message body, so an attacker who recorded a
+    server message can re-send its ``Cred`` with any commands and any header. The device
+    must refuse it because it issued the server a new nonce since.
+    """
+
+    __test__ = False
+
+    def __init__(self, accounts: dict[str, DeviceAccount], script: Steps) -> None:
+        super().__init__(accounts, script)
+        self.recorded: Message | None = None
+        self.replaying = False
+
+    def handle(
+        self, body: bytes, token: str, content_type: str | None, hmac_header: str | None
+    ) -> tuple[int, bytes, dict[str, str]]:
+        if not self.replaying:
+            status, reply, headers = super().handle(body, token, content_type, hmac_header)
+            message = codec.decode(reply)[0]
+            if self.recorded is None and message.header.cred is not None:
+                self.recorded = message
+            return status, reply, headers
+        self.record.bodies.append(body)
+        request = codec.decode(body)[0]
+        assert self.recorded is not None
+        evil = (
+            (Add("9", (Item(target=Target("./Vendor/Evil"), data="x"),)),)
+            if request.header.msg_id == "1"
+            else ()
+        )
+        header = replace(
+            self.recorded.header, session_id=request.header.session_id, msg_id=request.header.msg_id
+        )
+        hdr_status = Status("1", request.header.msg_id, "0", "SyncHdr", "212")
+        forged = Message(header, (hdr_status, *evil))
+        self.record.replies.append(codec.encode(forged))
+        return 200, self.record.replies[-1], {"Content-Type": "application/vnd.syncml.dm+xml"}
+
+
+def test_replayed_server_credentials_are_refused_and_nothing_runs(tmp_path: Path) -> None:
+    acc = account(send_server_cred=True, server_nonce=b"")
+    steps = Steps([Add("0", (Item(target=Target("./Vendor"), meta=Meta(format="node")),))])
+    with ReplayServer({DEVICE_ID: acc}, steps) as server:
+        config = write_config(tmp_path, server.url, require_server_auth=True)
+        honest = connect(config)
+        server.replaying = True
+        replayed = connect(config)
+    assert honest.returncode == 0, honest.stdout + honest.stderr
+    assert replayed.returncode == 3, replayed.stdout + replayed.stderr
+    assert "never proved its identity" in replayed.stdout
+    assert "./Vendor/Evil" not in tree_paths(tmp_path)
+    answer = codec.decode(server.record.bodies[-1])[0]
+    refused = [c for c in answer.commands if isinstance(c, Status) and c.cmd == "Add"]
+    assert [s.code for s in refused] == [401]  # the device challenged the replayed Cred

@@ -287,6 +287,9 @@ class Agent:
         alert_tags = {client.queue_alert(q.alert): q.id for q in self.alerts.pending(account.server_id)}
         try:
             self._drive(client, account, report, alert_tags)
+            if report.ok and not client.server_authenticated:
+                report.outcome = Outcome.AUTH_FAILED
+                report.reason = "the server never proved its identity; none of its commands ran"
         finally:
             report.seconds = time.monotonic() - started
             log.info("%s", report.line())

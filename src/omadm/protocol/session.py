@@ -1017,6 +1017,11 @@ class ClientSession(_Endpoint):
 
     # -- public API ------------------------------------------------------------------
 
+    @property
+    def server_authenticated(self) -> bool:
+        """Whether the server proved its identity (always True when we do not require it)."""
+        return self._peer.authenticated
+
     def queue_alert(self, alert: Alert, tag: str | None = None) -> str:
         """Send ``alert`` (a Generic Alert 1226, a client event 1224) in the next message.
 
