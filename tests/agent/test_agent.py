@@ -18,6 +18,7 @@ from omadm.agent.config import AccountConfig, AgentConfig, ConfigError, DeviceCo
 from omadm.agent.listener import NotificationGate
 from omadm.agent.runner import Agent, Outcome, SessionRequest
 from omadm.agent.transport import HTTPTransport, TransportError
+from omadm.protocol import wbxml, xml_codec
 from omadm.protocol.auth import RESYNC_NONCE
 from omadm.protocol.codes import AuthType
 from omadm.protocol.messages import Alert, Get, Item, Meta, Source, Target
@@ -273,3 +274,59 @@ def test_a_running_agent_answers_package_0_over_udp_with_a_server_initiated_sess
     started = server.of(SessionStarted)
     assert started and started[0].alert_code == 1200 and started[0].session_id == "AB", output
     assert proc.returncode == 0, output
+
+
+# --- bootstrap from TNDS ---------------------------------------------------------------
+
+BOOTSTRAP = Path(__file__).with_name("bootstrap-dmacc.xml")
+
+
+@pytest.mark.parametrize("encoding", ["xml", "wbxml"])
+def test_a_bootstrap_tnds_document_creates_a_usable_account(tmp_path: Path, encoding: str) -> None:
+    data = BOOTSTRAP.read_bytes()
+    if encoding == "wbxml":  # the DM bootstrap profile is WBXML
+        data = wbxml.encode(xml_codec.parse_element(data))
+    agent = Agent(replace(make_config(tmp_path), accounts=()))
+    written = agent.bootstrap_tnds(data)
+    assert "./DMAcc/boot1/AppAuth/1/AAuthSecret" in written
+    account = agent.account("boot-srv")
+    assert account.url == "http://127.0.0.1:9/dm"
+    assert account.client == Credentials(AuthType.MD5, "bootuser", "bootpass")
+    assert account.client_nonce == b"\x00\x01\x02\x03"
+    assert agent.store.get("./DMAcc/boot1").acl == "Get=boot-srv&Replace=boot-srv"  # type: ignore[union-attr]
+    agent.close()
+
+
+def test_init_from_a_bootstrap_document_on_the_command_line(tmp_path: Path) -> None:
+    config = tmp_path / "omadm.toml"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "omadm",
+            "agent",
+            "init",
+            "--device-id",
+            "IMEI:9",
+            "--bootstrap",
+            str(BOOTSTRAP),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "accounts: boot-srv" in run.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "omadm", "agent", "bootstrap", str(config), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 1 and "not a usable bootstrap TNDS document" in bad.stderr

@@ -16,6 +16,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from omadm.protocol.errors import ProtocolError
 from omadm.tree.errors import TreeError
 from omadm.tree.store import TreeStoreError
 from omadm.tree.uri import parse_uri
@@ -88,10 +89,16 @@ def _open(config_path: Path) -> Agent:
 
 @agent_app.command("init")
 def init_command(  # noqa: PLR0917 - one option per account setting, as a user types them
-    server: Annotated[str, typer.Option(help="The DM server URL, e.g. http://dm.example.com/dm.")],
     device_id: Annotated[str, typer.Option(help="DevInfo/DevId, e.g. IMEI:490154203237518.")],
-    username: Annotated[str, typer.Option(help="The device's user name at the server (CLCRED AAuthName).")],
-    password: Annotated[str, typer.Option(help="The device's password at the server (CLCRED AAuthSecret).")],
+    server: Annotated[
+        str | None, typer.Option(help="The DM server URL, e.g. http://dm.example.com/dm.")
+    ] = None,
+    username: Annotated[
+        str | None, typer.Option(help="The device's user name at the server (CLCRED).")
+    ] = None,
+    password: Annotated[
+        str | None, typer.Option(help="The device's password at the server (CLCRED).")
+    ] = None,
     data_dir: Annotated[Path, typer.Option(help="Where the tree and the queue live.")] = Path("omadm-data"),
     server_id: Annotated[str, typer.Option(help="The server's ServerID (the ACL principal).")] = "omadm",
     server_password: Annotated[
@@ -102,37 +109,78 @@ def init_command(  # noqa: PLR0917 - one option per account setting, as a user t
         bool, typer.Option(help="Refuse servers that do not authenticate.")
     ] = False,
     poll_interval: Annotated[float, typer.Option(help="Seconds between sessions; 0 = never poll.")] = 3600.0,
-    encoding: Annotated[str, typer.Option(help="xml or wbxml.")] = "xml",
+    bootstrap: Annotated[
+        Path | None, typer.Option(help="A bootstrap TNDS document (XML or WBXML) with the DMAcc account(s).")
+    ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
     force: Annotated[bool, typer.Option(help="Overwrite an existing configuration.")] = False,
 ) -> None:
-    """Write omadm.toml and build the device's tree (DevInfo, DevDetail, DMAcc)."""
+    """Write omadm.toml and build the device's tree (DevInfo, DevDetail, DMAcc).
+
+    The server account comes from --server/--username/--password, or from --bootstrap.
+    """
     if config.exists() and not force:
         _fail(EXIT_CONFIG, f"{config} exists; use --force to overwrite it")
     if auth not in AUTH_SCHEMES:
         _fail(EXIT_CONFIG, f"--auth must be one of {', '.join(AUTH_SCHEMES)}")
-    account = AccountConfig(
-        server_id=server_id,
-        url=server,
-        username=username,
-        password=password,
-        auth=auth,
-        server_password=server_password,
-        require_server_auth=require_server_auth,
-    )
+    accounts: tuple[AccountConfig, ...] = ()
+    if server or username or password:
+        if not (server and username and password):
+            _fail(EXIT_CONFIG, "--server, --username and --password go together")
+        accounts = (
+            AccountConfig(
+                server_id=server_id,
+                url=server,
+                username=username,
+                password=password,
+                auth=auth,
+                server_password=server_password,
+                require_server_auth=require_server_auth,
+            ),
+        )
+    elif bootstrap is None:
+        _fail(EXIT_CONFIG, "give the server account (--server, --username, --password) or --bootstrap FILE")
     try:
         agent_config = AgentConfig(
             device=DeviceConfig(id=device_id),
             data_dir=data_dir.resolve(),
-            accounts=(account,),
+            accounts=accounts,
             poll_interval=poll_interval,
         )
         save_config(agent_config, config)
         agent = Agent(load_config(config))
     except (ConfigError, TreeStoreError, OSError) as exc:
         _fail(EXIT_CONFIG, str(exc))
-    agent.close()
+    try:
+        if bootstrap is not None:
+            _apply_bootstrap(agent, bootstrap)
+    finally:
+        agent.close()
     typer.echo(f"wrote {config}; tree in {agent_config.tree_path}")
+
+
+def _apply_bootstrap(agent: Agent, path: Path) -> None:
+    try:
+        written = agent.bootstrap_tnds(path.read_bytes())
+    except OSError as exc:
+        _fail(EXIT_CONFIG, f"cannot read {path}: {exc}")
+    except (TreeError, ProtocolError) as exc:
+        _fail(EXIT_CONFIG, f"{path} is not a usable bootstrap TNDS document: {exc}")
+    accounts = ", ".join(a.server_id for a in agent.accounts()) or "none"
+    typer.echo(f"bootstrapped {len(written)} nodes from {path}; accounts: {accounts}")
+
+
+@agent_app.command("bootstrap")
+def bootstrap_command(
+    document: Annotated[Path, typer.Argument(help="A bootstrap TNDS document (XML or WBXML).")],
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Apply a bootstrap TNDS document (DMAcc accounts, settings) to the device's tree."""
+    agent = _open(config)
+    try:
+        _apply_bootstrap(agent, document)
+    finally:
+        agent.close()
 
 
 @agent_app.command("connect")

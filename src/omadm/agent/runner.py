@@ -12,6 +12,7 @@ bytes after every session, so the next session authenticates without a challenge
 
 from __future__ import annotations
 
+import base64
 import logging
 import queue
 import threading
@@ -23,7 +24,7 @@ from omadm import __version__
 from omadm.mo.devdetail import DEVDETAIL
 from omadm.mo.devinfo import DEVINFO
 from omadm.mo.dmacc import DMACC
-from omadm.protocol import auth
+from omadm.protocol import auth, wbxml
 from omadm.protocol.codes import AlertCode, AuthType
 from omadm.protocol.errors import ProtocolError
 from omadm.protocol.messages import Alert
@@ -39,8 +40,10 @@ from omadm.protocol.session import (
     SessionAborted,
     StatusReceived,
 )
+from omadm.tree import tnds
 from omadm.tree.store import TreeStore
 from omadm.tree.tree import DMTree, utc_now
+from omadm.tree.uri import ROOT as ROOT_URI
 from omadm.tree.uri import escape_segment
 
 from .alerts import AlertQueue
@@ -200,6 +203,34 @@ class Agent:
             t.system_set(f"{base}/AppAuth/2/AAuthSecret", account.server_password)
             t.system_set(f"{base}/AppAuth/2/AAuthData", b"", format="bin", type="application/octet-stream")
         return base
+
+    def bootstrap_tnds(self, data: bytes) -> list[str]:
+        """Apply a bootstrap TNDS document (XML or WBXML), as the device itself (no ACL).
+
+        The DM bootstrap profile delivers DMAcc accounts (and connectivity settings) as TNDS;
+        paths are relative to the root. Returns the paths written, parents first.
+        """
+        if wbxml.is_wbxml(data):
+            document = tnds.decode_tnds_element(wbxml.decode(data))
+        else:
+            document = tnds.decode_tnds(data)
+        written = []
+        for path, node in tnds.placed(document, ROOT_URI):
+            if node.is_interior:
+                self.tree.system_add_interior(path, type=node.type or None, acl=node.acl or "")
+            else:
+                fmt = (node.format or "chr").lower()
+                value: str | bytes = node.value or ""
+                if fmt == "b64":
+                    fmt, value = "bin", base64.b64decode("".join(str(value).split()))
+                self.tree.system_set(path, value, format=fmt, type=node.type or None)
+                if node.acl:
+                    record = self.store.get(path)
+                    if record is not None:
+                        with self.store.transaction():
+                            self.store.put(record.with_(acl=node.acl))
+            written.append(path)
+        return written
 
     def accounts(self) -> list[Account]:
         """Every DMAcc account in the tree that names a server and an address."""
