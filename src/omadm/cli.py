@@ -23,6 +23,7 @@ import typer
 from . import __version__
 from .agent.cli import agent_app
 from .mo import registry as mo_registry
+from .package.cli import package_app
 from .protocol import summary
 from .protocol.codec import Encoding
 from .protocol.errors import ProtocolError
@@ -199,6 +200,7 @@ mo_app = typer.Typer(
 )
 app.add_typer(mo_app, name="mo")
 app.add_typer(agent_app, name="agent")
+app.add_typer(package_app, name="package")
 
 
 @mo_app.command("list")

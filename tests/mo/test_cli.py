@@ -45,7 +45,8 @@ def test_an_unknown_name_fails_listing_the_known_ones() -> None:
     result = runner.invoke(cli.app, ["mo", "ddf", "FUMO"])
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert result.stderr == "error: unknown management object 'FUMO'; known: DevInfo, DevDetail, DMAcc\n"
+    known = "DevInfo, DevDetail, DMAcc, SCOMO"
+    assert result.stderr == f"error: unknown management object 'FUMO'; known: {known}\n"
 
 
 def test_an_unwritable_output_is_a_usage_error(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def test_an_unknown_name_is_a_key_error_that_lists_the_known_ones() -> None:
     with pytest.raises(KeyError) as info:
         registry.get("FUMO")
     assert isinstance(info.value, UnknownMOError)
-    assert str(info.value) == "unknown management object 'FUMO'; known: DevInfo, DevDetail, DMAcc"
+    assert str(info.value) == "unknown management object 'FUMO'; known: DevInfo, DevDetail, DMAcc, SCOMO"
     assert info.value.known[:3] == ("DevInfo", "DevDetail", "DMAcc")
 
 

@@ -194,11 +194,15 @@ def connect_command(
     agent = _open(config)
     try:
         report = agent.connect(SessionRequest(server_id, reason="omadm agent connect"))
+        typer.echo(report.line())
+        if report.ok and agent.work():
+            # Operations the server started are done: report them now, in a second session.
+            report = agent.connect(SessionRequest(server_id, reason="operation results"))
+            typer.echo(report.line())
     except LookupError as exc:
         _fail(EXIT_CONFIG, str(exc))
     finally:
         agent.close()
-    typer.echo(report.line())
     raise typer.Exit(_EXIT_FOR.get(report.outcome, EXIT_PROTOCOL))
 
 

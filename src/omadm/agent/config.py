@@ -29,6 +29,7 @@ __all__ = [
     "AgentConfig",
     "ConfigError",
     "DeviceConfig",
+    "ScomoConfig",
     "TLSConfig",
     "load_config",
     "save_config",
@@ -86,6 +87,19 @@ class TLSConfig:
 
 
 @dataclass(frozen=True)
+class ScomoConfig:
+    """Software component management on this device (the SCOMO MO and its installers)."""
+
+    enabled: bool = True
+    path: str = "./SCOMO"  # where the MO is mounted
+    version: str = "1.0"  # SCOMO 1.0 or 1.1
+    trust_dir: str = ""  # PEM public keys of trusted publishers (default: <data_dir>/trust)
+    require_signature: bool = True
+    install_root: str = ""  # where the archive installer keeps components (default: <data_dir>/components)
+    hook_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     """Everything ``omadm agent`` needs; ``path`` is where it was read from."""
 
@@ -102,11 +116,20 @@ class AgentConfig:
     retry_backoff: float = 2.0  # seconds, doubled after each failure
     timeout: float = 30.0  # HTTP request timeout, seconds
     tls: TLSConfig = field(default_factory=TLSConfig)
+    scomo: ScomoConfig = field(default_factory=ScomoConfig)
     path: Path | None = None
 
     @property
     def tree_path(self) -> Path:
         return self.data_dir / "tree.sqlite"
+
+    @property
+    def trust_dir(self) -> Path:
+        return Path(self.scomo.trust_dir) if self.scomo.trust_dir else self.data_dir / "trust"
+
+    @property
+    def install_root(self) -> Path:
+        return Path(self.scomo.install_root) if self.scomo.install_root else self.data_dir / "components"
 
     def account(self, server_id: str | None = None) -> AccountConfig:
         """The account for ``server_id`` (the first one when None)."""
@@ -153,6 +176,7 @@ def load_config(path: str | Path) -> AgentConfig:
     device = _build(DeviceConfig, _section(data, "device"), "[device]")
     agent = dict(_section(data, "agent"))
     tls = _build(TLSConfig, _section(data, "tls"), "[tls]")
+    scomo = _build(ScomoConfig, _section(data, "scomo"), "[scomo]")
     servers = data.get("server", [])
     if not isinstance(servers, list):
         raise ConfigError("[[server]] must be an array of tables")
@@ -168,6 +192,7 @@ def load_config(path: str | Path) -> AgentConfig:
             "data_dir": Path(data_dir),
             "accounts": accounts,
             "tls": tls,
+            "scomo": scomo,
             "path": path,
         },
         "[agent]",
@@ -205,6 +230,8 @@ def _validate(config: AgentConfig) -> None:
         raise ConfigError("[device] id must not be empty")
     if config.poll_interval < 0:
         raise ConfigError("poll_interval must be 0 (never) or a positive number of seconds")
+    if config.scomo.version not in ("1.0", "1.1"):
+        raise ConfigError("[scomo] version must be '1.0' or '1.1'")
     if config.max_msg_size < 1024:
         raise ConfigError("max_msg_size must be at least 1024 bytes")
     seen: set[str] = set()
@@ -239,6 +266,7 @@ def save_config(config: AgentConfig, path: str | Path) -> None:
         "device": asdict(config.device),
         "agent": agent,
         "tls": asdict(config.tls),
+        "scomo": asdict(config.scomo),
         "server": [asdict(a) for a in config.accounts],
     }
     path.parent.mkdir(parents=True, exist_ok=True)

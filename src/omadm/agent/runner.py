@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from omadm import __version__
 from omadm.mo.devdetail import DEVDETAIL
@@ -49,6 +50,9 @@ from omadm.tree.uri import escape_segment
 from .alerts import AlertQueue
 from .config import AccountConfig, AgentConfig
 from .transport import HTTPTransport, TransportError
+
+if TYPE_CHECKING:
+    from .scomo.operations import ScomoService
 
 __all__ = ["Account", "Agent", "Outcome", "SessionReport", "SessionRequest"]
 
@@ -136,6 +140,12 @@ class Agent:
         self.transport = transport or HTTPTransport(config)
         self._requests: queue.Queue[SessionRequest | bytes] = queue.Queue()
         self.bootstrap()
+        self.scomo: ScomoService | None = None
+        if config.scomo.enabled:
+            from .scomo.operations import ScomoService  # noqa: PLC0415 - optional feature, heavy imports
+
+            self.scomo = ScomoService(self)
+            self.scomo.recover()
 
     def close(self) -> None:
         self.transport.close()
@@ -411,6 +421,10 @@ class Agent:
             elif isinstance(event, SessionAborted) and event.by_peer:
                 report.outcome, report.reason = Outcome.ABORTED, event.reason
 
+    def work(self) -> int:
+        """Carry out the operations servers started (SCOMO jobs); returns how many finished."""
+        return self.scomo.work() if self.scomo is not None else 0
+
     # -- running --------------------------------------------------------------------------
 
     def request(self, request: SessionRequest) -> None:
@@ -429,6 +443,7 @@ class Agent:
         interval = self.config.poll_interval
         next_poll = time.monotonic()
         while not stop.is_set():
+            self.work()
             now = time.monotonic()
             if interval and now >= next_poll:
                 for account in self.accounts():

@@ -1,8 +1,8 @@
 """The management objects this installation knows, looked up by name or MO identifier.
 
-DevInfo, DevDetail and DMAcc are registered when the module is imported; later issues
-register more (SCOMO) with :func:`register`, which validates the declaration first, so
-nothing invalid reaches the tree builder, the server or the generated DDFs.
+DevInfo, DevDetail, DMAcc and SCOMO 1.0 are registered when the module is imported; others
+are added with :func:`register`, which validates the declaration first, so nothing invalid
+reaches the tree builder, the server or the generated DDFs.
 
 A :class:`Registry` instance holds the entries; the module-level functions use the default
 one. Tests and tools that need a private set create their own ``Registry()``.
@@ -14,6 +14,7 @@ from .devdetail import DEVDETAIL
 from .devinfo import DEVINFO
 from .dmacc import DMACC
 from .model import MODef, validate
+from .scomo import SCOMO_1_0
 
 __all__ = [
     "STANDARD_MOS",
@@ -94,7 +95,8 @@ class Registry:
         return len(self._mos)
 
 
-_default = Registry(STANDARD_MOS)
+#: Registered as well: SCOMO 1.0 (1.1 shares its name, so only one of them can be here).
+_default = Registry((*STANDARD_MOS, SCOMO_1_0))
 
 
 def get(name: str) -> MODef:

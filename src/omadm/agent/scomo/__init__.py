@@ -1,0 +1,1 @@
+"""SCOMO on the device: software component download, delivery and installation."""

@@ -1,0 +1,222 @@
+"""What an installer is: the contract between SCOMO operations and one execution environment.
+
+A SCOMO delivery package names an ``EnvType`` per component; the device hands each component
+to the installer of that environment (SCOMO digest 1, "EnvType"; result 1413 when there is
+none). The operations layer does everything environment-neutral first (download, hash and
+signature checks, extraction, downgrade and dependency policy), so an installer only moves
+verified files into place, runs the environment's own steps, and reports what is installed.
+
+Installers are plug-ins: the built-in ``archive`` installer (:mod:`.archive`) plus any factory
+published under the ``omadm.installers`` entry-point group, so a product can add e.g. a
+``deb`` or ``container`` environment without touching omadm. A plug-in that cannot be loaded
+is logged and skipped: one bad plug-in must not keep the agent (and so every other
+environment, and remote repair) from starting.
+
+Every installer must survive a crash at any instant: :meth:`Installer.recover` runs at start-up
+and leaves each component fully in its old or fully in its new form (DESIGN rule 5).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from omadm.protocol.codes import ScomoResult
+
+__all__ = [
+    "DEFAULT_ENV_TYPE",
+    "ENTRY_POINT_GROUP",
+    "ComponentState",
+    "InstallError",
+    "InstalledComponent",
+    "Installer",
+    "InstallerFactory",
+    "installer_for",
+    "load_installers",
+]
+
+log = logging.getLogger(__name__)
+
+#: The entry-point group plug-in installers are published under.
+ENTRY_POINT_GROUP = "omadm.installers"
+#: The environment of the built-in installer, and of components whose package names none.
+DEFAULT_ENV_TYPE = "archive"
+
+#: A component is usable ("active", Deployed State 20) or installed but disabled ("inactive", 10).
+ComponentState = Literal["active", "inactive"]
+
+
+@dataclass(frozen=True)
+class InstalledComponent:
+    """One installed component as its installer knows it: what ``Inventory/Deployed/<X>`` shows.
+
+    ``pkg_id`` is the PkgID of the delivery package that installed it (``PkgIDRef``), None for
+    components that did not come through SCOMO (factory or hand-installed).
+    """
+
+    id: str
+    name: str
+    version: str
+    env_type: str
+    state: ComponentState
+    pkg_id: str | None
+    description: str = ""
+
+    @property
+    def active(self) -> bool:
+        """True when the component is usable (Deployed State 20)."""
+        return self.state == "active"
+
+
+class InstallError(Exception):
+    """An installer operation failed; ``result`` is the SCOMO result code to report.
+
+    Typically 1405 (install failed), 1406 (out of memory/storage), 1408 (remove failed), 1409
+    (activate failed), 1410 (deactivate failed) or 1413 (unsupported environment). The message
+    names the cause (a hook's exit status and last output lines, an OS error) so that the log
+    line and the operator see why, not only that.
+    """
+
+    def __init__(self, result: int, message: str) -> None:
+        super().__init__(message)
+        self.result = int(result)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"InstallError({self.result}, {self.message!r})"
+
+
+@runtime_checkable
+class Installer(Protocol):
+    """One execution environment's installer.
+
+    Methods raise :class:`InstallError` on failure and leave the component as it was
+    (failures roll back); they may be slow (they run hooks) and are called from the agent's
+    SCOMO worker, one at a time per installer.
+    """
+
+    #: The EnvType this installer serves (the key in :func:`load_installers`' result).
+    env_type: str
+
+    def install(
+        self,
+        component_id: str,
+        name: str,
+        version: str,
+        source_dir: Path,
+        *,
+        pkg_id: str | None,
+        hooks: Mapping[str, str],
+        active: bool,
+        params: str | None,
+        description: str = "",
+    ) -> InstalledComponent:
+        """Install (or upgrade, reinstall, downgrade: whatever version is asked) a component.
+
+        ``source_dir`` holds the component's files, already extracted and verified; the
+        installer takes it over (moves or copies it, the caller must not reuse it). ``hooks``
+        maps actions (``install``, ``activate``, ``deactivate``, ``remove``) to executables
+        inside the component; ``params`` are the DP's InstallParams. A component with the
+        same id is upgraded in place, keeping its id; whether that is allowed is the caller's
+        decision.
+        """
+        ...
+
+    def activate(self, component_id: str) -> InstalledComponent:
+        """Make the component usable (1409 on failure, state unchanged)."""
+        ...
+
+    def deactivate(self, component_id: str) -> InstalledComponent:
+        """Make the component unusable without removing it (1410 on failure, state unchanged)."""
+        ...
+
+    def remove(self, component_id: str) -> None:
+        """Uninstall the component (1408 on failure, nothing removed)."""
+        ...
+
+    def rollback(self, component_id: str) -> InstalledComponent | None:
+        """Go back to the version installed before the last upgrade; None if there is none."""
+        ...
+
+    def get(self, component_id: str) -> InstalledComponent | None:
+        """The installed component with that id, or None."""
+        ...
+
+    def inventory(self) -> list[InstalledComponent]:
+        """Every component installed in this environment, however it got there (the truth at boot)."""
+        ...
+
+    def recover(self) -> None:
+        """Finish or undo whatever a crash interrupted; idempotent, called at start-up."""
+        ...
+
+
+#: What an ``omadm.installers`` entry point loads: called with the agent's data directory.
+InstallerFactory = Callable[[Path], Installer]
+
+
+def load_installers(data_dir: Path) -> dict[str, Installer]:
+    """The installers of this device by EnvType: ``archive`` plus every working plug-in.
+
+    The built-in archive installer keeps its components in ``data_dir / "archive"``; plug-ins
+    get ``data_dir`` and should likewise use a directory named after their EnvType. Plug-ins
+    are loaded in entry-point order; one that fails to load or to build, that returns no
+    :class:`Installer`, or that claims an EnvType already taken is logged and skipped.
+    """
+    from .archive import ArchiveInstaller  # noqa: PLC0415 - archive.py builds on this module
+
+    installers: dict[str, Installer] = {}
+    builtin = ArchiveInstaller(data_dir / DEFAULT_ENV_TYPE)
+    installers[builtin.env_type] = builtin
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        origin = f"installer plug-in {entry_point.name!r} ({entry_point.value})"
+        try:
+            factory = entry_point.load()
+            installer = factory(data_dir)
+        except Exception:
+            log.exception("%s could not be loaded; skipped", origin)
+            continue
+        if not isinstance(installer, Installer):
+            log.error("%s returned %r, which is not an installer; skipped", origin, installer)
+            continue
+        env_type = installer.env_type
+        if not isinstance(env_type, str) or not env_type:
+            log.error("%s has no EnvType (env_type=%r); skipped", origin, env_type)
+            continue
+        if env_type in installers:
+            log.error(
+                "%s serves EnvType %r, which another installer already serves; skipped", origin, env_type
+            )
+            continue
+        installers[env_type] = installer
+        log.info("%s serves EnvType %r", origin, env_type)
+    return installers
+
+
+def installer_for(env_type: str | None, installers: Mapping[str, Installer]) -> Installer:
+    """The installer for ``env_type`` (None or empty: :data:`DEFAULT_ENV_TYPE`).
+
+    An exact match wins; otherwise a match ignoring case, since servers type EnvType by hand.
+
+    Raises:
+        InstallError: 1413 (unsupported environment), naming the environments this device has.
+    """
+    wanted = env_type or DEFAULT_ENV_TYPE
+    installer = installers.get(wanted)
+    if installer is not None:
+        return installer
+    folded = [i for name, i in installers.items() if name.casefold() == wanted.casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    known = ", ".join(sorted(installers)) or "none"
+    raise InstallError(
+        ScomoResult.UNSUPPORTED_ENVIRONMENT,
+        f"no installer for EnvType {wanted!r}; this device supports: {known}",
+    )

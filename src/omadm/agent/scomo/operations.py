@@ -1,0 +1,516 @@
+"""SCOMO on the device: the eight primitives, from Exec to Generic Alert.
+
+``ScomoService`` mounts the SCOMO MO in the agent's tree and plugs a handler into every
+``Operations/<Primitive>`` node. An Exec is checked at once (the node, PkgID, PkgURL,
+Data, the component: a missing precondition is a 4xx Status), written to the journal, and
+answered 202. The work itself runs after the session (``work()``): download with resume,
+verification (size, SHA-256, signature), install through the installer the EnvType names,
+activation, removal. Every step updates the ``Status``/``State`` nodes first, so a server
+that polls sees what a server that waits for the alert will be told; the last step queues
+the Generic Alert 1226 in the same transaction that closes the job.
+
+At start-up ``recover()`` lets the installers finish or undo half-done steps, resumes or
+fails unfinished jobs, and rebuilds ``Inventory/Deployed`` from what is really installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omadm.mo.scomo import scomo_mo
+from omadm.mo.scomo_codes import (
+    SCOMO_ALERT_TYPE,
+    DeliveredState,
+    DeliveredStatus,
+    DeployedState,
+    DeployedStatus,
+    DownloadStatus,
+    scomo_alert_data,
+)
+from omadm.package.errors import PackageError
+from omadm.package.manifest import ComponentManifest, compare_versions
+from omadm.package.signing import load_public_keys
+from omadm.package.verify import VerifiedPackage, open_package
+from omadm.protocol.codes import AlertCode, ScomoResult, StatusCode
+from omadm.protocol.messages import Alert, Item, Meta, Source, Target
+from omadm.protocol.session import Outcome
+from omadm.tree.tree import DMTree, NodeHandler
+from omadm.tree.uri import escape_segment, parse_uri
+
+from .download import Downloader, DownloadError
+from .installers.base import InstalledComponent, Installer, InstallError, installer_for, load_installers
+from .journal import Job, JobState, Journal, Primitive
+
+if TYPE_CHECKING:
+    from omadm.agent.runner import Agent
+
+__all__ = ["ScomoService"]
+
+log = logging.getLogger("omadm.agent.scomo")
+
+_DOWNLOADS = {Primitive.DOWNLOAD, Primitive.DOWNLOAD_INSTALL, Primitive.DOWNLOAD_INSTALL_INACTIVE}
+_DELIVERED_OPS = {Primitive.INSTALL, Primitive.INSTALL_INACTIVE, Primitive.REMOVE}
+_DEPLOYED_OPS = {Primitive.ACTIVATE, Primitive.DEACTIVATE, Primitive.REMOVE}
+_ACTIVE = {Primitive.DOWNLOAD_INSTALL, Primitive.INSTALL}
+
+
+class _OperationHandler(NodeHandler):
+    def __init__(self, service: ScomoService) -> None:
+        self.service = service
+
+    def execute(
+        self, tree: DMTree, path: str, data: str | bytes | None, correlator: str | None, server_id: str
+    ) -> Outcome:
+        return self.service.accept(path, correlator, server_id)
+
+
+class ScomoService:
+    """The SCOMO MO of one device and the work its Execs start."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        downloader: Downloader | None = None,
+        installers: dict[str, Installer] | None = None,
+    ) -> None:
+        self.agent = agent
+        self.tree = agent.tree
+        config = agent.config
+        self.root = parse_uri(config.scomo.path).path
+        self.mo = scomo_mo(config.scomo.version, self.root)
+        self.tree.mount(self.mo, self.root)
+        self.packages = config.data_dir / "packages"
+        self.packages.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(agent.alerts)
+        self.installers = installers if installers is not None else load_installers(config.install_root)
+        self.downloader = downloader or Downloader(
+            scratch=config.data_dir / "downloads",
+            timeout=config.timeout,
+            retries=config.retries,
+            retry_backoff=config.retry_backoff,
+            verify=config.tls.verify,
+            ca_file=config.tls.ca_file or None,
+        )
+        handler = _OperationHandler(self)
+        for branch, ops in (
+            ("Download", _DOWNLOADS),
+            ("Inventory/Delivered", _DELIVERED_OPS),
+            ("Inventory/Deployed", _DEPLOYED_OPS),
+        ):
+            for op in ops:
+                self.tree.register_handler(f"{self.root}/{branch}/*/Operations/{op.value}", handler)
+
+    # -- accepting an Exec (inside the DM session) ------------------------------------------
+
+    def accept(self, path: str, correlator: str | None, server_id: str) -> Outcome:
+        """Check an Exec's preconditions, journal the job, answer 202 (or the 4xx that says why)."""
+        uri = parse_uri(path)
+        assert uri.parent is not None and uri.parent.parent is not None
+        primitive = Primitive(uri.name)
+        node = uri.parent.parent.path
+        problem = self._precondition(primitive, node)
+        if problem is not None:
+            code, reason = problem
+            log.info("Exec %s refused (%s): %s", path, code, reason)
+            return Outcome(code, target_ref=path)
+        existing = self.journal.find(path, correlator)
+        if existing is not None:
+            return Outcome(StatusCode.ACCEPTED_FOR_PROCESSING, target_ref=path)  # a repeated Exec: same job
+        if self.journal.busy(node):
+            log.info("Exec %s refused: another operation is in progress on %s", path, node)
+            return Outcome(StatusCode.COMMAND_NOT_ALLOWED, target_ref=path)
+        self.journal.add(Job(0, server_id, primitive, node, path, correlator))
+        return Outcome(StatusCode.ACCEPTED_FOR_PROCESSING, target_ref=path)
+
+    def _branch(self, node: str) -> str:
+        return node[len(self.root) + 1 :].rsplit("/", 1)[0]
+
+    def _value(self, path: str) -> str:
+        value = self.tree.system_value(path)
+        return value if isinstance(value, str) else ""
+
+    def _precondition(self, primitive: Primitive, node: str) -> tuple[int, str] | None:
+        branch = self._branch(node)
+        if self.tree.system_get(node) is None:
+            return StatusCode.NOT_FOUND, f"{node} does not exist"
+        if branch == "Download":
+            if not self._value(f"{node}/PkgID") or not self._value(f"{node}/PkgURL"):
+                return StatusCode.INCOMPLETE_COMMAND, f"{node} needs PkgID and PkgURL before {primitive}"
+        elif branch == "Inventory/Delivered":
+            if not self._value(f"{node}/PkgID"):
+                return StatusCode.INCOMPLETE_COMMAND, f"{node} needs a PkgID before {primitive}"
+            if (
+                primitive is not Primitive.REMOVE
+                and not self._package_of(node).exists()
+                and self.tree.system_get(f"{node}/Data") is None
+            ):
+                return StatusCode.INCOMPLETE_COMMAND, f"{node} has no package (Data) to install"
+        elif branch == "Inventory/Deployed" and not self._value(f"{node}/ID"):
+            return StatusCode.INCOMPLETE_COMMAND, f"{node} has no ID"
+        return None
+
+    # -- doing the work (after the session) -----------------------------------------------
+
+    def pending(self) -> bool:
+        return bool(self.journal.unfinished())
+
+    def work(self) -> int:
+        """Run every accepted operation to its end; returns how many finished."""
+        done = 0
+        for job in self.journal.unfinished():
+            job.attempts += 1
+            try:
+                self._run(job)
+            except Exception:  # a bug must not leave the job open for ever
+                log.exception("SCOMO job %s (%s on %s) failed unexpectedly", job.id, job.primitive, job.node)
+                self._finish(job, ScomoResult.UNDEFINED_ERROR, target=None, identifier=self._identifier(job))
+            done += 1
+        return done
+
+    def _run(self, job: Job) -> None:
+        branch = self._branch(job.node)
+        if branch == "Download":
+            self._run_download(job)
+        elif branch == "Inventory/Delivered":
+            if job.primitive is Primitive.REMOVE:
+                self._remove_delivered(job)
+            else:
+                self._install_delivered(job)
+        else:
+            self._run_deployed(job)
+
+    # Download, DownloadInstall, DownloadInstallInactive ----------------------------------
+
+    def _run_download(self, job: Job) -> None:
+        node = job.node
+        pkg_id = self._value(f"{node}/PkgID")
+        if job.state in (JobState.QUEUED, JobState.DOWNLOADING):
+            self._status(f"{node}/Status", DownloadStatus.DOWNLOAD_PROGRESSING)
+            self.journal.advance(job, JobState.DOWNLOADING)
+            target = self.packages / f"{escape_segment(pkg_id)}.omp"
+            try:
+                result = self.downloader.download(self._value(f"{node}/PkgURL"), target)
+            except DownloadError as exc:
+                log.warning("download for %s failed (%s): %s", node, exc.result, exc)
+                self._status(f"{node}/Status", DownloadStatus.DOWNLOAD_FAILED)
+                self._finish(job, exc.result, target=None, identifier=pkg_id)
+                return
+            self.journal.advance(
+                job, JobState.DOWNLOADED, package=str(result.path), descriptor=bool(result.descriptor)
+            )
+            self._status(f"{node}/Status", DownloadStatus.DOWNLOAD_COMPLETE)
+        package = Path(str(job.data["package"]))
+        try:
+            verified = self._verify(package)
+        except PackageError as exc:
+            log.warning("package for %s refused (%s): %s", node, exc.result, exc)
+            package.unlink(missing_ok=True)
+            self._status(f"{node}/Status", DownloadStatus.DOWNLOAD_FAILED)
+            self._finish(job, exc.result, target=None, identifier=pkg_id)
+            return
+        delivered = self._deliver(node, verified, package)
+        self.journal.advance(job, job.state, package=str(self._package_of(delivered)))
+        if job.primitive is Primitive.DOWNLOAD:
+            self._finish(job, ScomoResult.SUCCESSFUL, target=delivered, identifier=pkg_id)
+            return
+        self._status(f"{node}/Status", DownloadStatus.INSTALL_PROGRESSING)
+        self.journal.advance(job, JobState.INSTALLING)
+        outcome = self._install(job, verified, active=job.primitive in _ACTIVE, delivered=delivered)
+        if outcome[0] == ScomoResult.SUCCESSFUL:
+            self._status(f"{node}/Status", DownloadStatus.IDLE)
+        else:
+            self._status(f"{node}/Status", DownloadStatus.INSTALL_FAILED_WITH_DATA)
+        self._finish(job, outcome[0], target=outcome[1], identifier=outcome[2], items=outcome[3])
+
+    def _deliver(self, download_node: str, verified: VerifiedPackage, package: Path) -> str:
+        """Record a downloaded package under Inventory/Delivered (the same <X> name)."""
+        name = download_node.rsplit("/", 1)[1]
+        node = f"{self.root}/Inventory/Delivered/{name}"
+        manifest = verified.manifest
+        tree = self.tree
+        tree.system_add_interior(node)
+        tree.system_set(f"{node}/PkgID", self._value(f"{download_node}/PkgID") or manifest.id)
+        tree.system_set(f"{node}/Name", self._value(f"{download_node}/Name") or manifest.name)
+        if manifest.description:
+            tree.system_set(f"{node}/Description", manifest.description)
+        tree.system_set(f"{node}/Status", str(int(DeliveredStatus.IDLE)), format="int")
+        tree.system_set(f"{node}/State", str(int(DeliveredState.DELIVERED)), format="int")
+        for op in ("Install", "InstallInactive", "Remove"):
+            if tree.system_get(f"{node}/Operations/{op}") is None:
+                tree.system_set(f"{node}/Operations/{op}", None, format="null")
+        stored = self._package_of(node)
+        if package != stored:
+            shutil.move(str(package), stored)
+        return node
+
+    def _package_of(self, delivered_node: str) -> Path:
+        return self.packages / f"delivered-{escape_segment(delivered_node.rsplit('/', 1)[1])}.omp"
+
+    def _verify(self, package: Path) -> VerifiedPackage:
+        config = self.agent.config
+        keys = load_public_keys([config.trust_dir]) if config.trust_dir.exists() else []
+        return open_package(package, keys, require_signature=config.scomo.require_signature)
+
+    # Install, InstallInactive, Remove on Inventory/Delivered ------------------------------
+
+    def _install_delivered(self, job: Job) -> None:
+        node = job.node
+        pkg_id = self._value(f"{node}/PkgID")
+        package = self._package_of(node)
+        data = self.tree.system_value(f"{node}/Data")
+        if isinstance(data, bytes) and data:
+            package.write_bytes(data)  # direct delivery: the bytes came in the DM session
+            self.tree.system_delete(f"{node}/Data")
+        self._status(f"{node}/Status", DeliveredStatus.INSTALL_PROGRESSING)
+        try:
+            verified = self._verify(package)
+        except PackageError as exc:
+            self._status(f"{node}/Status", DeliveredStatus.INSTALL_FAILED_WITHOUT_DATA)
+            package.unlink(missing_ok=True)
+            self._finish(job, exc.result, target=None, identifier=pkg_id)
+            return
+        self.journal.advance(job, JobState.INSTALLING)
+        result, target, identifier, items = self._install(
+            job, verified, active=job.primitive in _ACTIVE, delivered=node
+        )
+        if result == ScomoResult.SUCCESSFUL:
+            self._status(f"{node}/Status", DeliveredStatus.IDLE)
+            self._status(f"{node}/State", DeliveredState.INSTALLED)
+        else:
+            self._status(f"{node}/Status", DeliveredStatus.INSTALL_FAILED_WITH_DATA)
+        self._finish(job, result, target=target, identifier=identifier, items=items)
+
+    def _remove_delivered(self, job: Job) -> None:
+        node = job.node
+        pkg_id = self._value(f"{node}/PkgID")
+        self._status(f"{node}/Status", DeliveredStatus.REMOVE_PROGRESSING)
+        self._package_of(node).unlink(missing_ok=True)
+        self.tree.system_delete(node)
+        self._finish(job, ScomoResult.SUCCESSFUL, target=None, identifier=pkg_id)
+
+    # the install itself ------------------------------------------------------------------
+
+    def _install(
+        self, job: Job, verified: VerifiedPackage, *, active: bool, delivered: str | None
+    ) -> tuple[int, str | None, str, list[tuple[str, str]]]:
+        """Install every component of a package; all or nothing.
+
+        Returns (result code, Target of the first component, Identifier, [(Deployed node,
+        component id)] for one alert Item per component).
+        """
+        manifest = verified.manifest
+        params = self._value(f"{job.node}/InstallParams") or None
+        installed_now: list[tuple[Installer, ComponentManifest, InstalledComponent | None]] = []
+        problem = self._check_components(manifest.components, manifest.allow_downgrade, params)
+        if problem is not None:
+            log.warning("package %s refused: %s", manifest.id, problem[1])
+            return problem[0], None, manifest.id, []
+        done: list[tuple[str, str]] = []
+        for component in manifest.components:
+            installer = installer_for(component.env_type, self.installers)
+            before = installer.get(component.id)
+            if before is not None and before.version == component.version and before.pkg_id == manifest.id:
+                # Already there: this job was interrupted after this component (recovery).
+                done.append((self._deployed_node(before), before.id))
+                continue
+            staging = Path(tempfile.mkdtemp(prefix="omadm-install-", dir=self.agent.config.data_dir))
+            try:
+                source = verified.extract_component(component.id, staging / "files")
+                installed = installer.install(
+                    component.id,
+                    component.name,
+                    component.version,
+                    source,
+                    pkg_id=manifest.id,
+                    hooks=dict(component.hooks),
+                    active=active,
+                    params=params,
+                    description=component.description,
+                )
+            except (InstallError, PackageError) as exc:
+                log.warning(
+                    "installing %s %s failed (%s): %s", component.id, component.version, exc.result, exc
+                )
+                self._undo(installed_now)
+                self.sync_inventory()
+                return exc.result, None, component.id, []
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            installed_now.append((installer, component, before))
+            done.append((self._deployed_node(installed), installed.id))
+        self.sync_inventory()
+        first = done[0] if done else (None, manifest.id)
+        return ScomoResult.SUCCESSFUL, first[0], first[1], done
+
+    def _check_components(
+        self, components: tuple[ComponentManifest, ...], allow_downgrade: bool, params: str | None
+    ) -> tuple[int, str] | None:
+        present = {c.id: c.version for i in self.installers.values() for c in i.inventory()}
+        incoming = {c.id: c.version for c in components}
+        downgrade_ok = allow_downgrade or "allow-downgrade" in (params or "")
+        for component in components:
+            if component.env_type not in self.installers:
+                return ScomoResult.UNSUPPORTED_ENVIRONMENT, f"no installer for EnvType {component.env_type!r}"
+            old = present.get(component.id)
+            if old is not None and compare_versions(component.version, old) < 0 and not downgrade_ok:
+                return ScomoResult.INSTALL_FAILED, (
+                    f"{component.id} {component.version} would downgrade {old}; the package does not allow it"
+                )
+            for dep in component.depends:
+                version = incoming.get(dep.id) or present.get(dep.id)
+                if version is None or not dep.satisfied_by(version):
+                    return ScomoResult.INSTALL_FAILED, (
+                        f"{component.id} needs {dep.id} {dep.min_version or ''}..{dep.max_version or ''}, "
+                        f"found {version or 'nothing'}"
+                    )
+        return None
+
+    def _undo(self, installed: list[tuple[Installer, ComponentManifest, InstalledComponent | None]]) -> None:
+        """Take back the components this job installed before one failed."""
+        for installer, component, before in reversed(installed):
+            try:
+                if before is None:
+                    installer.remove(component.id)
+                else:
+                    installer.rollback(component.id)
+            except InstallError as exc:
+                log.error("could not take back %s after a failed install: %s", component.id, exc)
+
+    # Activate, Deactivate, Remove on Inventory/Deployed ---------------------------------
+
+    def _run_deployed(self, job: Job) -> None:
+        node = job.node
+        component_id = self._value(f"{node}/ID")
+        installer = self._installer_of(component_id)
+        if installer is None:
+            self._finish(job, ScomoResult.UNDEFINED_ERROR, target=None, identifier=component_id)
+            return
+        steps: dict[Primitive, tuple[DeployedStatus, DeployedStatus, Callable[[str], object], int]] = {
+            Primitive.ACTIVATE: (
+                DeployedStatus.ACTIVATE_PROGRESSING,
+                DeployedStatus.ACTIVATE_FAILED,
+                installer.activate,
+                ScomoResult.ACTIVATE_FAILED,
+            ),
+            Primitive.DEACTIVATE: (
+                DeployedStatus.DEACTIVATE_PROGRESSING,
+                DeployedStatus.DEACTIVATE_FAILED,
+                installer.deactivate,
+                ScomoResult.DEACTIVATE_FAILED,
+            ),
+            Primitive.REMOVE: (
+                DeployedStatus.REMOVE_PROGRESSING,
+                DeployedStatus.REMOVE_FAILED,
+                installer.remove,
+                ScomoResult.REMOVE_FAILED,
+            ),
+        }
+        progressing, failed, action, failure = steps[job.primitive]
+        self._status(f"{node}/Status", progressing)
+        self.journal.advance(job, JobState.INSTALLING)
+        try:
+            action(component_id)
+        except InstallError as exc:
+            log.warning("%s of %s failed (%s): %s", job.primitive, component_id, exc.result, exc)
+            self._status(f"{node}/Status", failed)
+            self._finish(job, exc.result or failure, target=None, identifier=component_id)
+            return
+        self.sync_inventory()
+        if self.tree.system_get(node) is not None:
+            self._status(f"{node}/Status", DeployedStatus.IDLE)
+        self._finish(job, ScomoResult.SUCCESSFUL, target=None, identifier=component_id)
+
+    def _installer_of(self, component_id: str) -> Installer | None:
+        for installer in self.installers.values():
+            if installer.get(component_id) is not None:
+                return installer
+        return None
+
+    # the inventory ----------------------------------------------------------------------
+
+    def _deployed_node(self, component: InstalledComponent) -> str:
+        base = f"{self.root}/Inventory/Deployed"
+        for record in self.agent.store.children(base):
+            if self._value(f"{record.path}/ID") == component.id:
+                return record.path
+        return f"{base}/{escape_segment(component.id)}"
+
+    def sync_inventory(self) -> None:
+        """Make Inventory/Deployed say exactly what the installers have (at boot and after work)."""
+        base = f"{self.root}/Inventory/Deployed"
+        actual = {c.id: c for installer in self.installers.values() for c in installer.inventory()}
+        for record in self.agent.store.children(base):
+            cid = self._value(f"{record.path}/ID")
+            if cid not in actual:
+                self.tree.system_delete(record.path)
+        for component in actual.values():
+            node = self._deployed_node(component)
+            tree = self.tree
+            if tree.system_get(node) is None:
+                tree.system_add_interior(node)
+            tree.system_set(f"{node}/ID", component.id)
+            tree.system_set(f"{node}/Name", component.name)
+            tree.system_set(f"{node}/Version", component.version)
+            tree.system_set(f"{node}/PkgIDRef", component.pkg_id or "-1")
+            if component.description:
+                tree.system_set(f"{node}/Description", component.description)
+            tree.system_set(f"{node}/EnvType", component.env_type)
+            state = DeployedState.ACTIVE if component.state == "active" else DeployedState.INACTIVE
+            tree.system_set(f"{node}/State", str(int(state)), format="int")
+            if tree.system_get(f"{node}/Status") is None:
+                tree.system_set(f"{node}/Status", str(int(DeployedStatus.IDLE)), format="int")
+            for op in ("Activate", "Deactivate", "Remove"):
+                if tree.system_get(f"{node}/Operations/{op}") is None:
+                    tree.system_set(f"{node}/Operations/{op}", None, format="null")
+
+    def recover(self) -> None:
+        """After a restart: installers first, then the journal, then the inventory."""
+        for installer in self.installers.values():
+            installer.recover()
+        self.sync_inventory()
+
+    # reporting --------------------------------------------------------------------------
+
+    def _identifier(self, job: Job) -> str:
+        for leaf in ("ID", "PkgID"):
+            value = self._value(f"{job.node}/{leaf}")
+            if value:
+                return value
+        return job.node
+
+    def _finish(
+        self,
+        job: Job,
+        result: int,
+        *,
+        target: str | None,
+        identifier: str,
+        items: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Close the job and queue its Generic Alert(s), in one transaction."""
+        success = ScomoResult.is_success_code(int(result))
+        meta = Meta(type=SCOMO_ALERT_TYPE, format="xml", mark="informational" if success else "critical")
+        pairs = items if items else [(target, identifier)]
+        alert_items = tuple(
+            Item(
+                source=Source(job.exec_uri),
+                target=Target(t) if t else None,
+                meta=meta,
+                data=scomo_alert_data(int(result), ident),
+            )
+            for t, ident in pairs
+        )
+        alert = Alert(
+            "0", data=str(int(AlertCode.GENERIC_ALERT)), correlator=job.correlator, items=alert_items
+        )
+        self.journal.finish(job, int(result), [alert])
+        log.info("SCOMO %s on %s finished: %s", job.primitive, job.node, int(result))
+
+    def _status(self, path: str, value: int) -> None:
+        self.tree.system_set(path, str(int(value)), format="int")

@@ -1,0 +1,1 @@
+"""Tests of omadm.package: manifest, build, signing, verification, CLI, examples."""
