@@ -216,6 +216,7 @@ class ScomoService:
             return
         delivered = self._deliver(node, verified, package)
         self.journal.advance(job, job.state, package=str(self._package_of(delivered)))
+        verified = self._verify(self._package_of(delivered))  # the file moved: check it where it lies
         if job.primitive is Primitive.DOWNLOAD:
             self._finish(job, ScomoResult.SUCCESSFUL, target=delivered, identifier=pkg_id)
             return
