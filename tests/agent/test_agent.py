@@ -14,7 +14,15 @@ import httpx
 import pytest
 
 from omadm.agent.alerts import AlertQueue, alert_from_json, alert_to_json
-from omadm.agent.config import AccountConfig, AgentConfig, ConfigError, DeviceConfig, load_config, save_config
+from omadm.agent.config import (
+    AccountConfig,
+    AgentConfig,
+    ConfigError,
+    DeviceConfig,
+    TLSConfig,
+    load_config,
+    save_config,
+)
 from omadm.agent.listener import NotificationGate
 from omadm.agent.runner import Agent, Outcome, SessionRequest
 from omadm.agent.transport import HTTPTransport, TransportError
@@ -153,6 +161,12 @@ def test_transport_retries_transient_failures_then_gives_up_clearly(tmp_path: Pa
     with pytest.raises(TransportError, match="HTTP 404") as info:
         refusing.post("http://x/dm", b"x", "application/vnd.syncml.dm+xml", {})
     assert not info.value.retryable
+
+
+def test_unreadable_tls_files_are_a_configuration_error(tmp_path: Path) -> None:
+    config = make_config(tmp_path, tls=TLSConfig(ca_file=str(tmp_path / "missing-ca.pem")))
+    with pytest.raises(ConfigError, match=r"\[tls\]: cannot load the TLS files"):
+        HTTPTransport(config)
 
 
 # --- sessions and durable alerts -------------------------------------------------------

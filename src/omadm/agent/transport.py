@@ -9,6 +9,7 @@ MsgID with their cached reply, so nothing runs twice.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,14 +20,35 @@ from omadm import __version__
 from omadm.protocol.auth import HMAC_HEADER
 from omadm.protocol.codec import encoding_for_content_type
 
-from .config import AgentConfig
+from .config import AgentConfig, ConfigError
 
-__all__ = ["HTTPTransport", "Reply", "TransportError"]
+__all__ = ["HTTPTransport", "Reply", "TransportError", "tls_context"]
 
 log = logging.getLogger(__name__)
 
 #: HTTP statuses worth another try (the Motorola/Android client retries on these).
 _RETRYABLE = {408, 429, 500, 502, 503, 504}
+
+
+def tls_context(
+    verify: bool, ca_file: str | None, client_cert: str | None, client_key: str | None
+) -> ssl.SSLContext | bool:
+    """What httpx's ``verify=`` takes for these TLS settings (0.28 deprecates the string forms).
+
+    Raises ``ValueError`` naming the files when a CA bundle or certificate cannot be loaded.
+    """
+    if not ca_file and not client_cert:
+        return verify
+    try:
+        if verify and ca_file:
+            context = ssl.create_default_context(cafile=ca_file)
+        else:
+            context = httpx.create_ssl_context(verify=verify)
+        if client_cert:
+            context.load_cert_chain(client_cert, client_key or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load the TLS files ({ca_file or ''} {client_cert or ''}): {exc}") from exc
+    return context
 
 
 class TransportError(Exception):
@@ -56,19 +78,15 @@ class HTTPTransport:
     ) -> None:
         self.config = config
         self._sleep = sleep
-        verify: bool | str = config.tls.verify
-        if config.tls.verify and config.tls.ca_file:
-            verify = config.tls.ca_file
-        cert: str | tuple[str, str] | None = None
-        if config.tls.client_cert:
-            cert = (
-                (config.tls.client_cert, config.tls.client_key)
-                if config.tls.client_key
-                else config.tls.client_cert
+        tls = config.tls
+        try:
+            verify = tls_context(
+                tls.verify, tls.ca_file or None, tls.client_cert or None, tls.client_key or None
             )
+        except ValueError as exc:
+            raise ConfigError(f"[tls]: {exc}") from None
         self._client = client or httpx.Client(
             verify=verify,
-            cert=cert,
             timeout=config.timeout,
             headers={"User-Agent": f"omadm-agent/{__version__}", "Cache-Control": "private"},
             follow_redirects=False,

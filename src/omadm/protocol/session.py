@@ -1372,7 +1372,6 @@ class ServerSession(_Endpoint):
         self._last_reply: Outgoing | None = None
         self._repeat = False
         self._resend_on_challenge = False
-        self._client_authenticated_now = False
         self._give_up = False
 
     # -- public API ------------------------------------------------------------------

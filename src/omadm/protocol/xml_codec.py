@@ -419,7 +419,6 @@ _ITEM_COMMANDS: dict[str, type[ItemCommand]] = {
     "Get": Get,
     "Exec": Exec,
 }
-_SIMPLE_FLAGS = ("NoResp", "Archive", "SftDel", "MoreData", "NoResults", "FieldLevel", "SharedMem")
 
 
 def _parse_command(name: str, el: _E, depth: int, max_depth: int) -> Command:

@@ -72,6 +72,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from omadm import __version__
+from omadm.agent.transport import tls_context
 from omadm.protocol.codes import ScomoResult
 
 from ..config import AgentConfig
@@ -249,7 +250,7 @@ class Downloader:
         self.accept_types = None if accept_types is None else frozenset(t.lower() for t in accept_types)
         self._owns_client = client is None
         self._client = client or httpx.Client(
-            verify=_tls_context(verify, ca_file, client_cert, client_key),
+            verify=tls_context(verify, ca_file, client_cert, client_key),
             timeout=timeout,
             follow_redirects=True,  # CDNs redirect package URLs; httpx caps the chain
             headers={"User-Agent": f"omadm-agent/{__version__}"},
@@ -737,24 +738,6 @@ class Downloader:
 
 # ---------------------------------------------------------------------------------------
 # Helpers
-
-
-def _tls_context(
-    verify: bool, ca_file: str | None, client_cert: str | None, client_key: str | None
-) -> ssl.SSLContext | bool:
-    """An SSL context for the TLS settings (httpx 0.28 deprecates the string forms)."""
-    if not ca_file and not client_cert:
-        return verify
-    try:
-        if verify and ca_file:
-            context = ssl.create_default_context(cafile=ca_file)
-        else:
-            context = httpx.create_ssl_context(verify=verify)
-        if client_cert:
-            context.load_cert_chain(client_cert, client_key or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"cannot load the TLS files ({ca_file or ''} {client_cert or ''}): {exc}") from exc
-    return context
 
 
 def _storage_error(exc: OSError, dest: Path) -> DownloadError:
