@@ -97,6 +97,16 @@ class ScomoConfig:
     require_signature: bool = True
     install_root: str = ""  # where the archive installer keeps components (default: <data_dir>/components)
     hook_timeout: float = 300.0
+    #: Bytes that must stay free on disk after a download (else 1404) or an install (else 1406).
+    reserve_bytes: int = 16 * 1024 * 1024
+    #: Asked before each operation starts, with OMADM_* variables; a non-zero exit is the user
+    #: saying no (result 1401). Empty: never ask (a headless device).
+    confirm_command: str = ""
+    #: Extra installer plug-ins as "module:factory" (besides the omadm.installers entry points).
+    installers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "installers", tuple(self.installers))  # TOML gives a list
 
 
 @dataclass(frozen=True)
@@ -232,6 +242,13 @@ def _validate(config: AgentConfig) -> None:
         raise ConfigError("poll_interval must be 0 (never) or a positive number of seconds")
     if config.scomo.version not in ("1.0", "1.1"):
         raise ConfigError("[scomo] version must be '1.0' or '1.1'")
+    if config.scomo.reserve_bytes < 0:
+        raise ConfigError("[scomo] reserve_bytes must not be negative")
+    if config.scomo.hook_timeout <= 0:
+        raise ConfigError("[scomo] hook_timeout must be a positive number of seconds")
+    for spec in config.scomo.installers:
+        if not isinstance(spec, str) or spec.count(":") != 1:
+            raise ConfigError(f"[scomo] installers: {spec!r} is not 'module:factory'")
     if config.max_msg_size < 1024:
         raise ConfigError("max_msg_size must be at least 1024 bytes")
     seen: set[str] = set()
@@ -266,7 +283,7 @@ def save_config(config: AgentConfig, path: str | Path) -> None:
         "device": asdict(config.device),
         "agent": agent,
         "tls": asdict(config.tls),
-        "scomo": asdict(config.scomo),
+        "scomo": {**asdict(config.scomo), "installers": list(config.scomo.installers)},
         "server": [asdict(a) for a in config.accounts],
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ class JobState(StrEnum):
     QUEUED = "queued"  # accepted (202), nothing done yet
     DOWNLOADING = "downloading"  # the package may be partly on disk (.part)
     DOWNLOADED = "downloaded"  # complete and checked against size/hash; not yet verified
+    DELIVERED = "delivered"  # verified and recorded under Inventory/Delivered (or Data stored as a file)
     INSTALLING = "installing"  # the installer's own journal says how far it got
     DONE = "done"  # finished; its report is in the alert queue (same transaction)
 

@@ -16,7 +16,9 @@ fails unfinished jobs, and rebuilds ``Inventory/Deployed`` from what is really i
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +44,8 @@ from omadm.protocol.session import Outcome
 from omadm.tree.tree import DMTree, NodeHandler
 from omadm.tree.uri import escape_segment, parse_uri
 
-from .download import Downloader, DownloadError
+from .dd import DescriptorError, InstallNotifyStatus, parse_descriptor
+from .download import Downloader, DownloadError, disk_free
 from .installers.base import InstalledComponent, Installer, InstallError, installer_for, load_installers
 from .journal import Job, JobState, Journal, Primitive
 
@@ -50,6 +53,9 @@ if TYPE_CHECKING:
     from omadm.agent.runner import Agent
 
 __all__ = ["ScomoService"]
+
+#: (result code, alert Target, Identifier, [(Deployed node, component id)] - one alert Item each)
+_Outcome = tuple[int, str | None, str, list[tuple[str, str]]]
 
 log = logging.getLogger("omadm.agent.scomo")
 
@@ -88,14 +94,19 @@ class ScomoService:
         self.packages = config.data_dir / "packages"
         self.packages.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(agent.alerts)
-        self.installers = installers if installers is not None else load_installers(config.install_root)
-        self.downloader = downloader or Downloader(
-            scratch=config.data_dir / "downloads",
-            timeout=config.timeout,
-            retries=config.retries,
-            retry_backoff=config.retry_backoff,
-            verify=config.tls.verify,
-            ca_file=config.tls.ca_file or None,
+        reserve = config.scomo.reserve_bytes
+        self.installers = (
+            installers
+            if installers is not None
+            else load_installers(
+                config.install_root,
+                hook_timeout=config.scomo.hook_timeout,
+                free_space_margin=reserve,
+                extra=config.scomo.installers,
+            )
+        )
+        self.downloader = downloader or Downloader.from_config(
+            config, free_space=lambda directory: disk_free(directory) - reserve
         )
         handler = _OperationHandler(self)
         for branch, ops in (
@@ -125,8 +136,20 @@ class ScomoService:
         if self.journal.busy(node):
             log.info("Exec %s refused: another operation is in progress on %s", path, node)
             return Outcome(StatusCode.COMMAND_NOT_ALLOWED, target_ref=path)
+        if self._already_done(primitive, node):
+            # Activate on an active component (or Deactivate on an inactive one): the state
+            # asked for is the state there is, so the final result is the Status (digest 6.1).
+            log.info("Exec %s: nothing to do, answered 200", path)
+            return Outcome(StatusCode.OK, target_ref=path)
         self.journal.add(Job(0, server_id, primitive, node, path, correlator))
         return Outcome(StatusCode.ACCEPTED_FOR_PROCESSING, target_ref=path)
+
+    def _already_done(self, primitive: Primitive, node: str) -> bool:
+        if primitive not in (Primitive.ACTIVATE, Primitive.DEACTIVATE) or self._branch(node) == "Download":
+            return False
+        installer = self._installer_of(self._value(f"{node}/ID"))
+        component = installer.get(self._value(f"{node}/ID")) if installer is not None else None
+        return component is not None and component.active == (primitive is Primitive.ACTIVATE)
 
     def _branch(self, node: str) -> str:
         return node[len(self.root) + 1 :].rsplit("/", 1)[0]
@@ -175,6 +198,13 @@ class ScomoService:
 
     def _run(self, job: Job) -> None:
         branch = self._branch(job.node)
+        if not job.data.get("confirmed"):
+            if not self._confirm(job):
+                if branch == "Download":
+                    self._status(f"{job.node}/Status", DownloadStatus.DOWNLOAD_FAILED)
+                self._finish(job, ScomoResult.USER_CANCELLED, target=None, identifier=self._identifier(job))
+                return
+            self.journal.advance(job, job.state, confirmed=True)
         if branch == "Download":
             self._run_download(job)
         elif branch == "Inventory/Delivered":
@@ -196,58 +226,103 @@ class ScomoService:
             target = self.packages / f"{escape_segment(pkg_id)}.omp"
             try:
                 result = self.downloader.download(self._value(f"{node}/PkgURL"), target)
-            except DownloadError as exc:
+            except DownloadError as exc:  # the downloader told the DD's notify URI itself
                 log.warning("download for %s failed (%s): %s", node, exc.result, exc)
                 self._status(f"{node}/Status", DownloadStatus.DOWNLOAD_FAILED)
                 self._finish(job, exc.result, target=None, identifier=pkg_id)
                 return
-            self.journal.advance(
-                job, JobState.DOWNLOADED, package=str(result.path), descriptor=bool(result.descriptor)
-            )
+            descriptor = result.descriptor.to_xml().decode() if result.descriptor is not None else None
+            self.journal.advance(job, JobState.DOWNLOADED, package=str(result.path), descriptor=descriptor)
             self._status(f"{node}/Status", DownloadStatus.DOWNLOAD_COMPLETE)
-        package = Path(str(job.data["package"]))
-        try:
-            verified = self._verify(package)
-        except PackageError as exc:
-            log.warning("package for %s refused (%s): %s", node, exc.result, exc)
-            package.unlink(missing_ok=True)
-            self._status(f"{node}/Status", DownloadStatus.DOWNLOAD_FAILED)
-            self._finish(job, exc.result, target=None, identifier=pkg_id)
-            return
-        delivered = self._deliver(node, verified, package)
-        self.journal.advance(job, job.state, package=str(self._package_of(delivered)))
-        verified = self._verify(self._package_of(delivered))  # the file moved: check it where it lies
-        if job.primitive is Primitive.DOWNLOAD:
-            self._finish(job, ScomoResult.SUCCESSFUL, target=delivered, identifier=pkg_id)
-            return
-        self._status(f"{node}/Status", DownloadStatus.INSTALL_PROGRESSING)
-        self.journal.advance(job, JobState.INSTALLING)
-        outcome = self._install(job, verified, active=job.primitive in _ACTIVE, delivered=delivered)
-        if outcome[0] == ScomoResult.SUCCESSFUL:
-            self._status(f"{node}/Status", DownloadStatus.IDLE)
-        else:
-            self._status(f"{node}/Status", DownloadStatus.INSTALL_FAILED_WITH_DATA)
+        outcome = self._deliver_and_install(job, pkg_id)
+        self._notify_descriptor(job, outcome[0])
         self._finish(job, outcome[0], target=outcome[1], identifier=outcome[2], items=outcome[3])
 
+    def _deliver_and_install(self, job: Job, pkg_id: str) -> _Outcome:
+        """After the download: verify, record under Delivered, and install if the job says so."""
+        node = job.node
+        package = Path(str(job.data["package"]))
+        if job.state is JobState.DOWNLOADED:
+            stored = self._package_of(self._delivered_node(node))
+            if not package.exists() and stored.exists():
+                package = stored  # moved into place just before a crash
+            try:
+                verified = self._verify(package)
+            except PackageError as exc:
+                log.warning("package for %s refused (%s): %s", node, exc.result, exc)
+                package.unlink(missing_ok=True)
+                self._status(f"{node}/Status", DownloadStatus.DOWNLOAD_FAILED)
+                return exc.result, None, pkg_id, []
+            delivered = self._deliver(node, verified, package)
+            package = self._package_of(delivered)
+            self.journal.advance(job, JobState.DELIVERED, package=str(package), delivered=delivered)
+        delivered = str(job.data["delivered"])
+        if job.primitive is Primitive.DOWNLOAD:
+            self._status(f"{node}/Status", DownloadStatus.IDLE)
+            return ScomoResult.SUCCESSFUL, delivered, pkg_id, []
+        try:
+            verified = self._verify(package)  # the file moved: check it where it lies
+        except PackageError as exc:
+            self._status(f"{node}/Status", DownloadStatus.INSTALL_FAILED_WITHOUT_DATA)
+            return exc.result, None, pkg_id, []
+        self._status(f"{node}/Status", DownloadStatus.INSTALL_PROGRESSING)
+        self.journal.advance(job, JobState.INSTALLING)
+        outcome = self._install(job, verified, pkg_id, active=job.primitive in _ACTIVE)
+        if outcome[0] == ScomoResult.SUCCESSFUL:
+            self._status(f"{node}/Status", DownloadStatus.IDLE)
+            self._status(f"{delivered}/State", DeliveredState.INSTALLED)
+        else:
+            self._status(f"{node}/Status", DownloadStatus.INSTALL_FAILED_WITH_DATA)
+        return outcome
+
+    def _notify_descriptor(self, job: Job, result: int) -> None:
+        """Tell a DD's installNotifyURI how the install went (DLOTA 900 means "installed").
+
+        For Download alone, 900 is sent once the package is delivered: the device has
+        accepted the content, which is all that primitive promises. Sent before the job is
+        closed, so a crash in between repeats the POST rather than losing it.
+        """
+        descriptor_xml = job.data.get("descriptor")
+        if not isinstance(descriptor_xml, str):
+            return
+        try:
+            descriptor = parse_descriptor(descriptor_xml.encode())
+        except DescriptorError:  # it parsed once; never expected
+            log.exception("the stored download descriptor of job %s no longer parses", job.id)
+            return
+        self.downloader.report_install(descriptor, InstallNotifyStatus.for_scomo_result(result))
+
+    def _delivered_node(self, download_node: str) -> str:
+        return f"{self.root}/Inventory/Delivered/{download_node.rsplit('/', 1)[1]}"
+
     def _deliver(self, download_node: str, verified: VerifiedPackage, package: Path) -> str:
-        """Record a downloaded package under Inventory/Delivered (the same <X> name)."""
-        name = download_node.rsplit("/", 1)[1]
-        node = f"{self.root}/Inventory/Delivered/{name}"
-        manifest = verified.manifest
-        tree = self.tree
-        tree.system_add_interior(node)
-        tree.system_set(f"{node}/PkgID", self._value(f"{download_node}/PkgID") or manifest.id)
-        tree.system_set(f"{node}/Name", self._value(f"{download_node}/Name") or manifest.name)
-        if manifest.description:
-            tree.system_set(f"{node}/Description", manifest.description)
-        tree.system_set(f"{node}/Status", str(int(DeliveredStatus.IDLE)), format="int")
-        tree.system_set(f"{node}/State", str(int(DeliveredState.DELIVERED)), format="int")
-        for op in ("Install", "InstallInactive", "Remove"):
-            if tree.system_get(f"{node}/Operations/{op}") is None:
-                tree.system_set(f"{node}/Operations/{op}", None, format="null")
+        """Record a downloaded package under Inventory/Delivered (the same <X> name).
+
+        The file is moved first and the node written in one transaction after, so a crash
+        leaves either no Delivered entry (and the job redoes this step) or a whole one.
+        """
+        node = self._delivered_node(download_node)
         stored = self._package_of(node)
         if package != stored:
-            shutil.move(str(package), stored)
+            os.replace(package, stored)
+        manifest = verified.manifest
+        tree = self.tree
+        with self.agent.store.transaction():
+            tree.system_add_interior(node)
+            tree.system_set(f"{node}/PkgID", self._value(f"{download_node}/PkgID") or manifest.id)
+            tree.system_set(f"{node}/Name", self._value(f"{download_node}/Name") or manifest.name)
+            description = self._value(f"{download_node}/Description") or manifest.description
+            if description:
+                tree.system_set(f"{node}/Description", description)
+            for leaf in ("InstallParams", "EnvType", "PkgType"):
+                value = self._value(f"{download_node}/{leaf}")
+                if value and self.mo.resolve(f"Inventory/Delivered/X/{leaf}") is not None:
+                    tree.system_set(f"{node}/{leaf}", value)
+            tree.system_set(f"{node}/Status", str(int(DeliveredStatus.IDLE)), format="int")
+            tree.system_set(f"{node}/State", str(int(DeliveredState.DELIVERED)), format="int")
+            for op in ("Install", "InstallInactive", "Remove"):
+                if tree.system_get(f"{node}/Operations/{op}") is None:
+                    tree.system_set(f"{node}/Operations/{op}", None, format="null")
         return node
 
     def _package_of(self, delivered_node: str) -> Path:
@@ -264,21 +339,28 @@ class ScomoService:
         node = job.node
         pkg_id = self._value(f"{node}/PkgID")
         package = self._package_of(node)
-        data = self.tree.system_value(f"{node}/Data")
-        if isinstance(data, bytes) and data:
-            package.write_bytes(data)  # direct delivery: the bytes came in the DM session
-            self.tree.system_delete(f"{node}/Data")
+        if job.state is JobState.QUEUED:
+            data = self.tree.system_value(f"{node}/Data")
+            if isinstance(data, bytes) and data:
+                # Direct delivery: the bytes came in the DM session. Stored as a file (written
+                # whole, then renamed) before the node is emptied, so a crash loses neither.
+                part = package.with_suffix(".part")
+                part.write_bytes(data)
+                os.replace(part, package)
+                self.tree.system_delete(f"{node}/Data")
+            self.journal.advance(job, JobState.DELIVERED)
         self._status(f"{node}/Status", DeliveredStatus.INSTALL_PROGRESSING)
         try:
             verified = self._verify(package)
         except PackageError as exc:
+            log.warning("package of %s refused (%s): %s", node, exc.result, exc)
             self._status(f"{node}/Status", DeliveredStatus.INSTALL_FAILED_WITHOUT_DATA)
             package.unlink(missing_ok=True)
             self._finish(job, exc.result, target=None, identifier=pkg_id)
             return
         self.journal.advance(job, JobState.INSTALLING)
         result, target, identifier, items = self._install(
-            job, verified, active=job.primitive in _ACTIVE, delivered=node
+            job, verified, pkg_id, active=job.primitive in _ACTIVE
         )
         if result == ScomoResult.SUCCESSFUL:
             self._status(f"{node}/Status", DeliveredStatus.IDLE)
@@ -297,15 +379,15 @@ class ScomoService:
 
     # the install itself ------------------------------------------------------------------
 
-    def _install(
-        self, job: Job, verified: VerifiedPackage, *, active: bool, delivered: str | None
-    ) -> tuple[int, str | None, str, list[tuple[str, str]]]:
+    def _install(self, job: Job, verified: VerifiedPackage, pkg_id: str, *, active: bool) -> _Outcome:
         """Install every component of a package; all or nothing.
 
+        ``pkg_id`` is the server's PkgID of the package (each Deployed entry's PkgIDRef).
         Returns (result code, Target of the first component, Identifier, [(Deployed node,
         component id)] for one alert Item per component).
         """
         manifest = verified.manifest
+        pkg_id = pkg_id or manifest.id
         params = self._value(f"{job.node}/InstallParams") or None
         installed_now: list[tuple[Installer, ComponentManifest, InstalledComponent | None]] = []
         problem = self._check_components(manifest.components, manifest.allow_downgrade, params)
@@ -316,7 +398,12 @@ class ScomoService:
         for component in manifest.components:
             installer = installer_for(component.env_type, self.installers)
             before = installer.get(component.id)
-            if before is not None and before.version == component.version and before.pkg_id == manifest.id:
+            if (
+                job.state is JobState.INSTALLING
+                and before is not None
+                and before.version == component.version
+                and before.pkg_id == pkg_id
+            ):
                 # Already there: this job was interrupted after this component (recovery).
                 done.append((self._deployed_node(before), before.id))
                 continue
@@ -328,19 +415,18 @@ class ScomoService:
                     component.name,
                     component.version,
                     source,
-                    pkg_id=manifest.id,
+                    pkg_id=pkg_id,
                     hooks=dict(component.hooks),
                     active=active,
                     params=params,
                     description=component.description,
                 )
-            except (InstallError, PackageError) as exc:
-                log.warning(
-                    "installing %s %s failed (%s): %s", component.id, component.version, exc.result, exc
-                )
+            except (InstallError, PackageError, NotImplementedError) as exc:
+                result = _result_of(exc, ScomoResult.INSTALL_FAILED)
+                log.warning("installing %s %s failed (%s): %s", component.id, component.version, result, exc)
                 self._undo(installed_now)
                 self.sync_inventory()
-                return exc.result, None, component.id, []
+                return result, None, component.id, []
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             installed_now.append((installer, component, before))
@@ -417,15 +503,60 @@ class ScomoService:
         self.journal.advance(job, JobState.INSTALLING)
         try:
             action(component_id)
-        except InstallError as exc:
-            log.warning("%s of %s failed (%s): %s", job.primitive, component_id, exc.result, exc)
+        except (InstallError, NotImplementedError) as exc:
+            result = _result_of(exc, failure)
+            log.warning("%s of %s failed (%s): %s", job.primitive, component_id, result, exc)
             self._status(f"{node}/Status", failed)
-            self._finish(job, exc.result or failure, target=None, identifier=component_id)
+            self._finish(job, result, target=None, identifier=component_id)
             return
         self.sync_inventory()
         if self.tree.system_get(node) is not None:
             self._status(f"{node}/Status", DeployedStatus.IDLE)
         self._finish(job, ScomoResult.SUCCESSFUL, target=None, identifier=component_id)
+
+    def _confirm(self, job: Job) -> bool:
+        """Ask the device's user (``confirm_command``) whether this operation may go ahead.
+
+        The command gets the operation in ``OMADM_OPERATION``, ``OMADM_NODE``, ``OMADM_PKG_ID``,
+        ``OMADM_PKG_URL``, ``OMADM_NAME`` and ``OMADM_COMPONENT_ID``; exit 0 is yes, anything else
+        (a timeout and a command that cannot start included) is no: an operation the user was
+        asked about never runs without a yes. Asked once per job, the answer is journaled.
+        """
+        command = self.agent.config.scomo.confirm_command
+        if not command:
+            return True
+        env = {
+            **os.environ,
+            "OMADM_OPERATION": job.primitive.value,
+            "OMADM_NODE": job.node,
+            "OMADM_PKG_ID": self._value(f"{job.node}/PkgID"),
+            "OMADM_PKG_URL": self._value(f"{job.node}/PkgURL"),
+            "OMADM_NAME": self._value(f"{job.node}/Name"),
+            "OMADM_COMPONENT_ID": self._value(f"{job.node}/ID"),
+        }
+        try:
+            answer = subprocess.run(
+                command,
+                shell=True,
+                env=env,
+                timeout=self.agent.config.scomo.hook_timeout,
+                capture_output=True,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning(
+                "confirm_command for %s on %s gave no answer (%s): taken as no", job.primitive, job.node, exc
+            )
+            return False
+        if answer.returncode != 0:
+            log.info(
+                "the user declined %s on %s (confirm_command exit %s)",
+                job.primitive,
+                job.node,
+                answer.returncode,
+            )
+            return False
+        return True
 
     def _installer_of(self, component_id: str) -> Installer | None:
         for installer in self.installers.values():
@@ -515,3 +646,11 @@ class ScomoService:
 
     def _status(self, path: str, value: int) -> None:
         self.tree.system_set(path, str(int(value)), format="int")
+
+
+def _result_of(exc: BaseException, default: int) -> int:
+    """The SCOMO result an installer's exception stands for (1411 for a step it lacks)."""
+    if isinstance(exc, NotImplementedError):
+        return ScomoResult.NOT_IMPLEMENTED
+    result = getattr(exc, "result", None)
+    return int(result) if result else default

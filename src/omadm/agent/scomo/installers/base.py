@@ -18,12 +18,13 @@ and leaves each component fully in its old or fully in its new form (DESIGN rule
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from omadm.protocol.codes import ScomoResult
 
@@ -98,8 +99,10 @@ class Installer(Protocol):
     """One execution environment's installer.
 
     Methods raise :class:`InstallError` on failure and leave the component as it was
-    (failures roll back); they may be slow (they run hooks) and are called from the agent's
-    SCOMO worker, one at a time per installer.
+    (failures roll back). An environment that has no such step (a platform where components
+    cannot be deactivated, say) raises ``NotImplementedError``: the device reports 1411 Not
+    Implemented; anything else unexpected is 1412 Undefined Error. Methods may be slow (they
+    run hooks) and are called from the agent's SCOMO worker, one at a time per installer.
     """
 
     #: The EnvType this installer serves (the key in :func:`load_installers`' result).
@@ -162,23 +165,41 @@ class Installer(Protocol):
 InstallerFactory = Callable[[Path], Installer]
 
 
-def load_installers(data_dir: Path) -> dict[str, Installer]:
+def load_installers(
+    data_dir: Path,
+    *,
+    hook_timeout: float | None = None,
+    free_space_margin: int | None = None,
+    extra: Sequence[str] = (),
+) -> dict[str, Installer]:
     """The installers of this device by EnvType: ``archive`` plus every working plug-in.
 
-    The built-in archive installer keeps its components in ``data_dir / "archive"``; plug-ins
-    get ``data_dir`` and should likewise use a directory named after their EnvType. Plug-ins
-    are loaded in entry-point order; one that fails to load or to build, that returns no
-    :class:`Installer`, or that claims an EnvType already taken is logged and skipped.
+    The built-in archive installer keeps its components in ``data_dir / "archive"`` (with
+    ``hook_timeout`` and ``free_space_margin`` when given); plug-ins get ``data_dir`` and
+    should likewise use a directory named after their EnvType. Plug-ins come from the
+    ``omadm.installers`` entry points, then from ``extra`` (``"module:factory"`` strings from
+    the agent's configuration, for products that do not ship a Python distribution). One that
+    fails to load or to build, that returns no :class:`Installer`, or that claims an EnvType
+    already taken is logged and skipped.
     """
     from .archive import ArchiveInstaller  # noqa: PLC0415 - archive.py builds on this module
 
+    options: dict[str, Any] = {}
+    if hook_timeout is not None:
+        options["hook_timeout"] = hook_timeout
+    if free_space_margin is not None:
+        options["free_space_margin"] = free_space_margin
     installers: dict[str, Installer] = {}
-    builtin = ArchiveInstaller(data_dir / DEFAULT_ENV_TYPE)
+    builtin = ArchiveInstaller(data_dir / DEFAULT_ENV_TYPE, **options)
     installers[builtin.env_type] = builtin
-    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        origin = f"installer plug-in {entry_point.name!r} ({entry_point.value})"
+    sources: list[tuple[str, Callable[[], Any]]] = [
+        (f"installer plug-in {ep.name!r} ({ep.value})", ep.load)
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+    ]
+    sources += [(f"installer plug-in {spec!r}", _loader(spec)) for spec in extra]
+    for origin, load in sources:
         try:
-            factory = entry_point.load()
+            factory = load()
             installer = factory(data_dir)
         except Exception:
             log.exception("%s could not be loaded; skipped", origin)
@@ -198,6 +219,18 @@ def load_installers(data_dir: Path) -> dict[str, Installer]:
         installers[env_type] = installer
         log.info("%s serves EnvType %r", origin, env_type)
     return installers
+
+
+def _loader(spec: str) -> Callable[[], Any]:
+    """Import ``"module:attribute"`` lazily (errors surface in ``load_installers``' loop)."""
+
+    def load() -> Any:
+        module_name, _, attribute = spec.partition(":")
+        if not module_name or not attribute:
+            raise ValueError(f"{spec!r} is not 'module:factory'")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    return load
 
 
 def installer_for(env_type: str | None, installers: Mapping[str, Installer]) -> Installer:
