@@ -2,7 +2,8 @@
 
 Exit codes of ``connect``: 0 the session succeeded; 1 configuration or usage problem;
 3 authentication failed; 4 the server could not be reached; 5 the server broke the
-protocol or aborted the session.
+protocol or aborted the session. The local software commands (``install``, ``activate``,
+``deactivate``, ``remove``) exit 6 when the operation ran and failed (the SCOMO result says why).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from omadm.protocol.codes import ScomoResult
 from omadm.protocol.errors import ProtocolError
 from omadm.tree.errors import TreeError
 from omadm.tree.store import TreeStoreError
@@ -31,14 +33,27 @@ from .config import (
     save_config,
 )
 from .runner import Agent, Outcome, SessionRequest
+from .scomo.journal import Job, Primitive
 
-__all__ = ["EXIT_AUTH", "EXIT_CONFIG", "EXIT_OK", "EXIT_PROTOCOL", "EXIT_UNREACHABLE", "agent_app"]
+if TYPE_CHECKING:
+    from .scomo.local import LocalOperations
+
+__all__ = [
+    "EXIT_AUTH",
+    "EXIT_CONFIG",
+    "EXIT_OK",
+    "EXIT_OPERATION",
+    "EXIT_PROTOCOL",
+    "EXIT_UNREACHABLE",
+    "agent_app",
+]
 
 EXIT_OK = 0
 EXIT_CONFIG = 1
 EXIT_AUTH = 3
 EXIT_UNREACHABLE = 4
 EXIT_PROTOCOL = 5
+EXIT_OPERATION = 6
 
 _EXIT_FOR = {
     Outcome.OK: EXIT_OK,
@@ -72,17 +87,17 @@ def _fail(code: int, message: str) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _logging(verbose: bool) -> None:
+def _logging(verbose: bool, *, quiet: bool = False) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
 
 
-def _open(config_path: Path) -> Agent:
+def _open(config_path: Path, *, inspect_only: bool = False) -> Agent:
     try:
-        return Agent(load_config(config_path))
+        return Agent(load_config(config_path), inspect_only=inspect_only)
     except (ConfigError, TreeStoreError, OSError) as exc:
         _fail(EXIT_CONFIG, str(exc))
 
@@ -246,7 +261,7 @@ def run_command(
 @agent_app.command("status")
 def status_command(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Show the device, its accounts and what waits to be sent."""
-    agent = _open(config)
+    agent = _open(config, inspect_only=True)
     try:
         typer.echo(f"device   {agent.tree.system_value('./DevInfo/DevId')!s}")
         typer.echo(f"tree     {agent.config.tree_path} ({agent.store.count()} nodes)")
@@ -271,7 +286,7 @@ def tree_get_command(
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Print one node: a leaf's value (secrets hidden) or an interior node's children."""
-    agent = _open(config)
+    agent = _open(config, inspect_only=True)
     try:
         path = parse_uri(uri).path
         record = agent.store.get(path)
@@ -298,7 +313,7 @@ def tree_show_command(
     uri: Annotated[str, typer.Argument(help="Where to start.")] = ".", config: ConfigOption = DEFAULT_CONFIG
 ) -> None:
     """Print the tree below a node, one node a line, with format and ACL."""
-    agent = _open(config)
+    agent = _open(config, inspect_only=True)
     try:
         top = parse_uri(uri)
         for record in agent.store.subtree(top.path):
@@ -316,5 +331,122 @@ def tree_show_command(
             typer.echo(f"{'  ' * depth}{label}{value}  ({record.format}){acl}")
     except TreeError as exc:
         _fail(EXIT_CONFIG, str(exc))
+    finally:
+        agent.close()
+
+
+# -- software on this device, without a server (same path as a server's Exec) ---------------
+
+
+def _local(config: Path, verbose: bool) -> tuple[Agent, LocalOperations]:
+    from .scomo.local import LocalOperations  # noqa: PLC0415 - heavy imports, only these commands need them
+
+    _logging(verbose, quiet=not verbose)
+    agent = _open(config)
+    if agent.scomo is None:
+        agent.close()
+        _fail(EXIT_CONFIG, "software management is disabled ([scomo] enabled = false)")
+    return agent, LocalOperations(agent.scomo)
+
+
+def _report(agent: Agent, job: Job | None, what: str) -> NoReturn:
+    if job is None:
+        typer.echo(f"{what}: nothing to do")
+        raise typer.Exit(EXIT_OK)
+    assert job.result is not None
+    try:
+        meaning = ScomoResult(job.result).description
+    except ValueError:
+        meaning = "vendor-specific result"
+    typer.echo(f"{what}: {job.result} {meaning}")
+    _print_components(agent)
+    raise typer.Exit(EXIT_OK if ScomoResult.is_success_code(job.result) else EXIT_OPERATION)
+
+
+def _print_components(agent: Agent) -> None:
+    assert agent.scomo is not None
+    root = agent.scomo.root
+    for record in agent.store.children(f"{root}/Inventory/Deployed"):
+        value = agent.tree.system_value
+        state = {"10": "inactive", "20": "active"}.get(str(value(f"{record.path}/State")), "?")
+        typer.echo(
+            f"deployed   {value(f'{record.path}/ID')!s}  {value(f'{record.path}/Version')!s}  {state}"
+            f"  (package {value(f'{record.path}/PkgIDRef')!s}; node {record.path})"
+        )
+    for record in agent.store.children(f"{root}/Inventory/Delivered"):
+        value = agent.tree.system_value
+        state = {"10": "delivered", "20": "installed"}.get(str(value(f"{record.path}/State")), "?")
+        typer.echo(f"delivered  {value(f'{record.path}/PkgID')!s}  {state}  (node {record.path})")
+
+
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")]
+
+
+@agent_app.command("install")
+def install_command(  # noqa: PLR0917 - one option per setting, as a user types them
+    source: Annotated[str, typer.Argument(help="A package: an http(s) URL or a file.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    inactive: Annotated[bool, typer.Option("--inactive", help="Install without activating.")] = False,
+    pkg_id: Annotated[str | None, typer.Option("--pkg-id", help="The PkgID to record.")] = None,
+    params: Annotated[str | None, typer.Option("--params", help="InstallParams for the hooks.")] = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Verify and install a package here, as a server's DownloadInstall or Install would."""
+    agent, local = _local(config, verbose)
+    try:
+        job = local.install(source, inactive=inactive, pkg_id=pkg_id, params=params)
+        _report(agent, job, f"install {source}")
+    except FileNotFoundError as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    finally:
+        agent.close()
+
+
+def _component_command(primitive: Primitive, component_id: str, config: Path, verbose: bool) -> None:
+    agent, local = _local(config, verbose)
+    try:
+        job = local.on_component(primitive, component_id)
+        _report(agent, job, f"{primitive.value.lower()} {component_id}")
+    except LookupError as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    finally:
+        agent.close()
+
+
+ComponentArgument = Annotated[str, typer.Argument(help="The component's ID (Inventory/Deployed/<X>/ID).")]
+
+
+@agent_app.command("activate")
+def activate_command(
+    component_id: ComponentArgument, config: ConfigOption = DEFAULT_CONFIG, verbose: VerboseOption = False
+) -> None:
+    """Activate an installed component (runs its activate hook)."""
+    _component_command(Primitive.ACTIVATE, component_id, config, verbose)
+
+
+@agent_app.command("deactivate")
+def deactivate_command(
+    component_id: ComponentArgument, config: ConfigOption = DEFAULT_CONFIG, verbose: VerboseOption = False
+) -> None:
+    """Deactivate an installed component (runs its deactivate hook)."""
+    _component_command(Primitive.DEACTIVATE, component_id, config, verbose)
+
+
+@agent_app.command("remove")
+def remove_command(
+    component_id: ComponentArgument, config: ConfigOption = DEFAULT_CONFIG, verbose: VerboseOption = False
+) -> None:
+    """Uninstall a component (runs its remove hook)."""
+    _component_command(Primitive.REMOVE, component_id, config, verbose)
+
+
+@agent_app.command("components")
+def components_command(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """List the software on this device: Inventory/Deployed and Inventory/Delivered."""
+    agent = _open(config, inspect_only=True)
+    try:
+        if agent.scomo is None:
+            _fail(EXIT_CONFIG, "software management is disabled ([scomo] enabled = false)")
+        _print_components(agent)
     finally:
         agent.close()

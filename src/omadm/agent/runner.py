@@ -13,13 +13,16 @@ bytes after every session, so the next session authenticates without a challenge
 from __future__ import annotations
 
 import base64
+import fcntl
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from omadm import __version__
 from omadm.mo.devdetail import DEVDETAIL
@@ -48,7 +51,7 @@ from omadm.tree.uri import ROOT as ROOT_URI
 from omadm.tree.uri import escape_segment
 
 from .alerts import AlertQueue
-from .config import AccountConfig, AgentConfig
+from .config import AccountConfig, AgentConfig, ConfigError
 from .transport import HTTPTransport, TransportError
 
 if TYPE_CHECKING:
@@ -122,6 +125,34 @@ class SessionReport:
         return text + (f" ({self.reason})" if self.reason else "")
 
 
+class AgentBusy(ConfigError):
+    """Another agent process works on the same data directory."""
+
+
+def _lock_data_dir(data_dir: Path) -> IO[str]:
+    """Hold an exclusive lock on ``<data_dir>/agent.lock`` until the file is closed.
+
+    The kernel drops the lock when the process dies, SIGKILL included, so a crash never
+    leaves a stale lock behind. The file names the holder's pid for the error message.
+    """
+    handle = open(data_dir / "agent.lock", "a+", encoding="ascii")  # noqa: SIM115 - held for the agent's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise AgentBusy(
+            f"another omadm agent (pid {holder}) is working on {data_dir}; stop it first, "
+            "or use 'omadm agent status' and 'omadm agent tree', which only look"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 class Agent:
     """A device's DM client: its persistent tree, its accounts, its sessions."""
 
@@ -131,9 +162,14 @@ class Agent:
         *,
         transport: HTTPTransport | None = None,
         clock: Callable[[], object] = utc_now,
+        inspect_only: bool = False,
     ) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        # One working agent per data directory: two would run the same SCOMO job twice, and
+        # one's crash recovery would undo the other's install in progress. Inspecting (status,
+        # tree get) takes no lock and recovers nothing, so it is safe beside a running agent.
+        self._lock = None if inspect_only else _lock_data_dir(config.data_dir)
         self.store = TreeStore(config.tree_path)
         self.tree = DMTree(self.store, clock=clock)  # type: ignore[arg-type]
         self.alerts = AlertQueue(config.data_dir / "alerts.sqlite")
@@ -145,12 +181,16 @@ class Agent:
             from .scomo.operations import ScomoService  # noqa: PLC0415 - optional feature, heavy imports
 
             self.scomo = ScomoService(self)
-            self.scomo.recover()
+            if not inspect_only:
+                self.scomo.recover()
 
     def close(self) -> None:
         self.transport.close()
         self.alerts.close()
         self.store.close()
+        if self._lock is not None:
+            self._lock.close()  # closing the descriptor releases the lock
+            self._lock = None
 
     # -- the tree -----------------------------------------------------------------------
 

@@ -68,8 +68,8 @@ def _reporting(subject: object) -> Iterator[None]:
         yield
     except PackageError as exc:
         _fail(EXIT_INVALID, f"error: {subject}: {exc.message}")
-    except OSError as exc:
-        _fail(EXIT_USAGE, f"error: {subject}: {exc.strerror or exc}")
+    except OSError as exc:  # name the file the OS complained about, not just the subject
+        _fail(EXIT_USAGE, f"error: {exc.filename or subject}: {exc.strerror or exc}")
 
 
 def _load_key(path: Path) -> Ed25519PrivateKey:
@@ -164,6 +164,7 @@ def build_command(
         if output is None:
             described = load_source(source)
             output = Path(f"{described.id}-{described.version}.omp")
+        output.parent.mkdir(parents=True, exist_ok=True)  # like other build tools' dist/
         manifest = build_package(source, output, signing_key=signing_key, source_date_epoch=epoch)
     with _reporting(output):
         size, sha256 = _file_summary(output)

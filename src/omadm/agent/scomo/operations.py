@@ -52,7 +52,10 @@ from .journal import Job, JobState, Journal, Primitive
 if TYPE_CHECKING:
     from omadm.agent.runner import Agent
 
-__all__ = ["ScomoService"]
+__all__ = ["LOCAL_SERVER", "ScomoService"]
+
+#: The server_id of jobs started on the device itself (``omadm agent install``): no alert.
+LOCAL_SERVER = ""
 
 #: (result code, alert Target, Identifier, [(Deployed node, component id)] - one alert Item each)
 _Outcome = tuple[int, str | None, str, list[tuple[str, str]]]
@@ -324,6 +327,27 @@ class ScomoService:
                 if tree.system_get(f"{node}/Operations/{op}") is None:
                     tree.system_set(f"{node}/Operations/{op}", None, format="null")
         return node
+
+    def package_path(self, delivered_node: str) -> Path:
+        """Where the package of an ``Inventory/Delivered/<X>`` entry is kept."""
+        return self._package_of(delivered_node)
+
+    def already_done(self, primitive: Primitive, node: str) -> bool:
+        """Whether Activate/Deactivate on Deployed ``node`` would change nothing."""
+        return self._already_done(primitive, node)
+
+    def deployed_ids(self) -> list[str]:
+        """The IDs of the components in ``Inventory/Deployed``."""
+        base = f"{self.root}/Inventory/Deployed"
+        return [self._value(f"{r.path}/ID") for r in self.agent.store.children(base)]
+
+    def deployed_node_of(self, component_id: str) -> str | None:
+        """The ``Inventory/Deployed/<X>`` node of a component, or None."""
+        base = f"{self.root}/Inventory/Deployed"
+        for record in self.agent.store.children(base):
+            if self._value(f"{record.path}/ID") == component_id:
+                return record.path
+        return None
 
     def _package_of(self, delivered_node: str) -> Path:
         return self.packages / f"delivered-{escape_segment(delivered_node.rsplit('/', 1)[1])}.omp"
@@ -641,7 +665,7 @@ class ScomoService:
         alert = Alert(
             "0", data=str(int(AlertCode.GENERIC_ALERT)), correlator=job.correlator, items=alert_items
         )
-        self.journal.finish(job, int(result), [alert])
+        self.journal.finish(job, int(result), [alert] if job.server_id != LOCAL_SERVER else [])
         log.info("SCOMO %s on %s finished: %s", job.primitive, job.node, int(result))
 
     def _status(self, path: str, value: int) -> None:
