@@ -15,6 +15,7 @@ fails unfinished jobs, and rebuilds ``Inventory/Deployed`` from what is really i
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -445,7 +446,7 @@ class ScomoService:
                     params=params,
                     description=component.description,
                 )
-            except (InstallError, PackageError, NotImplementedError) as exc:
+            except (InstallError, PackageError, NotImplementedError, OSError) as exc:
                 result = _result_of(exc, ScomoResult.INSTALL_FAILED)
                 log.warning("installing %s %s failed (%s): %s", component.id, component.version, result, exc)
                 self._undo(installed_now)
@@ -676,5 +677,7 @@ def _result_of(exc: BaseException, default: int) -> int:
     """The SCOMO result an installer's exception stands for (1411 for a step it lacks)."""
     if isinstance(exc, NotImplementedError):
         return ScomoResult.NOT_IMPLEMENTED
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ScomoResult.INSTALL_FAILED_OUT_OF_MEMORY  # the disk filled while extracting
     result = getattr(exc, "result", None)
     return int(result) if result else default
