@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -1342,6 +1343,8 @@ class ServerConfig:
 
 
 _SERVER_COMMANDS = (Add, Replace, Delete, Copy, Get, Exec, Alert, Atomic, Sequence)
+#: Leads every snapshot; bump the digit when the session's private state changes shape.
+_SNAPSHOT_MAGIC = b"omadm-server-session:1\n"
 
 
 class ServerSession(_Endpoint):
@@ -1466,6 +1469,39 @@ class ServerSession(_Endpoint):
     def events(self) -> list[Event]:
         """Events raised outside ``receive`` (e.g. ``SessionEnded`` by ``reply``), oldest first."""
         return self._pop_events()
+
+    # -- between HTTP requests -------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The whole session as bytes, to keep between two messages (any worker may resume it).
+
+        Everything is in it: the state, MsgIDs, commands queued and awaiting Status, chunking
+        and large-object reassembly, nonces, the last reply (for a repeated message). Events
+        not yet collected are *not*: take them before. The format is this class's own and
+        versioned; :meth:`restore` refuses other versions. It is a pickle, so a server must
+        only restore bytes it wrote itself (omadm's server signs them with its secret), and
+        ``nonce_factory`` must be a module-level function.
+        """
+        if self._events:
+            raise LocalProtocolError("collect the session's events before taking a snapshot")
+        return _SNAPSHOT_MAGIC + pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def restore(cls, data: bytes) -> ServerSession:
+        """The session :meth:`snapshot` saved.
+
+        Raises:
+            LocalProtocolError: the bytes are not a snapshot of this version.
+        """
+        if not data.startswith(_SNAPSHOT_MAGIC):
+            raise LocalProtocolError("not a ServerSession snapshot of this omadm version")
+        try:
+            session = pickle.loads(data[len(_SNAPSHOT_MAGIC) :])
+        except Exception as exc:  # any unpickling failure means the same: unusable
+            raise LocalProtocolError(f"unreadable ServerSession snapshot: {exc}") from None
+        if not isinstance(session, cls):
+            raise LocalProtocolError("the snapshot holds no ServerSession")
+        return session
 
     # -- internals -------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""The server's persistent state (SQLAlchemy 2; SQLite or PostgreSQL)."""

@@ -1,0 +1,240 @@
+"""The server's tables: devices, DM sessions, SCOMO inventory and jobs, artifacts, history.
+
+One schema for SQLite (the embedded default) and PostgreSQL (production); Alembic migrations
+(``omadm/server/store/migrations``) create and evolve it, never ``create_all`` outside tests.
+Column types are the portable ones: ``JSON`` for small structured values (DevInfo, job
+parameters), ``LargeBinary`` for nonces and session snapshots, timezone-aware timestamps.
+
+Why these tables: a DM session must survive between HTTP requests in *any* worker
+(``dm_sessions.snapshot``); a job must be matched to the Generic Alert that finishes it by
+Correlator (unique) and never be sent twice (``jobs.state``); the inventory is what the
+device last said, one row per Deployed or Delivered entry, so filters such as "has component
+X older than 2.0" are queries, not scans of blobs.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Artifact",
+    "Base",
+    "Device",
+    "DeviceEvent",
+    "DeviceState",
+    "DmSession",
+    "InventoryEntry",
+    "InventoryKind",
+    "Job",
+    "JobKind",
+    "JobState",
+    "utc_now",
+]
+
+#: Constraint names Alembic can rely on, identical on both engines.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True), bytes: LargeBinary}
+
+
+class DeviceState(StrEnum):
+    """Admission of a device (issue 5: reject, hold as pending, or accept unknown devices)."""
+
+    PENDING = "pending"  # seen, not yet accepted by an operator: its sessions get no commands
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class Device(Base):
+    """One DM client, keyed by its DevId (the SyncHdr Source LocURI)."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(255), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default=DeviceState.ACCEPTED.value)
+    # What the device must present (client credentials) and what we present to it.
+    auth_type: Mapped[str] = mapped_column(String(32), default="syncml:auth-md5")
+    username: Mapped[str] = mapped_column(String(255), default="")
+    password: Mapped[str] = mapped_column(String(255), default="")
+    server_password: Mapped[str] = mapped_column(String(255), default="")
+    client_nonce: Mapped[bytes] = mapped_column(LargeBinary, default=b"")  # we issued; device uses next
+    server_nonce: Mapped[bytes] = mapped_column(LargeBinary, default=b"")  # device issued; we use next
+    auth_failures: Mapped[int] = mapped_column(Integer, default=0)
+    notify_address: Mapped[str] = mapped_column(String(255), default="")  # udp://h:p or http(s)://...
+    last_notified: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    devinfo: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # DevInfo leaf -> value
+    devdetail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # name -> value (issue 6)
+    scomo_root: Mapped[str] = mapped_column(String(255), default="./SCOMO")
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    last_contact: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    inventory_updated: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DmSession(Base):
+    """A DM session between HTTP requests: the ServerSession snapshot, keyed by the RespURI token."""
+
+    __tablename__ = "dm_sessions"
+
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_pk: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    session_id: Mapped[str] = mapped_column(String(64), default="")
+    snapshot: Mapped[bytes] = mapped_column(LargeBinary)
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+    finished: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+    __table_args__ = (Index("ix_dm_sessions_updated", "updated"),)
+
+
+class InventoryKind(StrEnum):
+    DEPLOYED = "deployed"
+    DELIVERED = "delivered"
+
+
+class InventoryEntry(Base):
+    """One ``Inventory/Deployed/<X>`` or ``Inventory/Delivered/<X>`` entry, as last reported."""
+
+    __tablename__ = "inventory"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_pk: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    node: Mapped[str] = mapped_column(String(255))  # the <X> name
+    ident: Mapped[str] = mapped_column(String(255), default="")  # Deployed ID or Delivered PkgID
+    name: Mapped[str] = mapped_column(String(255), default="")
+    version: Mapped[str] = mapped_column(String(64), default="")
+    state: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    env_type: Mapped[str] = mapped_column(String(64), default="")
+    pkg_id_ref: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+    __table_args__ = (
+        UniqueConstraint("device_pk", "kind", "node", name="uq_inventory_device_kind_node"),
+        Index("ix_inventory_ident", "ident", "version"),
+    )
+
+
+class JobKind(StrEnum):
+    """What an operator can ask of one device (issue 5, item 6)."""
+
+    INSTALL = "install"  # DownloadInstall by URL (an artifact or an external URL)
+    INSTALL_INACTIVE = "install-inactive"  # DownloadInstallInactive
+    DOWNLOAD = "download"  # Download only: the package ends under Inventory/Delivered
+    INSTALL_DIRECT = "install-direct"  # Delivered/<X>/Data in the session, then Install
+    INSTALL_DELIVERED = "install-delivered"  # Install (or InstallInactive) of a Delivered entry
+    REMOVE_DELIVERED = "remove-delivered"
+    UPDATE = "update"  # DownloadInstall of a newer version of a deployed component
+    REMOVE = "remove"  # Remove on Deployed/<X>
+    ACTIVATE = "activate"
+    DEACTIVATE = "deactivate"
+    REFRESH_INVENTORY = "refresh-inventory"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"  # waiting for the device's next session
+    SENT = "sent"  # commands are in a server package; no Status yet
+    ACCEPTED = "accepted"  # Exec answered 202: the device works on it, the alert will tell
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed-out"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED)
+
+
+class Job(Base):
+    """One SCOMO operation for one device; ``correlator`` ties the Exec to its Generic Alert."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_pk: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED.value)
+    correlator: Mapped[str] = mapped_column(String(64), unique=True)
+    exec_uri: Mapped[str] = mapped_column(String(512), default="")
+    result_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    campaign_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    session_token: Mapped[str] = mapped_column(String(64), default="")  # the session that sent it
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_jobs_device_state", "device_pk", "state"),)
+
+
+class Artifact(Base):
+    """An uploaded package file: where it is stored, its size and SHA-256, what the manifest says."""
+
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    storage_key: Mapped[str] = mapped_column(String(255), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    content_type: Mapped[str] = mapped_column(String(128), default="application/vnd.omadm.package")
+    package_id: Mapped[str] = mapped_column(String(255), default="")
+    version: Mapped[str] = mapped_column(String(64), default="")
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+    __table_args__ = (Index("ix_artifacts_package", "package_id", "version"),)
+
+
+class DeviceEvent(Base):
+    """A device's history: sessions, inventory changes, job transitions, admission decisions."""
+
+    __tablename__ = "device_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    device_pk: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (Index("ix_device_events_device_at", "device_pk", "at"),)
