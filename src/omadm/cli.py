@@ -27,6 +27,7 @@ from .package.cli import package_app
 from .protocol import summary
 from .protocol.codec import Encoding
 from .protocol.errors import ProtocolError
+from .server.cli import server_app
 
 __all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_USAGE", "app", "main"]
 
@@ -201,6 +202,7 @@ mo_app = typer.Typer(
 app.add_typer(mo_app, name="mo")
 app.add_typer(agent_app, name="agent")
 app.add_typer(package_app, name="package")
+app.add_typer(server_app, name="server")
 
 
 @mo_app.command("list")

@@ -30,8 +30,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "Job",
     "JobKind",
     "JobState",
+    "UTCDateTime",
     "utc_now",
 ]
 
@@ -63,9 +66,35 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """A point in time: written as UTC, read back timezone-aware (UTC) on every engine.
+
+    PostgreSQL keeps ``timestamp with time zone`` natively; SQLite has no such type and
+    SQLAlchemy's ``DateTime`` drops the offset there, so the value is converted to UTC
+    before it is written and marked UTC when it is read. Naive datetimes are refused: the
+    store cannot know which zone they meant.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} refused: give it a timezone (UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True), bytes: LargeBinary}
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime(), bytes: LargeBinary}
 
 
 class DeviceState(StrEnum):
@@ -93,14 +122,14 @@ class Device(Base):
     server_nonce: Mapped[bytes] = mapped_column(LargeBinary, default=b"")  # device issued; we use next
     auth_failures: Mapped[int] = mapped_column(Integer, default=0)
     notify_address: Mapped[str] = mapped_column(String(255), default="")  # udp://h:p or http(s)://...
-    last_notified: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_notified: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     devinfo: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # DevInfo leaf -> value
     devdetail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # name -> value (issue 6)
     scomo_root: Mapped[str] = mapped_column(String(255), default="./SCOMO")
-    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
-    last_contact: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    inventory_updated: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    last_contact: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    inventory_updated: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class DmSession(Base):
@@ -114,10 +143,15 @@ class DmSession(Base):
     snapshot: Mapped[bytes] = mapped_column(LargeBinary)
     messages: Mapped[int] = mapped_column(Integer, default=0)
     finished: Mapped[bool] = mapped_column(Boolean, default=False)
-    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
-    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    # What the server did in this session beside the protocol (inventory asked, jobs sent).
+    context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    updated: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
-    __table_args__ = (Index("ix_dm_sessions_updated", "updated"),)
+    __table_args__ = (
+        Index("ix_dm_sessions_updated", "updated"),
+        Index("ix_dm_sessions_device_pk", "device_pk"),  # a device's sessions; ON DELETE CASCADE
+    )
 
 
 class InventoryKind(StrEnum):
@@ -142,7 +176,7 @@ class InventoryEntry(Base):
     env_type: Mapped[str] = mapped_column(String(64), default="")
     pkg_id_ref: Mapped[str] = mapped_column(String(255), default="")
     description: Mapped[str] = mapped_column(Text, default="")
-    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    updated: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
     __table_args__ = (
         UniqueConstraint("device_pk", "kind", "node", name="uq_inventory_device_kind_node"),
@@ -197,12 +231,12 @@ class Job(Base):
     campaign_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     session_token: Mapped[str] = mapped_column(String(64), default="")  # the session that sent it
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
-    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    accepted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    updated: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (Index("ix_jobs_device_state", "device_pk", "state"),)
 
@@ -221,7 +255,7 @@ class Artifact(Base):
     package_id: Mapped[str] = mapped_column(String(255), default="")
     version: Mapped[str] = mapped_column(String(64), default="")
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    created: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
     __table_args__ = (Index("ix_artifacts_package", "package_id", "version"),)
 
@@ -233,7 +267,7 @@ class DeviceEvent(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     device_pk: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 

@@ -1,0 +1,131 @@
+"""The server's ASGI application: the DM endpoint, package downloads, health; REST comes on top.
+
+``create_app(config)`` wires the parts: the store (SQLite or PostgreSQL), the artifact
+storage, the DM endpoint at ``POST /dm`` (a plain Starlette route: it needs none of FastAPI's
+request machinery, which costs tens of microseconds a message), the signed package and
+descriptor downloads under ``/artifacts``, and ``GET /health``. The schema must be migrated
+(``omadm server migrate``); the app refuses to start on an older one rather than fail later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .artifacts.routes import artifact_routes
+from .artifacts.service import get_artifact
+from .artifacts.storage import ArtifactStorage, LocalArtifactStorage
+from .artifacts.urls import descriptor_url, download_url
+from .config import ServerConfig
+from .dm_endpoint import DMEndpoint, PackageLocator
+from .store.engine import check_schema, database_url, make_engine, session_factory
+from .store.models import Device, Job, JobKind, JobState, utc_now
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("omadm.server")
+
+_BY_URL = {
+    JobKind.INSTALL.value,
+    JobKind.INSTALL_INACTIVE.value,
+    JobKind.DOWNLOAD.value,
+    JobKind.UPDATE.value,
+}
+
+
+def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> FastAPI:
+    """The application for one worker; ``engine`` defaults to the configured database."""
+    engine = engine or make_engine(database_url(config.db or None, config.data_dir))
+    sessions = session_factory(engine)
+    storage = LocalArtifactStorage(config.artifacts_path)
+    secret = config.secret_bytes()
+    endpoint = DMEndpoint(config, sessions, locate=artifact_locator(config, storage, secret))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await check_schema(engine)
+        log.info("omadm server ready: DM endpoint %s", config.dm_url)
+        yield
+        await engine.dispose()
+
+    async def dm(request: Request) -> Response:
+        return await endpoint(request)
+
+    async def health(request: Request) -> Response:
+        async with sessions() as db:
+            await db.execute(text("SELECT 1"))
+        return JSONResponse({"status": "ok"})
+
+    async def install_notified(correlator: str, code: int, text_: str) -> None:
+        await _record_install_notify(sessions, correlator, code, text_)
+
+    app = FastAPI(
+        title="omadm server",
+        lifespan=lifespan,
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.router.routes.append(Route("/dm", dm, methods=["POST"], include_in_schema=False))
+    app.router.routes.append(Route("/health", health, methods=["GET"], include_in_schema=False))
+    app.router.routes.extend(artifact_routes(sessions, storage, secret, on_install_notify=install_notified))
+    app.state.config = config
+    app.state.engine = engine
+    app.state.sessions = sessions
+    app.state.storage = storage
+    return app
+
+
+def artifact_locator(config: ServerConfig, storage: ArtifactStorage, secret: bytes) -> PackageLocator:
+    """Where a job's package comes from: a signed per-device URL, a DD URL, or the bytes."""
+
+    async def locate(db: AsyncSession, job: Job, device: Device) -> tuple[str | None, bytes | None]:
+        params = job.params or {}
+        if job.kind not in _BY_URL and job.kind != JobKind.INSTALL_DIRECT.value:
+            return None, None
+        if params.get("url") and job.kind in _BY_URL:
+            return str(params["url"]), None
+        artifact_id = params.get("artifact_id")
+        if not artifact_id:
+            raise LookupError("the job names no artifact and no url")
+        artifact = await get_artifact(db, int(artifact_id))
+        if job.kind == JobKind.INSTALL_DIRECT.value:
+            chunks = [chunk async for chunk in storage.open_range(artifact.storage_key)]
+            return None, b"".join(chunks)
+        expires = utc_now() + timedelta(seconds=config.url_lifetime)
+        if params.get("descriptor"):
+            return descriptor_url(
+                config.base_url, artifact, device.device_id, expires, secret, correlator=job.correlator
+            ), None
+        return download_url(config.base_url, artifact, device.device_id, expires, secret), None
+
+    return locate
+
+
+async def _record_install_notify(
+    sessions: async_sessionmaker[AsyncSession], correlator: str, code: int, text_: str
+) -> None:
+    """A DLOTA install-notify: history only; the Generic Alert stays what finishes the job."""
+    from sqlalchemy import select  # noqa: PLC0415 - local: only this rare path needs it
+
+    from .registry import record_event  # noqa: PLC0415
+
+    async with sessions() as db, db.begin():
+        job = (await db.execute(select(Job).where(Job.correlator == correlator))).scalar_one_or_none()
+        if job is None:
+            log.warning("install-notify for unknown correlator %s: %s %s", correlator, code, text_)
+            return
+        device = await db.get(Device, job.device_pk)
+        if device is not None:
+            await record_event(db, device, "install-notify", job=job.id, status=code, text=text_)
+        if not JobState(job.state).final:
+            job.detail = f"install-notify {code} {text_}".strip()

@@ -1,0 +1,323 @@
+"""``omadm server``: run the DM server, migrate its database, and administer it from the shell.
+
+Glue only. ``omadm server`` with no sub-command serves (uvicorn; ``--workers N`` forks N
+processes sharing the database); ``migrate`` brings the schema to this version; ``device``,
+``artifact`` and ``job`` change the registry directly in the database, for set-up scripts
+and operators on the server's own machine (the REST API and ``omadm ctl`` do the same over
+HTTP). Exit codes: 0 done, 1 a problem with the request or the configuration (one
+``error:`` line says which), 2 usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .config import ConfigError, ServerConfig, load_server_config
+from .registry import RegistryError, add_device, create_job, find_device
+from .store.engine import database_url, make_engine, mask_url, session_factory
+from .store.models import Device, Job, JobKind
+
+__all__ = ["server_app"]
+
+T = TypeVar("T")
+EXIT_PROBLEM = 1
+
+server_app = typer.Typer(
+    help="The DM server: serve devices, migrate the database, administer the registry.",
+    invoke_without_command=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+device_app = typer.Typer(help="Devices: register and list.", no_args_is_help=True, rich_markup_mode=None)
+artifact_app = typer.Typer(help="Packages devices download.", no_args_is_help=True, rich_markup_mode=None)
+job_app = typer.Typer(help="SCOMO jobs for one device.", no_args_is_help=True, rich_markup_mode=None)
+server_app.add_typer(device_app, name="device")
+server_app.add_typer(artifact_app, name="artifact")
+server_app.add_typer(job_app, name="job")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="omadm-server.toml ([server] table).", envvar="OMADM_SERVER_CONFIG"),
+]
+DbOption = Annotated[str | None, typer.Option("--db", help="Database URL (sqlite:///F or postgresql://...).")]
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(EXIT_PROBLEM)
+
+
+def _config(config: Path | None, **overrides: Any) -> ServerConfig:
+    try:
+        return load_server_config(config, **overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+@server_app.callback()
+def serve(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [8700].")] = None,
+    db: DbOption = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes [1]; use PostgreSQL for more.")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="SQLite, artifacts, secret.")] = None,
+    unknown_devices: Annotated[
+        str | None, typer.Option("--unknown-devices", help="reject, pending or accept [reject].")
+    ] = None,
+) -> None:
+    """Serve DM sessions (POST /dm), package downloads (/artifacts) and /health."""
+    ctx.obj = {"config": config, "db": db, "data_dir": data_dir}
+    if ctx.invoked_subcommand is not None:
+        return
+    import uvicorn  # noqa: PLC0415 - only serving needs it
+
+    settings = _config(
+        config,
+        host=host,
+        port=port,
+        db=db,
+        workers=workers,
+        data_dir=data_dir,
+        unknown_devices=unknown_devices,
+    )
+    _logging()
+    settings.secret_bytes()  # create it before workers race for it
+    # Workers are separate processes: they rebuild the configuration from the environment.
+    os.environ["OMADM_SERVER_SETTINGS"] = json.dumps(_as_env(settings))
+    url = database_url(settings.db or None, settings.data_dir)
+    logging.getLogger("omadm.server").info(
+        "serving on %s:%s with %s (%d worker%s)",
+        settings.host,
+        settings.port,
+        mask_url(url),
+        settings.workers,
+        "s" if settings.workers > 1 else "",
+    )
+    uvicorn.run(
+        "omadm.server.cli:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _as_env(settings: ServerConfig) -> dict[str, Any]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "db": settings.db,
+        "data_dir": str(settings.data_dir),
+        "public_url": settings.public_url,
+        "server_id": settings.server_id,
+        "secret": settings.secret,
+        "unknown_devices": settings.unknown_devices,
+        "enrol": {"username": settings.enrol.username, "password": settings.enrol.password},
+        "auth": settings.auth,
+        "max_msg_size": settings.max_msg_size,
+        "max_obj_size": settings.max_obj_size,
+        "max_body": settings.max_body,
+        "session_timeout": settings.session_timeout,
+        "job_timeout": settings.job_timeout,
+        "url_lifetime": settings.url_lifetime,
+        "workers": settings.workers,
+        "artifacts_dir": settings.artifacts_dir,
+    }
+
+
+def app_from_environment() -> Any:
+    """The uvicorn factory each worker calls (settings come from ``OMADM_SERVER_SETTINGS``)."""
+    from .app import create_app  # noqa: PLC0415
+    from .config import EnrolConfig  # noqa: PLC0415
+
+    _logging()
+    values = json.loads(os.environ["OMADM_SERVER_SETTINGS"])
+    values["data_dir"] = Path(values["data_dir"])
+    values["enrol"] = EnrolConfig(**values["enrol"])
+    return create_app(ServerConfig(**values).validate())
+
+
+def _settings(ctx: typer.Context) -> ServerConfig:
+    obj = ctx.obj or {}
+    return _config(obj.get("config"), db=obj.get("db"), data_dir=obj.get("data_dir"))
+
+
+def _with_db(ctx: typer.Context, work: Callable[[AsyncSession], Awaitable[T]], *, commits: bool = False) -> T:
+    """Run ``work`` in one transaction (``commits``: ``work`` commits by itself)."""
+    settings = _settings(ctx)
+
+    async def run() -> T:
+        engine = make_engine(database_url(settings.db or None, settings.data_dir))
+        try:
+            async with session_factory(engine)() as db:
+                if commits:
+                    return await work(db)
+                async with db.begin():
+                    return await work(db)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except RegistryError as exc:
+        _fail(exc.message)
+
+
+@server_app.command("migrate")
+def migrate_command(ctx: typer.Context) -> None:
+    """Create or upgrade the database schema to this version of omadm (safe to repeat)."""
+    from .store.migrate import current_revision, migrate  # noqa: PLC0415
+
+    settings = _settings(ctx)
+    url = database_url(settings.db or None, settings.data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        migrate(url)
+        typer.echo(f"{mask_url(url)} is at revision {current_revision(url)}")
+    except Exception as exc:  # the error names the database and says why (unreachable, permissions...)
+        _fail(str(exc))
+
+
+@device_app.command("add")
+def device_add(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="The DevId, e.g. IMEI:490154203237518.")],
+    username: Annotated[str, typer.Option(help="What the device presents (CLCRED name).")],
+    password: Annotated[str, typer.Option(help="Its password.")],
+    auth: Annotated[str, typer.Option(help="md5, hmac or basic.")] = "md5",
+    server_password: Annotated[str, typer.Option(help="SRVCRED: proves this server to the device.")] = "",
+    notify: Annotated[str, typer.Option(help="Package #0 address, udp://h:p or http://h:p/.")] = "",
+) -> None:
+    """Register a device with the credentials it will present."""
+
+    async def work(db: AsyncSession) -> Device:
+        return await add_device(
+            db,
+            device_id,
+            username=username,
+            password=password,
+            auth=auth,
+            server_password=server_password,
+            notify_address=notify,
+        )
+
+    device = _with_db(ctx, work)
+    typer.echo(f"device {device.device_id} registered")
+
+
+@device_app.command("list")
+def device_list(ctx: typer.Context) -> None:
+    """The devices, their state and last contact."""
+
+    async def work(db: AsyncSession) -> list[Device]:
+        return list((await db.execute(select(Device).order_by(Device.device_id))).scalars())
+
+    for device in _with_db(ctx, work):
+        seen = device.last_contact.isoformat(timespec="seconds") if device.last_contact else "never"
+        typer.echo(f"{device.device_id}  {device.state}  last contact {seen}")
+
+
+@artifact_app.command("add")
+def artifact_add(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="An omadm package (.omp).", exists=True, dir_okay=False)],
+) -> None:
+    """Upload a package; prints its artifact id (what jobs name)."""
+    from .artifacts.service import ArtifactError, add_artifact  # noqa: PLC0415
+    from .artifacts.storage import LocalArtifactStorage  # noqa: PLC0415
+
+    settings = _settings(ctx)
+
+    async def work(db: AsyncSession) -> Any:
+        try:
+            return await add_artifact(db, LocalArtifactStorage(settings.artifacts_path), path.name, path)
+        except ArtifactError as exc:
+            raise RegistryError(422, str(exc)) from None
+
+    artifact = _with_db(ctx, work, commits=True)
+    typer.echo(f"artifact {artifact.id}: {artifact.package_id} {artifact.version} ({artifact.size} bytes)")
+
+
+@job_app.command("add")
+def job_add(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="The device's DevId.")],
+    kind: Annotated[str, typer.Argument(help=", ".join(k.value for k in JobKind))],
+    artifact: Annotated[int | None, typer.Option(help="Artifact id (package jobs).")] = None,
+    url: Annotated[str | None, typer.Option(help="External package URL (instead of an artifact).")] = None,
+    component: Annotated[
+        str | None, typer.Option(help="Component ID (remove, activate, deactivate).")
+    ] = None,
+    node: Annotated[
+        str | None, typer.Option(help="Delivered/<X> name (install-delivered, remove-delivered).")
+    ] = None,
+    descriptor: Annotated[
+        bool, typer.Option("--descriptor", help="Deliver through a DLOTA descriptor.")
+    ] = False,
+) -> None:
+    """Queue one SCOMO operation; it is sent in the device's next session."""
+    try:
+        job_kind = JobKind(kind)
+    except ValueError:
+        _fail(f"unknown job kind {kind!r}; one of: {', '.join(k.value for k in JobKind)}")
+
+    async def work(db: AsyncSession) -> Job:
+        device = await find_device(db, device_id)
+        if device is None:
+            raise RegistryError(404, f"no device {device_id}")
+        params: dict[str, Any] = {}
+        if artifact is not None:
+            from .artifacts.service import get_artifact  # noqa: PLC0415
+
+            found = await get_artifact(db, artifact)
+            params.update(artifact_id=found.id, pkg_id=found.package_id, name=found.filename)
+        for key, value in (("url", url), ("component_id", component), ("node", node)):
+            if value:
+                params[key] = value
+        if descriptor:
+            params["descriptor"] = True
+        return await create_job(db, device, job_kind, params)
+
+    job = _with_db(ctx, work)
+    typer.echo(f"job {job.id} queued ({job.kind}, correlator {job.correlator})")
+
+
+@job_app.command("list")
+def job_list(
+    ctx: typer.Context, device_id: Annotated[str | None, typer.Argument(help="Only this device's.")] = None
+) -> None:
+    """Jobs with their state and SCOMO result."""
+
+    async def work(db: AsyncSession) -> list[tuple[Job, str]]:
+        query = select(Job, Device.device_id).join(Device, Device.id == Job.device_pk).order_by(Job.id)
+        if device_id:
+            query = query.where(Device.device_id == device_id)
+        return [(job, dev) for job, dev in (await db.execute(query)).all()]
+
+    for job, dev in _with_db(ctx, work):
+        result = job.result_code if job.result_code is not None else "-"
+        typer.echo(f"{job.id}  {dev}  {job.kind}  {job.state}  {result}  {job.detail}")

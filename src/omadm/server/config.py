@@ -1,0 +1,173 @@
+"""``omadm server`` settings: one TOML file (``[server]``), environment overrides, sane defaults.
+
+Nothing is required: ``omadm server`` alone serves on 127.0.0.1:8700 with SQLite in
+``./omadm-server-data``. The server secret (it signs package URLs and session snapshots)
+is generated once and kept in the data directory with mode 0600, so that every worker of one
+installation shares it; give ``secret`` explicitly when workers do not share a disk.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "EnrolConfig", "ServerConfig", "load_server_config"]
+
+UNKNOWN_DEVICE_POLICIES = ("reject", "pending", "accept")
+AUTH_SCHEMES = ("md5", "hmac", "basic")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+@dataclass(frozen=True)
+class EnrolConfig:
+    """Credentials unknown devices may present when ``unknown_devices = "accept"``.
+
+    A device that authenticates with these is registered and managed with them (a fleet
+    credential, as in a lab or the demo). Empty: unknown devices are accepted without
+    DM-level authentication, which only makes sense on a closed network.
+    """
+
+    username: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8700
+    db: str = ""  # SQLAlchemy URL; empty: SQLite in data_dir
+    data_dir: Path = Path("omadm-server-data")
+    public_url: str = ""  # how devices reach us (RespURI, package URLs); default http://host:port
+    server_id: str = "omadm"  # our ServerID (the principal in device ACLs)
+    secret: str = ""  # signs URLs and session snapshots; empty: generated into data_dir/secret
+    unknown_devices: str = "reject"  # reject | pending | accept
+    enrol: EnrolConfig = field(default_factory=EnrolConfig)
+    auth: str = "md5"  # default scheme for new devices
+    max_msg_size: int = 65536  # what we announce as MaxMsgSize
+    max_obj_size: int = 16 * 1024 * 1024
+    max_body: int = 1024 * 1024  # larger request bodies get HTTP 413
+    session_timeout: float = 600.0  # seconds an idle DM session is kept
+    job_timeout: float = 86400.0  # seconds an accepted job waits for its report
+    url_lifetime: float = 86400.0  # seconds a package URL stays valid
+    workers: int = 1
+    artifacts_dir: str = ""  # package files; default data_dir/artifacts
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def dm_url(self) -> str:
+        return f"{self.base_url}/dm"
+
+    @property
+    def artifacts_path(self) -> Path:
+        return Path(self.artifacts_dir) if self.artifacts_dir else self.data_dir / "artifacts"
+
+    def secret_bytes(self) -> bytes:
+        """The server secret, created on first use (0600) when not configured."""
+        if self.secret:
+            return self.secret.encode()
+        path = self.data_dir / "secret"
+        try:
+            return path.read_bytes().strip()
+        except FileNotFoundError:
+            pass
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_hex(32).encode()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another worker won the race: use its secret
+            return path.read_bytes().strip()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(value)
+        return value
+
+    def validate(self) -> ServerConfig:
+        if self.unknown_devices not in UNKNOWN_DEVICE_POLICIES:
+            raise ConfigError(
+                f"unknown_devices must be one of {', '.join(UNKNOWN_DEVICE_POLICIES)}, "
+                f"not {self.unknown_devices!r}"
+            )
+        if self.auth not in AUTH_SCHEMES:
+            raise ConfigError(f"auth must be one of {', '.join(AUTH_SCHEMES)}, not {self.auth!r}")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be 1-65535, not {self.port}")
+        if self.max_msg_size < 1024:
+            raise ConfigError("max_msg_size must be at least 1024 bytes")
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError("public_url must start with http:// or https://")
+        return self
+
+
+_ENV = {
+    "OMADM_SERVER_DB": "db",
+    "OMADM_SERVER_HOST": "host",
+    "OMADM_SERVER_PORT": "port",
+    "OMADM_SERVER_DATA_DIR": "data_dir",
+    "OMADM_SERVER_PUBLIC_URL": "public_url",
+    "OMADM_SERVER_SECRET": "secret",
+    "OMADM_SERVER_UNKNOWN_DEVICES": "unknown_devices",
+}
+
+
+def load_server_config(path: Path | None = None, **overrides: Any) -> ServerConfig:
+    """Read ``path`` (if given), then the environment, then ``overrides`` (CLI flags, not None)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"no configuration at {path}") from None
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from None
+        section = data.get("server", {})
+        if not isinstance(section, dict):
+            raise ConfigError("[server] must be a table")
+        values.update(section)
+        enrol = section.get("enrol")
+        if enrol is not None:
+            if not isinstance(enrol, dict):
+                raise ConfigError("[server.enrol] must be a table")
+            values["enrol"] = _build(EnrolConfig, enrol, "[server.enrol]")
+        if "data_dir" in values and not Path(values["data_dir"]).is_absolute():
+            values["data_dir"] = path.parent / values["data_dir"]
+    for name, key in _ENV.items():
+        if os.environ.get(name):
+            values[key] = os.environ[name]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "data_dir" in values:
+        values["data_dir"] = Path(values["data_dir"])
+    if "port" in values:
+        try:
+            values["port"] = int(values["port"])
+        except ValueError:
+            raise ConfigError(f"port must be a number, not {values['port']!r}") from None
+    config: ServerConfig = _build(ServerConfig, values, "[server]")
+    return config.validate()
+
+
+def _build(cls: type[Any], values: dict[str, Any], where: str) -> Any:
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def with_changes(config: ServerConfig, **changes: Any) -> ServerConfig:
+    return replace(config, **changes).validate()

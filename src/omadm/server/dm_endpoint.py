@@ -1,0 +1,538 @@
+"""The DM endpoint: one HTTP POST in, one DM message out, one database transaction between.
+
+Stateless by design (DESIGN rule 4): the ``ServerSession`` of a DM session lives in
+``dm_sessions`` as a signed snapshot keyed by the token in its ``RespURI``, so any worker can
+serve any message. Per message the endpoint
+
+1. decodes the body (XML or WBXML; both content-type families; the first byte decides when
+   the type is missing or wrong) - a body it cannot read is HTTP 400, never a 500;
+2. loads the session (or starts one: the device is found by its SyncHdr Source; MsgID 1
+   always starts a new session, even when a client repeats an old token);
+3. lets the session take the message, and applies what happened to the registry: nonces,
+   DevInfo, last contact, Exec statuses to jobs, Results to the inventory, Generic Alerts to
+   the jobs they finish (by Correlator; by Source URI when a device drops the Correlator);
+4. once the device is authenticated, asks for its inventory (once per session, and again
+   after each SCOMO alert) and sends its queued jobs;
+5. saves the session and the changes, commits, and answers.
+
+A retried session cannot install twice: a job is marked sent in the transaction that queues
+its commands, a repeated message gets the cached reply from the snapshot, a repeated alert
+finds its job already final, and the device itself answers a repeated Exec (same node and
+Correlator) without starting it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import Request
+from starlette.responses import Response
+
+from omadm.protocol import codec
+from omadm.protocol.auth import HMAC_HEADER
+from omadm.protocol.codes import AuthType
+from omadm.protocol.errors import LocalProtocolError, ProtocolError
+from omadm.protocol.messages import Get, Item, Message, Target
+from omadm.protocol.session import (
+    AlertReceived,
+    Authenticated,
+    AuthenticationFailed,
+    Credentials,
+    DevInfoReceived,
+    Event,
+    NonceIssued,
+    NonceReceived,
+    ResultsReceived,
+    ServerSession,
+    SessionAborted,
+    SessionEnded,
+    StatusReceived,
+)
+from omadm.protocol.session import (
+    ServerConfig as SessionConfig,
+)
+
+from . import jobs as jobplan
+from .config import ServerConfig
+from .inventory import inventory_uri, parse_inventory
+from .registry import deployed_node, find_device, record_event
+from .store.models import (
+    Device,
+    DeviceState,
+    DmSession,
+    InventoryEntry,
+    InventoryKind,
+    Job,
+    JobKind,
+    JobState,
+    utc_now,
+)
+
+__all__ = ["DMEndpoint", "PackageLocator"]
+
+log = logging.getLogger("omadm.server.dm")
+
+#: ``locate(db, job, device) -> (package URL or None, package bytes or None)`` for a job.
+PackageLocator = Callable[[AsyncSession, Job, Device], Awaitable[tuple[str | None, bytes | None]]]
+
+_INVENTORY_TAG = "inventory"
+_MAC_SIZE = 32
+
+
+class _Refusal(Exception):
+    """An HTTP-level refusal (unknown device, pending, rejected): status and reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class DMEndpoint:
+    """The ``POST /dm`` route (a plain Starlette endpoint: FastAPI's machinery is not needed)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        locate: PackageLocator | None = None,
+    ) -> None:
+        self.config = config
+        self.sessions = sessions
+        self.locate = locate or _external_url_only
+        self._secret = hashlib.sha256(b"omadm-session-snapshot:" + config.secret_bytes()).digest()
+
+    async def __call__(self, request: Request) -> Response:
+        started = time.perf_counter()
+        body = await _read_body(request, self.config.max_body)
+        if body is None:
+            log.warning("dm refused: body larger than %d bytes", self.config.max_body)
+            return _text(413, f"a DM message may not exceed {self.config.max_body} bytes")
+        content_type = request.headers.get("content-type")
+        try:
+            message, _ = codec.decode(body, content_type)
+        except ProtocolError as exc:
+            log.warning("dm refused: unreadable body (%d bytes, %s): %s", len(body), content_type, exc)
+            return _text(400, f"not a DM message: {exc}")
+        token = request.query_params.get("s", "")
+        note: dict[str, Any] = {}
+        try:
+            async with self.sessions() as db, db.begin():
+                reply = await self._handle(
+                    db, message, body, token, hmac_header=request.headers.get(HMAC_HEADER), note=note
+                )
+        except _Refusal as refusal:
+            log.warning(
+                "dm refused device=%s status=%d: %s",
+                message.header.source.loc_uri,
+                refusal.status,
+                refusal.reason,
+            )
+            return _text(refusal.status, refusal.reason)
+        log.info(
+            "dm device=%s session=%s msg=%s in=%dB out=%dB events=%s sent=%s ms=%.1f",
+            message.header.source.loc_uri,
+            note.get("token", ""),
+            message.header.msg_id,
+            len(body),
+            len(reply.body),
+            ",".join(note.get("events", [])) or "-",
+            ",".join(note.get("sent", [])) or "-",
+            (time.perf_counter() - started) * 1000,
+        )
+        return Response(reply.body, media_type=reply.content_type, headers=reply.headers)
+
+    # -- one message ------------------------------------------------------------------------
+
+    async def _handle(
+        self,
+        db: AsyncSession,
+        message: Message,
+        body: bytes,
+        token: str,
+        *,
+        hmac_header: str | None,
+        note: dict[str, Any],
+    ) -> Any:
+        record, session, device = await self._load(db, message, token)
+        note["token"] = record.token
+        try:
+            events = session.receive_message(message, body, hmac_header=hmac_header)
+        except ProtocolError as exc:
+            # The message breaks the session's rules: refuse it and change nothing (the
+            # transaction rolls back), so the client may send a correct one.
+            raise _Refusal(400, f"message refused: {exc}") from None
+        await self._apply(db, record, device, events, note)
+        if session.authenticated and not session.finished and device.state == DeviceState.ACCEPTED.value:
+            await self._send_work(db, record, session, device, note)
+        reply = session.reply()
+        await self._apply(db, record, device, session.events(), note)
+        await self._save(record, session)
+        return reply
+
+    async def _load(
+        self, db: AsyncSession, message: Message, token: str
+    ) -> tuple[DmSession, ServerSession, Device]:
+        header = message.header
+        record = None
+        if token and header.msg_id != "1":
+            record = await db.get(DmSession, token, with_for_update=True)
+        if record is not None and not record.finished:
+            device = await db.get(Device, record.device_pk)
+            assert device is not None  # the foreign key cascades
+            try:
+                session = ServerSession.restore(self._unseal(record.snapshot))
+            except LocalProtocolError as exc:
+                raise _Refusal(410, f"session {token} cannot be resumed ({exc}); start a new one") from None
+            return record, session, device
+        device = await self._admit(db, message)
+        token = secrets.token_urlsafe(18)
+        session = ServerSession(self._session_config(device, token))
+        record = DmSession(
+            token=token,
+            device_pk=device.id,
+            session_id=header.session_id,
+            snapshot=b"",
+            context={},
+            created=utc_now(),
+            updated=utc_now(),
+        )
+        db.add(record)
+        return record, session, device
+
+    async def _admit(self, db: AsyncSession, message: Message) -> Device:
+        device_id = message.header.source.loc_uri
+        device = await find_device(db, device_id)
+        policy = self.config.unknown_devices
+        if device is None:
+            if policy == "reject":
+                raise _Refusal(403, f"unknown device {device_id}: not registered on this server")
+            enrol = self.config.enrol
+            state = DeviceState.ACCEPTED if policy == "accept" else DeviceState.PENDING
+            device = Device(
+                device_id=device_id,
+                state=state.value,
+                auth_type=AuthType.MD5.value if enrol.username else "",
+                username=enrol.username,
+                password=enrol.password,
+                devinfo={},
+                devdetail={},
+                tags={},
+                client_nonce=b"",
+                server_nonce=b"",
+            )
+            db.add(device)
+            await db.flush()
+            await record_event(db, device, "enrolled", policy=policy)
+            if state is DeviceState.PENDING:
+                # Remember it (the operator sees it and its DevInfo), but manage nothing.
+                raise _Refusal(403, f"device {device_id} is pending acceptance by an operator")
+        if device.state == DeviceState.REJECTED.value:
+            raise _Refusal(403, f"device {device_id} is rejected on this server")
+        if device.state == DeviceState.PENDING.value:
+            raise _Refusal(403, f"device {device_id} is pending acceptance by an operator")
+        return device
+
+    def _session_config(self, device: Device, token: str) -> SessionConfig:
+        config = self.config
+        client: Credentials | None = None
+        scheme = AuthType(device.auth_type) if device.auth_type else None
+        if scheme is not None:
+            client = Credentials(scheme, device.username, device.password)
+        server: Credentials | None = None
+        if device.server_password:
+            server = Credentials(scheme or AuthType.MD5, config.server_id, device.server_password)
+        return SessionConfig(
+            server_uri=config.dm_url,
+            resp_uri=f"{config.dm_url}?s={token}",
+            client_credentials=client,
+            client_nonce=device.client_nonce or b"",
+            server_credentials=server,
+            server_nonce=device.server_nonce or b"",
+            send_server_cred=server is not None,
+            max_msg_size=config.max_msg_size,
+            max_obj_size=config.max_obj_size,
+        )
+
+    # -- what happened ------------------------------------------------------------------------
+
+    async def _apply(
+        self, db: AsyncSession, record: DmSession, device: Device, events: list[Event], note: dict[str, Any]
+    ) -> None:
+        names = note.setdefault("events", [])
+        for event in events:
+            names.append(type(event).__name__)
+            if isinstance(event, NonceIssued):
+                device.client_nonce = event.nonce
+            elif isinstance(event, NonceReceived):
+                device.server_nonce = event.nonce
+            elif isinstance(event, DevInfoReceived):
+                device.devinfo = {**(device.devinfo or {}), **event.values}
+            elif isinstance(event, Authenticated):
+                if device.auth_failures or not record.context.get("authenticated"):
+                    device.auth_failures = 0
+                    record.context = {**record.context, "authenticated": True}
+                    await record_event(db, device, "session", token=record.token)
+                device.last_contact = utc_now()
+            elif isinstance(event, AuthenticationFailed):
+                device.auth_failures = (device.auth_failures or 0) + 1
+                log.warning("dm device=%s authentication failed: %s", device.device_id, event.reason)
+                if event.final:
+                    await record_event(db, device, "auth-failed", reason=event.reason)
+            elif isinstance(event, StatusReceived):
+                await self._on_status(db, device, event)
+            elif isinstance(event, ResultsReceived):
+                await self._on_results(db, device, event)
+            elif isinstance(event, AlertReceived):
+                await self._on_alert(db, record, device, event)
+            elif isinstance(event, SessionAborted | SessionEnded):
+                record.finished = True
+
+    async def _on_status(self, db: AsyncSession, device: Device, event: StatusReceived) -> None:
+        parsed = jobplan.parse_tag(event.tag)
+        if parsed is None:
+            return
+        job_id, step = parsed
+        job = await db.get(Job, job_id, with_for_update=True)
+        if job is None or job.device_pk != device.id:
+            return
+        code = event.status.code
+        if step == "prep":
+            if code not in (200, 418):
+                job.detail = f"{event.command.name} answered {code} before the Exec"
+            return
+        if step != "exec" or JobState(job.state) is not JobState.SENT:
+            return
+        outcome = jobplan.exec_outcome(code)
+        if outcome.state is JobState.FAILED and job.detail:
+            outcome = jobplan.Outcome(outcome.state, None, f"{outcome.detail}; {job.detail}")
+        await self._move(db, device, job, outcome)
+
+    async def _on_results(self, db: AsyncSession, device: Device, event: ResultsReceived) -> None:
+        parsed = jobplan.parse_tag(event.tag)
+        is_job = parsed is not None and parsed[1] == "inventory"
+        if event.tag != _INVENTORY_TAG and not is_job:
+            return
+        records = parse_inventory(event.results.items, device.scomo_root)
+        before = await db.execute(
+            select(InventoryEntry.ident, InventoryEntry.version).where(
+                InventoryEntry.device_pk == device.id, InventoryEntry.kind == InventoryKind.DEPLOYED.value
+            )
+        )
+        old_summary = {ident: version for ident, version in before.all()}
+        await db.execute(delete(InventoryEntry).where(InventoryEntry.device_pk == device.id))
+        now = utc_now()
+        for entry in records:
+            db.add(
+                InventoryEntry(
+                    device_pk=device.id,
+                    kind=entry.kind.value,
+                    node=entry.node,
+                    ident=entry.ident,
+                    name=entry.name,
+                    version=entry.version,
+                    state=entry.state,
+                    status=entry.status,
+                    env_type=entry.env_type,
+                    pkg_id_ref=entry.pkg_id_ref,
+                    description=entry.description,
+                    updated=now,
+                )
+            )
+        device.inventory_updated = now
+        summary = {r.ident: r.version for r in records if r.kind is InventoryKind.DEPLOYED}
+        if summary != old_summary:
+            await record_event(db, device, "inventory", deployed=summary)
+        if parsed is not None and is_job:
+            job = await db.get(Job, parsed[0], with_for_update=True)
+            if job is not None and JobState(job.state) is JobState.SENT:
+                detail = f"inventory refreshed: {len(records)} entries"
+                await self._move(db, device, job, jobplan.Outcome(JobState.SUCCEEDED, None, detail))
+
+    async def _on_alert(
+        self, db: AsyncSession, record: DmSession, device: Device, event: AlertReceived
+    ) -> None:
+        reports = jobplan.scomo_reports(event.alert)
+        if not reports:
+            return
+        job = await self._job_for_alert(db, device, reports)
+        if job is None:
+            log.warning(
+                "dm device=%s SCOMO alert matches no job (correlator %r, source %r)",
+                device.device_id,
+                reports[0].correlator,
+                reports[0].source,
+            )
+            await record_event(
+                db, device, "alert-unmatched", correlator=reports[0].correlator, result=reports[0].result
+            )
+        elif JobState(job.state).final:
+            log.info("dm device=%s repeated report for job %s ignored", device.device_id, job.id)
+        else:
+            await self._move(db, device, job, jobplan.outcome_of_reports(reports))
+        record.context = {**record.context, "inventory_asked": False}  # ask again: it changed
+
+    async def _job_for_alert(
+        self, db: AsyncSession, device: Device, reports: list[jobplan.AlertReport]
+    ) -> Job | None:
+        correlator = reports[0].correlator
+        if correlator:
+            found = await db.execute(select(Job).where(Job.correlator == correlator).with_for_update())
+            job = found.scalar_one_or_none()
+            if job is not None and job.device_pk == device.id:
+                return job
+        source = reports[0].source
+        found = await db.execute(
+            select(Job)
+            .where(
+                Job.device_pk == device.id,
+                Job.exec_uri == source,
+                Job.state.in_([JobState.SENT.value, JobState.ACCEPTED.value]),
+            )
+            .order_by(Job.id.desc())
+            .with_for_update()
+        )
+        return found.scalars().first()
+
+    async def _move(self, db: AsyncSession, device: Device, job: Job, outcome: jobplan.Outcome) -> None:
+        now = utc_now()
+        job.state = outcome.state.value
+        job.updated = now
+        if outcome.result_code is not None:
+            job.result_code = outcome.result_code
+        if outcome.detail:
+            job.detail = outcome.detail
+        if outcome.state is JobState.ACCEPTED:
+            job.accepted_at = now
+            if job.deadline is None:
+                job.deadline = now + timedelta(seconds=self.config.job_timeout)
+        if outcome.state.final:
+            job.finished_at = now
+        await record_event(
+            db,
+            device,
+            "job",
+            job=job.id,
+            state=outcome.state.value,
+            result=job.result_code,
+            detail=job.detail,
+        )
+
+    # -- what to send ------------------------------------------------------------------------
+
+    async def _send_work(
+        self,
+        db: AsyncSession,
+        record: DmSession,
+        session: ServerSession,
+        device: Device,
+        note: dict[str, Any],
+    ) -> None:
+        sent = note.setdefault("sent", [])
+        if not record.context.get("inventory_asked"):
+            session.queue(Get("0", (Item(target=Target(inventory_uri(device.scomo_root))),)), _INVENTORY_TAG)
+            record.context = {**record.context, "inventory_asked": True}
+            sent.append("inventory")
+        if session.pending > 1:
+            return  # one batch at a time: the next message carries the rest
+        queued = await db.execute(
+            select(Job)
+            .where(Job.device_pk == device.id, Job.state == JobState.QUEUED.value)
+            .order_by(Job.id)
+            .with_for_update(skip_locked=True)
+        )
+        for job in queued.scalars():
+            await self._send_job(db, record, session, device, job)
+            sent.append(f"job{job.id}")
+
+    async def _send_job(
+        self, db: AsyncSession, record: DmSession, session: ServerSession, device: Device, job: Job
+    ) -> None:
+        kind = JobKind(job.kind)
+        params = dict(job.params or {})
+        try:
+            if kind in (JobKind.REMOVE, JobKind.ACTIVATE, JobKind.DEACTIVATE) and not params.get("node"):
+                node = await deployed_node(db, device, str(params.get("component_id", "")))
+                if node is None:
+                    raise ValueError(f"the device no longer reports component {params.get('component_id')!r}")
+                params["node"] = node
+            url, data = await self.locate(db, job, device)
+            plan = jobplan.plan_job(
+                job.id, kind, params, job.correlator, device.scomo_root, package_url=url, package_bytes=data
+            )
+        except (ValueError, LookupError) as exc:
+            await self._move(db, device, job, jobplan.Outcome(JobState.FAILED, None, f"not sent: {exc}"))
+            return
+        for command, tag in plan.commands:
+            session.queue(command, tag)
+        job.state = JobState.SENT.value
+        job.exec_uri = plan.exec_uri
+        job.session_token = record.token
+        job.attempts = (job.attempts or 0) + 1
+        job.sent_at = job.updated = utc_now()
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    async def _save(self, record: DmSession, session: ServerSession) -> None:
+        leftover = session.events()
+        if leftover:  # nothing should be left; never lose them silently
+            log.debug("events after reply: %s", leftover)
+        record.snapshot = self._seal(session.snapshot())
+        record.messages = (record.messages or 0) + 1
+        record.session_id = session.session_id
+        record.finished = record.finished or session.finished
+        record.updated = utc_now()
+
+    def _seal(self, snapshot: bytes) -> bytes:
+        return hmac.new(self._secret, snapshot, hashlib.sha256).digest() + snapshot
+
+    def _unseal(self, sealed: bytes) -> bytes:
+        mac, snapshot = sealed[:_MAC_SIZE], sealed[_MAC_SIZE:]
+        if not hmac.compare_digest(mac, hmac.new(self._secret, snapshot, hashlib.sha256).digest()):
+            raise LocalProtocolError("the stored session was not written by this server (bad seal)")
+        return snapshot
+
+
+async def _external_url_only(db: AsyncSession, job: Job, device: Device) -> tuple[str | None, bytes | None]:
+    url = (job.params or {}).get("url")
+    if job.kind in (JobKind.INSTALL_DIRECT.value,) or (
+        job.kind
+        in (
+            JobKind.INSTALL.value,
+            JobKind.UPDATE.value,
+            JobKind.DOWNLOAD.value,
+            JobKind.INSTALL_INACTIVE.value,
+        )
+        and not url
+    ):
+        raise LookupError("this server has no artifact store configured")
+    return (str(url) if url else None), None
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The request body (chunked or not), or None as soon as it exceeds ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _text(status: int, message: str) -> Response:
+    return Response(message + "\n", status_code=status, media_type="text/plain; charset=utf-8")

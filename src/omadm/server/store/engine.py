@@ -1,0 +1,170 @@
+"""Connecting to the server's database: URLs, engines, sessions, and the schema check.
+
+Two engines, one schema. SQLite (the embedded default, a file in the data directory) runs
+with WAL journaling and ``synchronous=FULL``, foreign keys on, and a 10 s busy timeout.
+Its transactions start with ``BEGIN IMMEDIATE``: a transaction that reads a row and then
+writes it (a DM message: load the session, store the next one) holds SQLite's single write
+lock from its first statement, so two requests for the same session queue for the lock
+instead of losing an update or failing with "database is locked". The price is that
+read-only transactions queue too; rule 4 of the design already says: one worker on SQLite.
+PostgreSQL (``asyncpg``) is for more than one worker; it keeps its own defaults (READ
+COMMITTED), so code that reads then writes a row locks it (``with_for_update``).
+
+The server never creates tables itself: ``omadm server migrate`` (``store.migrate``) does,
+and ``check_schema`` refuses a database that is not at this omadm's revision.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+__all__ = [
+    "DEFAULT_DB_FILE",
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "SchemaError",
+    "check_schema",
+    "database_url",
+    "make_engine",
+    "mask_url",
+    "session_factory",
+]
+
+#: The SQLite file ``database_url`` chooses inside the data directory when no URL is given.
+DEFAULT_DB_FILE = "omadm-server.sqlite"
+
+#: Accepted URL schemes -> the async driver omadm uses for them.
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+_SUPPORTED = "sqlite:///PATH, postgresql://USER:PASSWORD@HOST:PORT/DATABASE (or postgres://)"
+
+#: SQLite's busy timeout, in milliseconds: how long a writer waits for the write lock.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+class SchemaError(Exception):
+    """The database has no omadm schema, or another revision of it than this omadm needs."""
+
+
+def mask_url(url: str | URL) -> str:
+    """``url`` with its password replaced by ``***``, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        # Not parseable as a database URL: mask whatever sits between "user:" and "@".
+        return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", str(url))
+
+
+def database_url(url: str | None, data_dir: Path) -> str:
+    """The async SQLAlchemy URL for ``url``, or for an SQLite file in ``data_dir`` when None.
+
+    ``sqlite:///`` becomes ``sqlite+aiosqlite:///`` and ``postgresql://`` or ``postgres://``
+    become ``postgresql+asyncpg://``; the async forms are accepted as they are. Anything
+    else raises ValueError naming the URL (password masked) and the supported forms.
+    """
+    if url is None:
+        return f"{_DRIVERS['sqlite']}:///{(data_dir / DEFAULT_DB_FILE).absolute()}"
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ValueError(f"database URL {mask_url(url)!r} is not a URL: use {_SUPPORTED}") from None
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError(
+            f"database URL {mask_url(url)!r}: scheme {parsed.drivername!r} is not supported: use {_SUPPORTED}"
+        )
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def _is_sqlite(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def _sqlite_in_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+
+
+def make_engine(url: str, *, pool_size: int = 10, foreign_keys: bool = True) -> AsyncEngine:
+    """An async engine for ``url`` (any form ``database_url`` accepts).
+
+    ``foreign_keys=False`` is for migrations only: on SQLite a schema change that rebuilds a
+    table must not cascade the drop of the old table into its children (``migrate`` checks
+    the keys with ``PRAGMA foreign_key_check`` before it commits instead).
+    """
+    parsed = make_url(database_url(url, Path()))
+    options: dict[str, Any] = {}
+    if _is_sqlite(parsed):
+        if not _sqlite_in_memory(parsed):
+            options.update(pool_size=pool_size, max_overflow=0, pool_timeout=30)
+        engine = create_async_engine(parsed, **options)
+        _configure_sqlite(engine, foreign_keys=foreign_keys)
+        return engine
+    options.update(
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=30,
+        pool_pre_ping=True,  # a worker outlives database restarts and idle-connection reapers
+        pool_recycle=1800,
+    )
+    return create_async_engine(parsed, **options)
+
+
+def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
+    pragmas = (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=FULL",
+        f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}",
+        f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own transaction handling begins transactions late (before the first
+        # INSERT/UPDATE/DELETE, never before DDL); switch it off and begin them ourselves.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in pragmas:
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions on ``engine``; objects stay usable after commit (no reload per attribute)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def check_schema(engine: AsyncEngine) -> None:
+    """Raise SchemaError unless the database is at the revision this omadm needs (the head)."""
+    from omadm.server.store.migrate import engine_revision, head_revision, known_revisions  # noqa: PLC0415
+
+    head = head_revision()
+    current = await engine_revision(engine)
+    if current == head:
+        return
+    where = f"database at {mask_url(engine.url)}"
+    fix = "run 'omadm server migrate'"
+    if current is None:
+        raise SchemaError(f"{where} has no omadm schema, this omadm needs revision {head}: {fix}")
+    if current not in known_revisions():
+        raise SchemaError(
+            f"{where} is at revision {current}, unknown to this omadm (which needs {head}): "
+            "a newer omadm migrated it; run that version, or downgrade the database with it"
+        )
+    raise SchemaError(f"{where} is at revision {current}, this omadm needs {head}: {fix}")

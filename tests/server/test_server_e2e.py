@@ -1,0 +1,202 @@
+"""The real server process and real agent processes over HTTP on 127.0.0.1.
+
+Every SCOMO job type runs to completion through ``omadm server`` (on SQLite and on
+PostgreSQL) and ``omadm agent connect`` (in XML and in WBXML): the operator side uses the
+``omadm server device|artifact|job`` commands, the device side its own CLI, and the test
+reads the outcome where an operator would (``job list``) and where the device keeps it (its
+tree and its installed files).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from omadm.agent.config import AccountConfig, AgentConfig, DeviceConfig, save_config
+from omadm.package.build import build_package
+from omadm.package.signing import generate_key, save_public_key
+from omadm.protocol.codec import Encoding
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+DEVICE = "IMEI:490154203237518"
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    base: list[str]  # `omadm server --db ... --data-dir ...`
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def run(self, *args: str) -> str:
+        done = subprocess.run(
+            [*self.base, *args], capture_output=True, text=True, timeout=60, check=False, env=ENV
+        )
+        assert done.returncode == 0, f"{args}: {done.stderr}"
+        return done.stdout
+
+    def jobs(self) -> list[list[str]]:
+        return [line.split("  ") for line in self.run("job", "list").splitlines()]
+
+
+@pytest.fixture
+def server(db_url: str, tmp_path: Path) -> Iterator[Server]:
+    port = free_port()
+    data = tmp_path / "server"
+    base = [sys.executable, "-m", "omadm", "server", "--db", db_url, "--data-dir", str(data)]
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*base, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=ENV
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield Server(url, base, process, log)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("packages")
+    key = generate_key()
+    save_public_key(key.public_key(), base / "publisher.pub.pem")
+    build_package(EXAMPLES / "hello-package", base / "hello-1.0.0.omp", signing_key=key)
+    build_package(EXAMPLES / "hello-package-2", base / "hello-2.0.0.omp", signing_key=key)
+    return {"key": base / "publisher.pub.pem", "v1": base / "hello-1.0.0.omp", "v2": base / "hello-2.0.0.omp"}
+
+
+def make_agent(tmp_path: Path, server: Server, packages: dict[str, Path], encoding: Encoding) -> Path:
+    data = tmp_path / "agent"
+    (data / "trust").mkdir(parents=True)
+    (data / "trust" / "publisher.pub.pem").write_bytes(packages["key"].read_bytes())
+    config = tmp_path / "omadm.toml"
+    save_config(
+        AgentConfig(
+            device=DeviceConfig(id=DEVICE),
+            data_dir=data,
+            accounts=(AccountConfig("omadm", f"{server.url}/dm", "dev", "secret"),),
+            poll_interval=0,
+            encoding=encoding,
+            max_msg_size=4096,  # direct delivery then needs a Large Object
+            retries=1,
+            retry_backoff=0.05,
+            timeout=10,
+        ),
+        config,
+    )
+    server.run("device", "add", DEVICE, "--username", "dev", "--password", "secret")
+    return config
+
+
+def connect(config: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "omadm", "agent", "connect", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=ENV,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def hello(tmp_path: Path) -> str:
+    program = tmp_path / "agent/components/archive/com.example.hello/current/bin/hello"
+    return subprocess.run([str(program)], capture_output=True, text=True, check=True).stdout
+
+
+def last_job(server: Server) -> list[str]:
+    return server.jobs()[-1]
+
+
+@pytest.mark.parametrize("encoding", [Encoding.XML, Encoding.WBXML])
+def test_every_scomo_job_type_runs_to_completion(
+    server: Server, packages: dict[str, Path], tmp_path: Path, encoding: Encoding
+) -> None:
+    config = make_agent(tmp_path, server, packages, encoding)
+    v1 = server.run("artifact", "add", str(packages["v1"])).split()[1].rstrip(":")
+    v2 = server.run("artifact", "add", str(packages["v2"])).split()[1].rstrip(":")
+
+    # Install by URL: Exec 202 in the first session, the Generic Alert in the second.
+    server.run("job", "add", DEVICE, "install", "--artifact", v1)
+    connect(config)
+    assert last_job(server)[2:5] == ["install", "succeeded", "1200"]
+    assert "(version 1.0.0)" in hello(tmp_path)
+
+    # Deactivate, then activate (by component ID, resolved from the inventory).
+    for kind, state in (("deactivate", "inactive"), ("activate", "active")):
+        server.run("job", "add", DEVICE, kind, "--component", "com.example.hello")
+        connect(config)
+        assert last_job(server)[2:5] == [kind, "succeeded", "1200"], state
+
+    # Update through a download descriptor (DLOTA), with its install-notify.
+    server.run("job", "add", DEVICE, "update", "--artifact", v2, "--descriptor")
+    connect(config)
+    assert last_job(server)[2:5] == ["update", "succeeded", "1200"]
+    assert "(version 2.0.0)" in hello(tmp_path)
+
+    # A downgrade is refused by the device: the job fails with its SCOMO result.
+    server.run("job", "add", DEVICE, "install", "--artifact", v1)
+    connect(config)
+    assert last_job(server)[2:5] == ["install", "failed", "1405"]
+
+    # Remove; download only; install what was delivered; drop the delivered package.
+    server.run("job", "add", DEVICE, "remove", "--component", "com.example.hello")
+    connect(config)
+    assert last_job(server)[2:5] == ["remove", "succeeded", "1200"]
+    server.run("job", "add", DEVICE, "download", "--artifact", v1)
+    connect(config)
+    job = last_job(server)
+    assert job[2:5] == ["download", "succeeded", "1200"]
+    delivered = f"omadm-{job[0]}"
+    server.run("job", "add", DEVICE, "install-delivered", "--node", delivered)
+    connect(config)
+    assert last_job(server)[2:5] == ["install-delivered", "succeeded", "1200"]
+    server.run("job", "add", DEVICE, "remove-delivered", "--node", delivered)
+    connect(config)
+    assert last_job(server)[2:5] == ["remove-delivered", "succeeded", "1200"]
+
+    # Direct delivery: the package travels inside the DM session as a Large Object.
+    server.run("job", "add", DEVICE, "remove", "--component", "com.example.hello")
+    connect(config)
+    server.run("job", "add", DEVICE, "install-direct", "--artifact", v2)
+    connect(config)
+    assert last_job(server)[2:5] == ["install-direct", "succeeded", "1200"]
+    assert "(version 2.0.0)" in hello(tmp_path)
+
+    # Refresh the inventory on demand.
+    server.run("job", "add", DEVICE, "refresh-inventory")
+    connect(config)
+    assert last_job(server)[2:4] == ["refresh-inventory", "succeeded"]
+    assert all(job[3] in ("succeeded", "failed") for job in server.jobs())
