@@ -103,7 +103,7 @@ def _open(config_path: Path, *, inspect_only: bool = False) -> Agent:
 
 
 @agent_app.command("init")
-def init_command(  # noqa: PLR0917 - one option per account setting, as a user types them
+def init_command(
     device_id: Annotated[str, typer.Option(help="DevInfo/DevId, e.g. IMEI:490154203237518.")],
     server: Annotated[
         str | None, typer.Option(help="The DM server URL, e.g. http://dm.example.com/dm.")
@@ -383,7 +383,7 @@ VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log every 
 
 
 @agent_app.command("install")
-def install_command(  # noqa: PLR0917 - one option per setting, as a user types them
+def install_command(
     source: Annotated[str, typer.Argument(help="A package: an http(s) URL or a file.")],
     config: ConfigOption = DEFAULT_CONFIG,
     inactive: Annotated[bool, typer.Option("--inactive", help="Install without activating.")] = False,

@@ -1409,9 +1409,19 @@ class ServerSession(_Endpoint):
         return self.receive_message(message, body, hmac_header=hmac_header)
 
     def receive_message(
-        self, message: Message, body: bytes, *, hmac_header: str | None = None
+        self,
+        message: Message,
+        body: bytes,
+        *,
+        hmac_header: str | None = None,
+        encoding: Encoding | None = None,
     ) -> list[Event]:
-        """Like ``receive`` for a message the caller decoded already (to find the device)."""
+        """Like ``receive`` for a message the caller decoded already (to find the device).
+
+        ``encoding`` is what the body was in (``codec.decode`` says): the reply uses it.
+        """
+        if encoding is not None:
+            self.encoding = encoding
         header = message.header
         if (
             self._last_reply is not None

@@ -53,6 +53,7 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await check_schema(engine)
+        await storage.clean_temporary()  # uploads a crash left half-written
         log.info("omadm server ready: DM endpoint %s", config.dm_url)
         yield
         await engine.dispose()
@@ -77,7 +78,11 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
     )
     app.router.routes.append(Route("/dm", dm, methods=["POST"], include_in_schema=False))
     app.router.routes.append(Route("/health", health, methods=["GET"], include_in_schema=False))
-    app.router.routes.extend(artifact_routes(sessions, storage, secret, on_install_notify=install_notified))
+    app.router.routes.extend(
+        artifact_routes(
+            sessions, storage, secret, on_install_notify=install_notified, public_url=config.base_url
+        )
+    )
     app.state.config = config
     app.state.engine = engine
     app.state.sessions = sessions

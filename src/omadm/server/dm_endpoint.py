@@ -38,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from omadm.protocol import codec
-from omadm.protocol.auth import HMAC_HEADER
+from omadm.protocol.auth import HMAC_HEADER, new_nonce
 from omadm.protocol.codes import AuthType
 from omadm.protocol.errors import LocalProtocolError, ProtocolError
 from omadm.protocol.messages import Get, Item, Message, Target
@@ -89,12 +89,17 @@ _MAC_SIZE = 32
 
 
 class _Refusal(Exception):
-    """An HTTP-level refusal (unknown device, pending, rejected): status and reason."""
+    """An HTTP-level refusal (unknown device, pending, rejected): status and reason.
 
-    def __init__(self, status: int, reason: str) -> None:
+    ``keep``: what the transaction did so far is kept (a device held as pending is
+    remembered); otherwise it is rolled back and the refusal changes nothing.
+    """
+
+    def __init__(self, status: int, reason: str, *, keep: bool = False) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.keep = keep
 
 
 class DMEndpoint:
@@ -120,17 +125,14 @@ class DMEndpoint:
             return _text(413, f"a DM message may not exceed {self.config.max_body} bytes")
         content_type = request.headers.get("content-type")
         try:
-            message, _ = codec.decode(body, content_type)
+            message, encoding = codec.decode(body, content_type)
         except ProtocolError as exc:
             log.warning("dm refused: unreadable body (%d bytes, %s): %s", len(body), content_type, exc)
             return _text(400, f"not a DM message: {exc}")
         token = request.query_params.get("s", "")
-        note: dict[str, Any] = {}
+        note: dict[str, Any] = {"encoding": encoding}
         try:
-            async with self.sessions() as db, db.begin():
-                reply = await self._handle(
-                    db, message, body, token, hmac_header=request.headers.get(HMAC_HEADER), note=note
-                )
+            reply = await self._transaction(message, body, token, request.headers.get(HMAC_HEADER), note)
         except _Refusal as refusal:
             log.warning(
                 "dm refused device=%s status=%d: %s",
@@ -154,6 +156,21 @@ class DMEndpoint:
 
     # -- one message ------------------------------------------------------------------------
 
+    async def _transaction(
+        self, message: Message, body: bytes, token: str, hmac_header: str | None, note: dict[str, Any]
+    ) -> Any:
+        """One transaction for the whole message: committed with the reply, or rolled back."""
+        kept: _Refusal | None = None
+        async with self.sessions() as db, db.begin():
+            try:
+                return await self._handle(db, message, body, token, hmac_header=hmac_header, note=note)
+            except _Refusal as refusal:
+                if not refusal.keep:
+                    raise
+                kept = refusal  # commit what was recorded (a pending device), then refuse
+        assert kept is not None  # the try returned otherwise
+        raise kept
+
     async def _handle(
         self,
         db: AsyncSession,
@@ -167,7 +184,9 @@ class DMEndpoint:
         record, session, device = await self._load(db, message, token)
         note["token"] = record.token
         try:
-            events = session.receive_message(message, body, hmac_header=hmac_header)
+            events = session.receive_message(
+                message, body, hmac_header=hmac_header, encoding=note["encoding"]
+            )
         except ProtocolError as exc:
             # The message breaks the session's rules: refuse it and change nothing (the
             # transaction rolls back), so the client may send a correct one.
@@ -187,7 +206,7 @@ class DMEndpoint:
         record = None
         if token and header.msg_id != "1":
             record = await db.get(DmSession, token, with_for_update=True)
-        if record is not None and not record.finished:
+        if record is not None:  # finished too: a repeated last message gets its reply again
             device = await db.get(Device, record.device_pk)
             assert device is not None  # the foreign key cascades
             try:
@@ -228,7 +247,7 @@ class DMEndpoint:
                 devinfo={},
                 devdetail={},
                 tags={},
-                client_nonce=b"",
+                client_nonce=new_nonce(),  # never empty: see registry.add_device
                 server_nonce=b"",
             )
             db.add(device)
@@ -236,7 +255,8 @@ class DMEndpoint:
             await record_event(db, device, "enrolled", policy=policy)
             if state is DeviceState.PENDING:
                 # Remember it (the operator sees it and its DevInfo), but manage nothing.
-                raise _Refusal(403, f"device {device_id} is pending acceptance by an operator")
+                device.devinfo = _devinfo_of(message)
+                raise _Refusal(403, f"device {device_id} is pending acceptance by an operator", keep=True)
         if device.state == DeviceState.REJECTED.value:
             raise _Refusal(403, f"device {device_id} is rejected on this server")
         if device.state == DeviceState.PENDING.value:
@@ -501,6 +521,17 @@ class DMEndpoint:
         if not hmac.compare_digest(mac, hmac.new(self._secret, snapshot, hashlib.sha256).digest()):
             raise LocalProtocolError("the stored session was not written by this server (bad seal)")
         return snapshot
+
+
+def _devinfo_of(message: Message) -> dict[str, Any]:
+    """The DevInfo values of a Pkg#1 (readable before authentication), for a pending device."""
+    values: dict[str, Any] = {}
+    for command in message.commands:
+        if command.name in ("Replace", "Add"):
+            for item in getattr(command, "items", ()):
+                if item.source is not None and item.source.loc_uri.startswith("./DevInfo/"):
+                    values[item.source.loc_uri] = item.data if isinstance(item.data, str) else ""
+    return values
 
 
 async def _external_url_only(db: AsyncSession, job: Job, device: Device) -> tuple[str | None, bytes | None]:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from omadm.protocol.auth import new_nonce
 from omadm.protocol.codes import AuthType
 
 from .jobs import plan_job
@@ -96,7 +97,9 @@ async def add_device(
         tags=tags or {},
         devinfo={},
         devdetail={},
-        client_nonce=b"",
+        # A fresh nonce, never an empty one: a digest over an empty nonce never changes, so
+        # a captured first message could be replayed for ever. The first session is challenged.
+        client_nonce=new_nonce(),
         server_nonce=b"",
     )
     db.add(device)

@@ -37,7 +37,15 @@ from omadm.server.store.models import Artifact
 
 from .dd import DD_CONTENT_TYPE, InstallNotifyError, build_descriptor, parse_install_notify
 from .storage import ArtifactStorage, BlobNotFound
-from .urls import LinkError, download_url, notify_url, verify_descriptor, verify_download, verify_notify
+from .urls import (
+    MIN_SECRET_BYTES,
+    LinkError,
+    download_url,
+    notify_url,
+    verify_descriptor,
+    verify_download,
+    verify_notify,
+)
 
 __all__ = ["MAX_NOTIFY_BODY", "InstallNotifyHook", "Unsatisfiable", "artifact_routes", "parse_range"]
 
@@ -109,7 +117,12 @@ def artifact_routes(
     rewrites the host without forwarding headers. ``on_install_notify`` receives each
     install-notify report (the jobs layer records it); an exception from it is a 500, so the
     device may send the report again. ``clock`` (unix seconds) is for tests.
+
+    Raises:
+        ValueError: ``secret`` is shorter than :data:`~.urls.MIN_SECRET_BYTES`.
     """
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"the link secret must be at least {MIN_SECRET_BYTES} bytes")
 
     async def load(artifact_id: int) -> Artifact | None:
         if artifact_id > _MAX_ID:

@@ -34,6 +34,7 @@ from urllib.parse import quote, urlencode
 from omadm.server.store.models import Artifact
 
 __all__ = [
+    "MIN_SECRET_BYTES",
     "BadSignature",
     "DescriptorGrant",
     "LinkError",
