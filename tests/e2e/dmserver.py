@@ -86,7 +86,7 @@ class TestDMServer:
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self._http.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/dm"
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._http.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self) -> TestDMServer:
         self._thread.start()

@@ -9,9 +9,10 @@ descriptor downloads under ``/artifacts``, and ``GET /health``. The schema must 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 
 from fastapi import FastAPI
@@ -29,6 +30,7 @@ from .config import ServerConfig
 from .dm_endpoint import DMEndpoint, PackageLocator
 from .store.engine import check_schema, database_url, make_engine, session_factory
 from .store.models import Device, Job, JobKind, JobState, utc_now
+from .sweeper import run_sweeper
 
 __all__ = ["create_app"]
 
@@ -54,9 +56,22 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await check_schema(engine)
         await storage.clean_temporary()  # uploads a crash left half-written
+        # Every worker sweeps (Package #0, job deadlines, idle DM sessions); workers skip
+        # each other's locked rows. sweep_interval 0 turns the sweeper off.
+        sweeper = (
+            asyncio.create_task(run_sweeper(sessions, config), name="omadm-sweeper")
+            if config.sweep_interval > 0
+            else None
+        )
         log.info("omadm server ready: DM endpoint %s", config.dm_url)
-        yield
-        await engine.dispose()
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with suppress(asyncio.CancelledError):
+                    await sweeper
+            await engine.dispose()
 
     async def dm(request: Request) -> Response:
         return await endpoint(request)

@@ -143,6 +143,8 @@ def _as_env(settings: ServerConfig) -> dict[str, Any]:
         "max_body": settings.max_body,
         "session_timeout": settings.session_timeout,
         "job_timeout": settings.job_timeout,
+        "notify_interval": settings.notify_interval,
+        "sweep_interval": settings.sweep_interval,
         "url_lifetime": settings.url_lifetime,
         "workers": settings.workers,
         "artifacts_dir": settings.artifacts_dir,

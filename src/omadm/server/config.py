@@ -55,6 +55,8 @@ class ServerConfig:
     max_body: int = 1024 * 1024  # larger request bodies get HTTP 413
     session_timeout: float = 600.0  # seconds an idle DM session is kept
     job_timeout: float = 86400.0  # seconds an accepted job waits for its report
+    notify_interval: float = 60.0  # at most one Package #0 per device this often (seconds)
+    sweep_interval: float = 5.0  # seconds between sweeps (notify, deadlines, idle sessions); 0 = none
     url_lifetime: float = 86400.0  # seconds a package URL stays valid
     workers: int = 1
     artifacts_dir: str = ""  # package files; default data_dir/artifacts
@@ -104,6 +106,10 @@ class ServerConfig:
             raise ConfigError("max_msg_size must be at least 1024 bytes")
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
+        for name in ("notify_interval", "sweep_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"{name} must be a number of seconds, 0 or more, not {value!r}")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError("public_url must start with http:// or https://")
         return self

@@ -153,7 +153,7 @@ async def _send_udp(host: str, port: int, package: bytes) -> None:
     loop = asyncio.get_running_loop()
     try:
         transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=(host, port))
-    except OSError as exc:  # name resolution, no route
+    except (OSError, UnicodeError) as exc:  # name resolution, no route, a host name IDNA refuses
         raise NotifyError(f"udp {host}:{port}: {exc}") from None
     try:
         transport.sendto(package)
@@ -166,16 +166,17 @@ async def _send_http(client: httpx.AsyncClient, address: str, package: bytes) ->
         response = await client.post(
             address, content=package, headers={"Content-Type": NOTIFICATION_CONTENT_TYPE}
         )
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise NotifyError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
     if not response.is_success:
-        raise NotifyError(f"the device answered HTTP {response.status_code} {response.reason_phrase}".rstrip())
+        status = f"{response.status_code} {response.reason_phrase}".rstrip()
+        raise NotifyError(f"the device answered HTTP {status}")
 
 
 # -- which devices, and claiming them -----------------------------------------------------------
 
 
-def _due_query(now: datetime, interval: float) -> Select[tuple[Device]]:
+def _due_query(now: datetime, interval: float) -> Select[Device]:
     """Accepted devices with an address and queued jobs that the rate limit lets us notify."""
     cutoff = now - timedelta(seconds=interval)
     queued = select(Job.id).where(Job.device_pk == Device.id, Job.state == JobState.QUEUED.value)
@@ -248,7 +249,7 @@ async def notify_device(
         query = base.where(Device.device_id == device_id).with_for_update()
         device = (await db.execute(query)).scalar_one_or_none()
         if device is None:
-            reason = await _why_not(db, device_id, force, config.notify_interval)
+            reason = await _why_not(db, device_id, config.notify_interval)
             return NotifyResult(device_id, "", False, reason=reason)
         if not device.notify_address:
             return NotifyResult(device_id, "", False, reason=_NO_ADDRESS)
@@ -262,7 +263,7 @@ async def notify_device(
 _NO_ADDRESS = "no notification address: the device's next poll picks its jobs up"
 
 
-async def _why_not(db: AsyncSession, device_id: str, force: bool, interval: float) -> str:
+async def _why_not(db: AsyncSession, device_id: str, interval: float) -> str:
     device = (await db.execute(select(Device).where(Device.device_id == device_id))).scalar_one_or_none()
     if device is None:
         return f"no device {device_id}"
@@ -277,7 +278,6 @@ async def _why_not(db: AsyncSession, device_id: str, force: bool, interval: floa
     ).first()
     if has_queued is None:
         return "no queued jobs"
-    assert not force
     last = device.last_notified.isoformat(timespec="seconds") if device.last_notified else "never"
     return f"rate limit: notified at {last}, at most once per {interval:g} s"
 
@@ -322,6 +322,9 @@ async def _send_one(client: httpx.AsyncClient, target: _Claimed) -> NotifyResult
     except NotifyError as exc:
         log.warning("pkg0 device=%s to %s not sent: %s", target.device_id, target.address, exc)
         return NotifyResult(target.device_id, target.address, False, reason=str(exc))
+    except Exception as exc:  # a bug, not the network: keep the sweeper alive, keep the trace
+        log.exception("pkg0 device=%s to %s failed", target.device_id, target.address)
+        return NotifyResult(target.device_id, target.address, False, reason=f"{type(exc).__name__}: {exc}")
     log.info(
         "pkg0 device=%s to %s session=%s sent%s",
         target.device_id,

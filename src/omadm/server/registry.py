@@ -128,6 +128,11 @@ async def create_job(
     ``name``, taken from the artifact when it has them); ``component_id`` for remove,
     activate and deactivate (and update, which checks the device has it); ``node`` for the
     Delivered kinds. Checked now, so a job that cannot be sent is refused at once.
+
+    No network I/O here (this runs inside the caller's transaction): a device with a
+    notification address is woken by the server's sweeper, which sends it a Package #0
+    within ``sweep_interval`` seconds of the commit (:mod:`omadm.server.sweeper`); a device
+    without one takes the job in its next poll.
     """
     params = dict(params)
     if kind in _NEEDS_PACKAGE and not (params.get("artifact_id") or params.get("url")):

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,6 +53,8 @@ class Resource:
     ``drop_times`` responses are cut (socket closed) after ``drop_after`` body bytes.
     ``ignore_range`` makes the server answer 200 to every Range request (allowed by HTTP).
     ``send_length=False`` sends the body close-delimited, without Content-Length.
+    ``before_reply`` is called (in the server's thread) before each answer with the file, while
+    the client waits for it: end-to-end tests use it to look at the device mid-download.
     """
 
     body: bytes
@@ -63,6 +66,7 @@ class Resource:
     drop_times: int = 0
     ignore_range: bool = False
     delay: float = 0.0
+    before_reply: Callable[[], None] | None = None
     send_etag: bool = True
     send_last_modified: bool = True
     send_length: bool = True
@@ -321,6 +325,8 @@ def _make_handler(server: PackageServer) -> type[BaseHTTPRequestHandler]:
                     return
             if resource.delay:
                 time.sleep(resource.delay)
+            if resource.before_reply is not None:
+                resource.before_reply()
             if server._take(resource, "fail_times"):
                 record(resource.fail_status)
                 self._reply_empty(resource.fail_status)

@@ -67,6 +67,8 @@ _DOWNLOADS = {Primitive.DOWNLOAD, Primitive.DOWNLOAD_INSTALL, Primitive.DOWNLOAD
 _DELIVERED_OPS = {Primitive.INSTALL, Primitive.INSTALL_INACTIVE, Primitive.REMOVE}
 _DEPLOYED_OPS = {Primitive.ACTIVATE, Primitive.DEACTIVATE, Primitive.REMOVE}
 _ACTIVE = {Primitive.DOWNLOAD_INSTALL, Primitive.INSTALL}
+#: Prefix of the directories in data_dir where a package's component is extracted to be installed.
+_STAGING = "omadm-install-"
 
 
 class _OperationHandler(NodeHandler):
@@ -375,6 +377,8 @@ class ScomoService:
                 self.tree.system_delete(f"{node}/Data")
             self.journal.advance(job, JobState.DELIVERED)
         self._status(f"{node}/Status", DeliveredStatus.INSTALL_PROGRESSING)
+        if self.tree.system_get(f"{node}/State") is None:  # a DP the server delivered itself
+            self._status(f"{node}/State", DeliveredState.DELIVERED)
         try:
             verified = self._verify(package)
         except PackageError as exc:
@@ -418,7 +422,7 @@ class ScomoService:
         problem = self._check_components(manifest.components, manifest.allow_downgrade, params)
         if problem is not None:
             log.warning("package %s refused: %s", manifest.id, problem[1])
-            return problem[0], None, manifest.id, []
+            return problem[0], None, pkg_id, []  # the server's PkgID: what it can match (digest 6.3)
         done: list[tuple[str, str]] = []
         for component in manifest.components:
             installer = installer_for(component.env_type, self.installers)
@@ -432,7 +436,7 @@ class ScomoService:
                 # Already there: this job was interrupted after this component (recovery).
                 done.append((self._deployed_node(before), before.id))
                 continue
-            staging = Path(tempfile.mkdtemp(prefix="omadm-install-", dir=self.agent.config.data_dir))
+            staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=self.agent.config.data_dir))
             try:
                 source = verified.extract_component(component.id, staging / "files")
                 installed = installer.install(
@@ -446,9 +450,16 @@ class ScomoService:
                     params=params,
                     description=component.description,
                 )
-            except (InstallError, PackageError, NotImplementedError, OSError) as exc:
+            except Exception as exc:  # a plug-in's bug too: 1412, and the others are taken back
                 result = _result_of(exc, ScomoResult.INSTALL_FAILED)
-                log.warning("installing %s %s failed (%s): %s", component.id, component.version, result, exc)
+                log.warning(
+                    "installing %s %s failed (%s): %s",
+                    component.id,
+                    component.version,
+                    result,
+                    exc,
+                    exc_info=result == ScomoResult.UNDEFINED_ERROR,
+                )
                 self._undo(installed_now)
                 self.sync_inventory()
                 return result, None, component.id, []
@@ -498,9 +509,15 @@ class ScomoService:
 
     def _run_deployed(self, job: Job) -> None:
         node = job.node
-        component_id = self._value(f"{node}/ID")
+        # Journaled when the step starts: recovery may have deleted the node since (a removal).
+        component_id = str(job.data.get("component") or self._value(f"{node}/ID"))
         installer = self._installer_of(component_id)
         if installer is None:
+            if job.primitive is Primitive.REMOVE and job.state is JobState.INSTALLING:
+                # Interrupted after its remove hook: the installer's recovery finished the removal.
+                self.sync_inventory()
+                self._finish(job, ScomoResult.SUCCESSFUL, target=None, identifier=component_id)
+                return
             self._finish(job, ScomoResult.UNDEFINED_ERROR, target=None, identifier=component_id)
             return
         steps: dict[Primitive, tuple[DeployedStatus, DeployedStatus, Callable[[str], object], int]] = {
@@ -525,12 +542,19 @@ class ScomoService:
         }
         progressing, failed, action, failure = steps[job.primitive]
         self._status(f"{node}/Status", progressing)
-        self.journal.advance(job, JobState.INSTALLING)
+        self.journal.advance(job, JobState.INSTALLING, component=component_id)
         try:
             action(component_id)
-        except (InstallError, NotImplementedError) as exc:
+        except Exception as exc:  # a plug-in's bug too (1412): Status must not stay "progressing"
             result = _result_of(exc, failure)
-            log.warning("%s of %s failed (%s): %s", job.primitive, component_id, result, exc)
+            log.warning(
+                "%s of %s failed (%s): %s",
+                job.primitive,
+                component_id,
+                result,
+                exc,
+                exc_info=result == ScomoResult.UNDEFINED_ERROR,
+            )
             self._status(f"{node}/Status", failed)
             self._finish(job, result, target=None, identifier=component_id)
             return
@@ -630,6 +654,9 @@ class ScomoService:
         """After a restart: installers first, then the journal, then the inventory."""
         for installer in self.installers.values():
             installer.recover()
+        # Packages extracted for an install a crash interrupted (no other agent works here: the lock).
+        for leftover in self.agent.config.data_dir.glob(f"{_STAGING}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         self.sync_inventory()
 
     # reporting --------------------------------------------------------------------------
@@ -674,10 +701,16 @@ class ScomoService:
 
 
 def _result_of(exc: BaseException, default: int) -> int:
-    """The SCOMO result an installer's exception stands for (1411 for a step it lacks)."""
+    """The SCOMO result an installer's exception stands for.
+
+    1411 for a step it lacks, 1406 for a full disk, the error's own ``result`` (else
+    ``default``) for the failures installers report, 1412 for an exception nobody classified.
+    """
     if isinstance(exc, NotImplementedError):
         return ScomoResult.NOT_IMPLEMENTED
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ScomoResult.INSTALL_FAILED_OUT_OF_MEMORY  # the disk filled while extracting
+    if not isinstance(exc, InstallError | PackageError | OSError):
+        return ScomoResult.UNDEFINED_ERROR
     result = getattr(exc, "result", None)
     return int(result) if result else default
