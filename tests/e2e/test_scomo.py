@@ -718,3 +718,32 @@ def test_failures(world: World, packages: PackageSet, case: str) -> None:
     if failure.notify is not None:
         path, body = failure.notify
         assert [n.body for n in packages.server.notifications if n.path == path] == [body]
+
+
+def test_a_repeated_exec_of_a_finished_job_is_reported_again_not_run_again(
+    world: World, packages: PackageSet
+) -> None:
+    """A server that lost our 202 sends the job again (same node, same Correlator)."""
+    first = world.connect(download("r", "pkg-r", packages.url("hello-1"), "DownloadInstall", "rep-1"))
+    check_report(
+        first,
+        "rep-1",
+        source=op(f"{DOWNLOAD}/r", "DownloadInstall"),
+        target=f"{DEPLOYED}/{HELLO}",
+        result=1200,
+        identifier=HELLO,
+    )
+    hooks = world.hooks_log(HELLO)
+    again = world.connect(download("r", "pkg-r", packages.url("hello-1"), "DownloadInstall", "rep-1"))
+    assert again.status(f"{DOWNLOAD}/r", "Add") == 418  # the entry is there already
+    assert again.status(op(f"{DOWNLOAD}/r", "DownloadInstall")) == 202
+    assert again.alert("rep-1").items == first.alert("rep-1").items  # the same report, once more
+    assert world.hooks_log(HELLO) == hooks  # nothing ran twice
+
+    removed = world.connect(execute(op(f"{DEPLOYED}/{HELLO}", "Remove"), "rep-2"))
+    check_report(removed, "rep-2", source=op(f"{DEPLOYED}/{HELLO}", "Remove"), result=1200, identifier=HELLO)
+    # Sent again after the node is gone: the tree answers 404 before any handler runs, and
+    # nothing is removed twice (the server reads a 404 on a Remove it sent before as done).
+    repeat = world.connect(execute(op(f"{DEPLOYED}/{HELLO}", "Remove"), "rep-2"))
+    assert repeat.status(op(f"{DEPLOYED}/{HELLO}", "Remove")) == 404
+    assert repeat.alerts == []

@@ -210,8 +210,8 @@ def connect_command(
     try:
         report = agent.connect(SessionRequest(server_id, reason="omadm agent connect"))
         typer.echo(report.line())
-        if report.ok and agent.work():
-            # Operations the server started are done: report them now, in a second session.
+        if report.ok and (agent.work() or agent.alerts.pending(report.server_id)):
+            # Operations the server started are done (or a report is due again): report now.
             report = agent.connect(SessionRequest(server_id, reason="operation results"))
             typer.echo(report.line())
     except LookupError as exc:

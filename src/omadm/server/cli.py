@@ -143,6 +143,7 @@ def _as_env(settings: ServerConfig) -> dict[str, Any]:
         "max_body": settings.max_body,
         "session_timeout": settings.session_timeout,
         "job_timeout": settings.job_timeout,
+        "report_grace": settings.report_grace,
         "notify_interval": settings.notify_interval,
         "sweep_interval": settings.sweep_interval,
         "url_lifetime": settings.url_lifetime,

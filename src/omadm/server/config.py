@@ -55,6 +55,7 @@ class ServerConfig:
     max_body: int = 1024 * 1024  # larger request bodies get HTTP 413
     session_timeout: float = 600.0  # seconds an idle DM session is kept
     job_timeout: float = 86400.0  # seconds an accepted job waits for its report
+    report_grace: float = 600.0  # seconds after which a missing report makes the server ask (Status)
     notify_interval: float = 60.0  # at most one Package #0 per device this often (seconds)
     sweep_interval: float = 5.0  # seconds between sweeps (notify, deadlines, idle sessions); 0 = none
     url_lifetime: float = 86400.0  # seconds a package URL stays valid

@@ -41,7 +41,7 @@ from omadm.protocol import codec
 from omadm.protocol.auth import HMAC_HEADER, new_nonce
 from omadm.protocol.codes import AuthType
 from omadm.protocol.errors import LocalProtocolError, ProtocolError
-from omadm.protocol.messages import Get, Item, Message, Target
+from omadm.protocol.messages import Get, Item, Message, Source, Target
 from omadm.protocol.session import (
     AlertReceived,
     Authenticated,
@@ -63,7 +63,7 @@ from omadm.protocol.session import (
 
 from . import jobs as jobplan
 from .config import ServerConfig
-from .inventory import inventory_uri, parse_inventory
+from .inventory import InventoryRecord, inventory_uri, normalize_path, parse_inventory
 from .registry import deployed_node, find_device, record_event
 from .store.models import (
     Device,
@@ -85,6 +85,14 @@ log = logging.getLogger("omadm.server.dm")
 PackageLocator = Callable[[AsyncSession, Job, Device], Awaitable[tuple[str | None, bytes | None]]]
 
 _INVENTORY_TAG = "inventory"
+_REMOVALS = (JobKind.REMOVE, JobKind.REMOVE_DELIVERED)
+_LIST_TAG = "inventory-list"
+_LEAVES_TAG = "inventory-leaves"
+#: What the node-by-node inventory reads of each entry (devices without ?list=StructData).
+_INVENTORY_LEAVES = {
+    "Deployed": ("ID", "Name", "Version", "State", "Status", "PkgIDRef", "EnvType"),
+    "Delivered": ("PkgID", "Name", "State", "Status"),
+}
 _MAC_SIZE = 32
 
 
@@ -310,23 +318,68 @@ class DMEndpoint:
                 if event.final:
                     await record_event(db, device, "auth-failed", reason=event.reason)
             elif isinstance(event, StatusReceived):
-                await self._on_status(db, device, event)
+                await self._on_status(db, record, device, event)
             elif isinstance(event, ResultsReceived):
-                await self._on_results(db, device, event)
+                await self._on_results(db, record, device, event)
             elif isinstance(event, AlertReceived):
                 await self._on_alert(db, record, device, event)
             elif isinstance(event, SessionAborted | SessionEnded):
                 record.finished = True
+        context = record.context
+        if (
+            context.get("inventory_fallback") == "reading"
+            and int(context.get("inventory_leaves_left", 1)) <= 0
+        ):
+            items = [
+                Item(source=Source(path), data=value) for path, value in context.get("inventory_items", [])
+            ]
+            record.context = {
+                k: v for k, v in context.items() if not k.startswith("inventory_") or k == "inventory_asked"
+            }
+            await self._replace_inventory(db, record, device, parse_inventory(items, device.scomo_root))
+            for job_id in context.get("inventory_jobs", []):
+                await self._inventory_job_done(db, device, int(job_id))
 
-    async def _on_status(self, db: AsyncSession, device: Device, event: StatusReceived) -> None:
+    async def _on_status(
+        self, db: AsyncSession, record: DmSession, device: Device, event: StatusReceived
+    ) -> None:
+        code = event.status.code
         parsed = jobplan.parse_tag(event.tag)
+        if event.tag == _INVENTORY_TAG or (parsed is not None and parsed[1] == "inventory"):
+            if code != 200:
+                # No ?list=StructData on this device: read the inventory node by node instead.
+                waiting = [*record.context.get("inventory_jobs", []), *([parsed[0]] if parsed else [])]
+                record.context = {**record.context, "inventory_fallback": "list", "inventory_jobs": waiting}
+                log.info(
+                    "dm device=%s: ?list=StructData answered %s, reading node by node", device.device_id, code
+                )
+            return
+        if event.tag == _LIST_TAG:
+            if code != 200:  # e.g. no Delivered subtree (it is optional): nothing there
+                items = getattr(event.command, "items", ())
+                uri = items[0].target.loc_uri if items and items[0].target else ""
+                branch = uri.rstrip("/").rsplit("/", 1)[-1]
+                children = {**record.context.get("inventory_children", {}), branch: []}
+                record.context = {**record.context, "inventory_children": children}
+                if len(children) >= 2:
+                    record.context = {**record.context, "inventory_fallback": "leaves"}
+            return
+        if event.tag == _LEAVES_TAG:
+            left = int(record.context.get("inventory_leaves_left", 0)) - 1
+            record.context = {**record.context, "inventory_leaves_left": left}
+            return
         if parsed is None:
             return
         job_id, step = parsed
         job = await db.get(Job, job_id, with_for_update=True)
         if job is None or job.device_pk != device.id:
             return
-        code = event.status.code
+        if step == "poll":
+            if code == 404 and JobState(job.state) is JobState.ACCEPTED:
+                outcome = jobplan.outcome_from_status(JobKind(job.kind), None, entry_missing=True)
+                if outcome is not None:
+                    await self._move(db, device, job, outcome)
+            return
         if step == "prep":
             if code not in (200, 418):
                 job.detail = f"{event.command.name} answered {code} before the Exec"
@@ -334,16 +387,60 @@ class DMEndpoint:
         if step != "exec" or JobState(job.state) is not JobState.SENT:
             return
         outcome = jobplan.exec_outcome(code)
+        if code == 404 and JobKind(job.kind) in _REMOVALS and (job.attempts or 0) > 1:
+            # A Remove sent again after a session died: the entry is gone, so the first one ran.
+            outcome = jobplan.Outcome(
+                JobState.SUCCEEDED, 1200, "removed (the entry was gone when sent again)"
+            )
         if outcome.state is JobState.FAILED and job.detail:
             outcome = jobplan.Outcome(outcome.state, None, f"{outcome.detail}; {job.detail}")
         await self._move(db, device, job, outcome)
 
-    async def _on_results(self, db: AsyncSession, device: Device, event: ResultsReceived) -> None:
+    async def _on_results(
+        self, db: AsyncSession, record: DmSession, device: Device, event: ResultsReceived
+    ) -> None:
         parsed = jobplan.parse_tag(event.tag)
+        if parsed is not None and parsed[1] == "poll":
+            await self._on_poll(db, device, parsed[0], event)
+            return
+        if event.tag == _LIST_TAG:
+            self._on_children(record, device, event)
+            return
+        if event.tag == _LEAVES_TAG:
+            items = [*record.context.get("inventory_items", [])]
+            for item in event.results.items:
+                if item.source is not None and item.data is not None:
+                    value = (
+                        item.data.decode("utf-8", "replace") if isinstance(item.data, bytes) else item.data
+                    )
+                    items.append([item.source.loc_uri, value])
+            record.context = {**record.context, "inventory_items": items}
+            return
         is_job = parsed is not None and parsed[1] == "inventory"
         if event.tag != _INVENTORY_TAG and not is_job:
             return
         records = parse_inventory(event.results.items, device.scomo_root)
+        await self._replace_inventory(db, record, device, records)
+        if parsed is not None and is_job:
+            await self._inventory_job_done(db, device, parsed[0])
+
+    def _on_children(self, record: DmSession, device: Device, event: ResultsReceived) -> None:
+        """The names under Deployed and Delivered (node-by-node inventory): then read their leaves."""
+        children = dict(record.context.get("inventory_children", {}))
+        for item in event.results.items:
+            if item.source is None:
+                continue
+            branch = item.source.loc_uri.rstrip("/").rsplit("/", 1)[-1]
+            data = item.data.decode() if isinstance(item.data, bytes) else (item.data or "")
+            children[branch] = [name for name in data.split("/") if name]
+        record.context = {**record.context, "inventory_children": children}
+        if len(children) >= 2:
+            record.context = {**record.context, "inventory_fallback": "leaves"}
+
+    async def _replace_inventory(
+        self, db: AsyncSession, record: DmSession, device: Device, records: list[InventoryRecord]
+    ) -> None:
+        """Make the stored inventory exactly what the device reported now."""
         before = await db.execute(
             select(InventoryEntry.ident, InventoryEntry.version).where(
                 InventoryEntry.device_pk == device.id, InventoryEntry.kind == InventoryKind.DEPLOYED.value
@@ -370,14 +467,64 @@ class DMEndpoint:
                 )
             )
         device.inventory_updated = now
+        record.context = {**record.context, "inventory_fresh": True}
         summary = {r.ident: r.version for r in records if r.kind is InventoryKind.DEPLOYED}
         if summary != old_summary:
             await record_event(db, device, "inventory", deployed=summary)
-        if parsed is not None and is_job:
-            job = await db.get(Job, parsed[0], with_for_update=True)
-            if job is not None and JobState(job.state) is JobState.SENT:
-                detail = f"inventory refreshed: {len(records)} entries"
-                await self._move(db, device, job, jobplan.Outcome(JobState.SUCCEEDED, None, detail))
+
+    async def _inventory_job_done(self, db: AsyncSession, device: Device, job_id: int) -> None:
+        job = await db.get(Job, job_id, with_for_update=True)
+        if job is not None and JobState(job.state) is JobState.SENT:
+            outcome = jobplan.Outcome(JobState.SUCCEEDED, None, "inventory refreshed")
+            await self._move(db, device, job, outcome)
+
+    async def _on_poll(self, db: AsyncSession, device: Device, job_id: int, event: ResultsReceived) -> None:
+        job = await db.get(Job, job_id, with_for_update=True)
+        if job is None or job.device_pk != device.id or JobState(job.state) is not JobState.ACCEPTED:
+            return
+        item = event.results.items[0] if event.results.items else None
+        data = item.data if item is not None else None
+        text_ = data.decode("utf-8", "replace") if isinstance(data, bytes) else (data or "")
+        status = int(text_.strip()) if text_.strip().isdigit() else None
+        outcome = jobplan.outcome_from_status(JobKind(job.kind), status, entry_missing=False)
+        if outcome is not None:
+            await self._move(db, device, job, outcome)
+
+    async def _poll_overdue(
+        self, db: AsyncSession, record: DmSession, session: ServerSession, device: Device
+    ) -> None:
+        """Jobs accepted long ago without a report: read the inventory, else ask their Status."""
+        record.context = {**record.context, "polled": True}
+        overdue_since = utc_now() - timedelta(seconds=self.config.report_grace)
+        found = await db.execute(
+            select(Job)
+            .where(
+                Job.device_pk == device.id,
+                Job.state == JobState.ACCEPTED.value,
+                Job.accepted_at <= overdue_since,
+            )
+            .with_for_update(skip_locked=True)
+        )
+        overdue = list(found.scalars())
+        if not overdue:
+            return
+        rows = await db.execute(select(InventoryEntry).where(InventoryEntry.device_pk == device.id))
+        entries = list(rows.scalars())
+        deployed = {
+            e.ident: (e.version, e.state, e.pkg_id_ref)
+            for e in entries
+            if e.kind == InventoryKind.DEPLOYED.value
+        }
+        delivered = {e.node for e in entries if e.kind == InventoryKind.DELIVERED.value}
+        for job in overdue:
+            outcome = jobplan.outcome_from_inventory(
+                JobKind(job.kind), job.params or {}, job.id, deployed, delivered
+            )
+            if outcome is not None:
+                await self._move(db, device, job, outcome)
+            elif job.exec_uri:
+                get = Get("0", (Item(target=Target(jobplan.poll_uri(job.exec_uri))),))
+                session.queue(get, jobplan.tag(job.id, "poll"))
 
     async def _on_alert(
         self, db: AsyncSession, record: DmSession, device: Device, event: AlertReceived
@@ -463,11 +610,53 @@ class DMEndpoint:
             session.queue(Get("0", (Item(target=Target(inventory_uri(device.scomo_root))),)), _INVENTORY_TAG)
             record.context = {**record.context, "inventory_asked": True}
             sent.append("inventory")
+        fallback = record.context.get("inventory_fallback")
+        root = normalize_path(device.scomo_root)
+        if fallback == "list":
+            for branch in ("Deployed", "Delivered"):
+                session.queue(Get("0", (Item(target=Target(f"{root}/Inventory/{branch}")),)), _LIST_TAG)
+            record.context = {**record.context, "inventory_fallback": "listing"}
+        elif fallback == "leaves":
+            children = record.context.get("inventory_children", {})
+            gets = 0
+            for branch, names in children.items():
+                for name in names:
+                    for leaf in _INVENTORY_LEAVES[branch]:
+                        # One Get per leaf: one Status each, whatever the device does with a
+                        # missing optional leaf, so the server knows when it has them all.
+                        target = Target(f"{root}/Inventory/{branch}/{name}/{leaf}")
+                        session.queue(Get("0", (Item(target=target),)), _LEAVES_TAG)
+                        gets += 1
+            record.context = {
+                **record.context,
+                "inventory_fallback": "reading",
+                "inventory_leaves_left": gets,
+                "inventory_items": [],
+            }
+            if gets == 0:  # nothing installed, nothing delivered
+                jobs_waiting = record.context.get("inventory_jobs", [])
+                record.context = {
+                    k: v
+                    for k, v in record.context.items()
+                    if not k.startswith("inventory_") or k == "inventory_asked"
+                }
+                await self._replace_inventory(db, record, device, [])
+                for job_id in jobs_waiting:
+                    await self._inventory_job_done(db, device, int(job_id))
+        if record.context.get("inventory_fresh") and not record.context.get("polled"):
+            await self._poll_overdue(db, record, session, device)
         if session.pending > 1:
             return  # one batch at a time: the next message carries the rest
+        # Queued jobs, and jobs sent in a session that ended before their Exec was answered:
+        # sent again (the Adds get 418, and the device answers a repeated Exec - same node,
+        # same Correlator - without running it twice).
         queued = await db.execute(
             select(Job)
-            .where(Job.device_pk == device.id, Job.state == JobState.QUEUED.value)
+            .where(
+                Job.device_pk == device.id,
+                (Job.state == JobState.QUEUED.value)
+                | ((Job.state == JobState.SENT.value) & (Job.session_token != record.token)),
+            )
             .order_by(Job.id)
             .with_for_update(skip_locked=True)
         )

@@ -242,3 +242,81 @@ def outcome_of_reports(reports: list[AlertReport]) -> Outcome:
     parts = "; ".join(f"{r.identifier or r.target or r.source}: {r.result}" for r in reports)
     state = JobState.FAILED if failed else JobState.SUCCEEDED
     return Outcome(state, chosen.result, f"{chosen.result} {meaning} ({parts})")
+
+
+# -- when no report comes: ask the device (Status polling) ---------------------------------
+
+_DOWNLOAD_FAILURES = {
+    20: ScomoResult.DOWNLOAD_FAILED,
+    60: ScomoResult.INSTALL_FAILED,
+    70: ScomoResult.INSTALL_FAILED,
+}
+_DELIVERED_FAILURES = {50: ScomoResult.INSTALL_FAILED, 60: ScomoResult.INSTALL_FAILED}
+_ENTRY_FAILURES: dict[JobKind, dict[int, ScomoResult]] = {
+    # Download/<X>/Status: 20 download failed; 60/70 install failed (digest 4.1)
+    JobKind.INSTALL: _DOWNLOAD_FAILURES,
+    JobKind.UPDATE: _DOWNLOAD_FAILURES,
+    JobKind.INSTALL_INACTIVE: _DOWNLOAD_FAILURES,
+    JobKind.DOWNLOAD: _DOWNLOAD_FAILURES,
+    # Delivered/<X>/Status: 50/60 install failed, 20 remove failed (digest 4.2)
+    JobKind.INSTALL_DIRECT: _DELIVERED_FAILURES,
+    JobKind.INSTALL_DELIVERED: _DELIVERED_FAILURES,
+    JobKind.REMOVE_DELIVERED: {20: ScomoResult.REMOVE_FAILED},
+    # Deployed/<X>/Status (digest 4.3)
+    JobKind.REMOVE: {20: ScomoResult.REMOVE_FAILED},
+    JobKind.ACTIVATE: {40: ScomoResult.ACTIVATE_FAILED},
+    JobKind.DEACTIVATE: {60: ScomoResult.DEACTIVATE_FAILED},
+}
+_POLLED = " (inferred: no report arrived in time, so the server asked)"
+
+
+def poll_uri(exec_uri: str) -> str:
+    """The Status leaf of the entry an Exec was on (``.../<X>/Operations/Y`` -> ``.../<X>/Status``)."""
+    return exec_uri.rsplit("/Operations/", 1)[0] + "/Status"
+
+
+def outcome_from_status(kind: JobKind, status: int | None, *, entry_missing: bool) -> Outcome | None:
+    """A job's outcome from its entry's Status (None: still undecided, keep waiting).
+
+    Only failures can be read from a Status: 10 (Idle) means both "not started yet" and
+    "finished" (digest 4.1). A removal whose entry is gone has succeeded.
+    """
+    if entry_missing:
+        if kind in (JobKind.REMOVE, JobKind.REMOVE_DELIVERED):
+            return Outcome(JobState.SUCCEEDED, int(ScomoResult.SUCCESSFUL), "the entry is gone" + _POLLED)
+        return None
+    result = _ENTRY_FAILURES.get(kind, {}).get(status) if status is not None else None
+    if result is None:
+        return None
+    return Outcome(
+        JobState.FAILED,
+        int(result),
+        f"{int(result)} {ScomoResult(result).description}: Status {status}{_POLLED}",
+    )
+
+
+def outcome_from_inventory(
+    kind: JobKind,
+    params: dict[str, Any],
+    job_id: int,
+    deployed: dict[str, tuple[str, int | None, str]],
+    delivered: set[str],
+) -> Outcome | None:
+    """A job's success read from the device's fresh inventory (None: undecided).
+
+    ``deployed`` maps component ID to (version, State, PkgIDRef); ``delivered`` holds the
+    Delivered <X> names. Used only for jobs whose report is overdue.
+    """
+    done = Outcome(JobState.SUCCEEDED, int(ScomoResult.SUCCESSFUL), "the inventory shows it done" + _POLLED)
+    component = str(params.get("component_id") or "")
+    if kind in (JobKind.INSTALL, JobKind.UPDATE, JobKind.INSTALL_INACTIVE, JobKind.INSTALL_DIRECT):
+        pkg_id = str(params.get("pkg_id") or "")
+        return done if pkg_id and any(ref == pkg_id for _, _, ref in deployed.values()) else None
+    if kind is JobKind.DOWNLOAD:
+        return done if entry_name(job_id) in delivered else None
+    if kind is JobKind.REMOVE:
+        return done if component and component not in deployed else None
+    if kind in (JobKind.ACTIVATE, JobKind.DEACTIVATE):
+        wanted = 20 if kind is JobKind.ACTIVATE else 10
+        return done if component in deployed and deployed[component][1] == wanted else None
+    return None

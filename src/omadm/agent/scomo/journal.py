@@ -126,6 +126,34 @@ class Journal:
                 return job
         return None
 
+    def find_finished(self, exec_uri: str, correlator: str | None) -> Job | None:
+        """A finished job for the same Exec and Correlator (a server that never got our Status)."""
+        if not correlator:
+            return None  # without a Correlator two Execs of one node cannot be told apart
+        row = self._db.execute(
+            "SELECT id, server_id, primitive, node, exec_uri, correlator, state, data, result, attempts "
+            "FROM scomo_jobs WHERE state = ? AND exec_uri = ? AND correlator = ? ORDER BY id DESC LIMIT 1",
+            (JobState.DONE.value, exec_uri, correlator),
+        ).fetchone()
+        return None if row is None else self._job(row)
+
+    def report_again(self, job: Job) -> bool:
+        """Queue a finished job's report once more, unless it is still waiting to be delivered."""
+        report = job.data.get("report")
+        if not isinstance(report, list) or not report:
+            return False
+        for (payload,) in self._db.execute(
+            "SELECT alert FROM alerts WHERE server_id = ?", (job.server_id,)
+        ).fetchall():
+            if payload in report:
+                return False  # still queued: it goes out in this or the next session anyway
+        with self._transaction():
+            for payload in report:
+                self._db.execute(
+                    "INSERT INTO alerts (server_id, alert) VALUES (?, ?)", (job.server_id, payload)
+                )
+        return True
+
     def unfinished(self) -> list[Job]:
         rows = self._db.execute(
             "SELECT id, server_id, primitive, node, exec_uri, correlator, state, data, result, attempts "
@@ -160,6 +188,7 @@ class Journal:
     def finish(self, job: Job, result: int, alerts: list[Alert]) -> None:
         """Mark ``job`` done and queue its report(s), atomically."""
         job.state, job.result = JobState.DONE, result
+        job.data["report"] = [alert_to_json(a) for a in alerts]  # to send again if the server asks again
         with self._transaction():
             self._db.execute(
                 "UPDATE scomo_jobs SET state = ?, result = ?, data = ?, updated = CURRENT_TIMESTAMP "

@@ -131,14 +131,21 @@ class ScomoService:
         assert uri.parent is not None and uri.parent.parent is not None
         primitive = Primitive(uri.name)
         node = uri.parent.parent.path
+        # A repeated Exec (same node and Correlator: a server that lost our Status and sends
+        # the job again) is the same job: never started twice. Checked first, since a finished
+        # Remove has taken its node away.
+        if self.journal.find(path, correlator) is not None:
+            return Outcome(StatusCode.ACCEPTED_FOR_PROCESSING, target_ref=path)
+        finished = self.journal.find_finished(path, correlator)
+        if finished is not None:
+            log.info("Exec %s repeats job %s (done: %s); reported again", path, finished.id, finished.result)
+            self.journal.report_again(finished)
+            return Outcome(StatusCode.ACCEPTED_FOR_PROCESSING, target_ref=path)
         problem = self._precondition(primitive, node)
         if problem is not None:
             code, reason = problem
             log.info("Exec %s refused (%s): %s", path, code, reason)
             return Outcome(code, target_ref=path)
-        existing = self.journal.find(path, correlator)
-        if existing is not None:
-            return Outcome(StatusCode.ACCEPTED_FOR_PROCESSING, target_ref=path)  # a repeated Exec: same job
         if self.journal.busy(node):
             log.info("Exec %s refused: another operation is in progress on %s", path, node)
             return Outcome(StatusCode.COMMAND_NOT_ALLOWED, target_ref=path)
