@@ -50,6 +50,7 @@ async def test_a_device_authenticates_with_md5_after_a_challenge_and_then_withou
     assert dm_status_of_header(first[0]) == 401  # no nonce yet: challenged with one
     device = await harness.device()
     assert device.last_contact is not None and device.devinfo["./DevInfo/Man"] == "Acme"
+    assert device.devdetail["./DevDetail/FwV"] == ""  # asked once; this client has no DevDetail
     assert device.client_nonce == harness.nonce != b""
     second = await harness.run(harness.client(session_id="2"))
     assert dm_status_of_header(second[0]) == 212  # the rotated nonce was kept on both sides

@@ -87,6 +87,8 @@ PackageLocator = Callable[[AsyncSession, Job, Device], Awaitable[tuple[str | Non
 _INVENTORY_TAG = "inventory"
 _REMOVALS = (JobKind.REMOVE, JobKind.REMOVE_DELIVERED)
 _LIST_TAG = "inventory-list"
+_DEVDETAIL_TAG = "devdetail"
+_DEVDETAIL_LEAVES = ("DevTyp", "OEM", "FwV", "SwV", "HwV", "LrgObj")
 _LEAVES_TAG = "inventory-leaves"
 #: What the node-by-node inventory reads of each entry (devices without ?list=StructData).
 _INVENTORY_LEAVES = {
@@ -354,6 +356,13 @@ class DMEndpoint:
                     "dm device=%s: ?list=StructData answered %s, reading node by node", device.device_id, code
                 )
             return
+        if event.tag == _DEVDETAIL_TAG:
+            if code != 200:  # a leaf this device does not have: known as absent, not asked again
+                items = getattr(event.command, "items", ())
+                if items and items[0].target is not None:
+                    path = normalize_path(items[0].target.loc_uri)
+                    device.devdetail = {**(device.devdetail or {}), path: ""}
+            return
         if event.tag == _LIST_TAG:
             if code != 200:  # e.g. no Delivered subtree (it is optional): nothing there
                 items = getattr(event.command, "items", ())
@@ -402,6 +411,13 @@ class DMEndpoint:
         parsed = jobplan.parse_tag(event.tag)
         if parsed is not None and parsed[1] == "poll":
             await self._on_poll(db, device, parsed[0], event)
+            return
+        if event.tag == _DEVDETAIL_TAG:
+            values = dict(device.devdetail or {})
+            for item in event.results.items:
+                if item.source is not None and isinstance(item.data, str):
+                    values[normalize_path(item.source.loc_uri)] = item.data
+            device.devdetail = values
             return
         if event.tag == _LIST_TAG:
             self._on_children(record, device, event)
@@ -606,6 +622,12 @@ class DMEndpoint:
         note: dict[str, Any],
     ) -> None:
         sent = note.setdefault("sent", [])
+        if not device.devdetail and not record.context.get("devdetail_asked"):
+            # Once per device: what it is (firmware, hardware). One Get per leaf, since a
+            # missing optional leaf must not hide the others.
+            for leaf in _DEVDETAIL_LEAVES:
+                session.queue(Get("0", (Item(target=Target(f"./DevDetail/{leaf}")),)), _DEVDETAIL_TAG)
+            record.context = {**record.context, "devdetail_asked": True}
         if not record.context.get("inventory_asked"):
             session.queue(Get("0", (Item(target=Target(inventory_uri(device.scomo_root))),)), _INVENTORY_TAG)
             record.context = {**record.context, "inventory_asked": True}
@@ -645,7 +667,7 @@ class DMEndpoint:
                     await self._inventory_job_done(db, device, int(job_id))
         if record.context.get("inventory_fresh") and not record.context.get("polled"):
             await self._poll_overdue(db, record, session, device)
-        if session.pending > 1:
+        if session.pending > 1 + len(_DEVDETAIL_LEAVES):
             return  # one batch at a time: the next message carries the rest
         # Queued jobs, and jobs sent in a session that ended before their Exec was answered:
         # sent again (the Adds get 418, and the device answers a repeated Exec - same node,
