@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import logging
 import secrets
 import time
@@ -158,7 +159,7 @@ class DMEndpoint:
             message.header.msg_id,
             len(body),
             len(reply.body),
-            ",".join(note.get("events", [])) or "-",
+            _compact(note.get("events", [])),
             ",".join(note.get("sent", [])) or "-",
             (time.perf_counter() - started) * 1000,
         )
@@ -774,6 +775,15 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _compact(names: list[str]) -> str:
+    """``A,B,B,B,C`` as ``A,Bx3,C``: one short log field however many commands a message had."""
+    out: list[str] = []
+    for name, group in itertools.groupby(names):
+        count = len(list(group))
+        out.append(f"{name}x{count}" if count > 1 else name)
+    return ",".join(out) or "-"
 
 
 def _text(status: int, message: str) -> Response:
