@@ -211,7 +211,7 @@ def scomo_reports(alert: Alert) -> list[AlertReport]:
         return []
     reports = []
     for item in alert.items:
-        mtype = item.meta.type if item.meta is not None else None
+        mtype = _alert_type(item.meta.type if item.meta is not None else None)
         if mtype is not None and mtype not in SCOMO_ALERT_TYPES:
             continue
         data = item.data.decode("utf-8", "replace") if isinstance(item.data, bytes) else (item.data or "")
@@ -229,6 +229,17 @@ def scomo_reports(alert: Alert) -> list[AlertReport]:
             )
         )
     return reports
+
+
+def _alert_type(value: str | None) -> str | None:
+    """The alert type without the ``Reversed-Domain-Name:`` prefix some devices add (pitfall 23)."""
+    if value is None:
+        return None
+    value = value.strip()
+    for prefix in ("Reversed-Domain-Name:", "Content-Type:"):
+        if value[: len(prefix)].lower() == prefix.lower():
+            value = value[len(prefix) :].strip()
+    return value or None
 
 
 def outcome_of_reports(reports: list[AlertReport]) -> Outcome:
