@@ -194,3 +194,26 @@ async def test_a_rejected_device_is_refused(harness: Harness) -> None:
         device.state = DeviceState.REJECTED.value
     responses = await harness.run(harness.client())
     assert responses[0].status_code == 403 and "rejected" in responses[0].text
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/vnd.syncml+xml", "application/vnd.syncml.dm+xml; charset=UTF-8", "text/plain", ""],
+)
+async def test_the_ds_content_types_and_a_wrong_or_missing_one_are_sniffed(
+    harness: Harness, content_type: str
+) -> None:
+    client = harness.client()
+    out = client.start()
+    response = await harness.http.post(f"{BASE}/dm", content=out.body, headers={"content-type": content_type})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/vnd.syncml.dm+xml")
+
+
+async def test_a_wbxml_body_under_the_ds_type_is_answered_in_wbxml(harness: Harness) -> None:
+    out = harness.client(encoding=Encoding.WBXML).start()
+    response = await harness.http.post(
+        f"{BASE}/dm", content=out.body, headers={"content-type": "application/vnd.syncml+wbxml"}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/vnd.syncml.dm+wbxml")
