@@ -24,9 +24,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .config import ConfigError, ServerConfig, load_server_config
-from .registry import RegistryError, add_device, create_job, find_device
+from .registry import RegistryError, add_device, cancel_job, create_job, find_device
 from .store.engine import database_url, make_engine, mask_url, session_factory
-from .store.models import Device, Job, JobKind
+from .store.models import Device, DeviceEvent, InventoryEntry, Job, JobKind
 
 __all__ = ["server_app"]
 
@@ -324,3 +324,62 @@ def job_list(
     for job, dev in _with_db(ctx, work):
         result = job.result_code if job.result_code is not None else "-"
         typer.echo(f"{job.id}  {dev}  {job.kind}  {job.state}  {result}  {job.detail}")
+
+
+@job_app.command("cancel")
+def job_cancel(ctx: typer.Context, job_id: Annotated[int, typer.Argument(help="The job's id.")]) -> None:
+    """Cancel a job the device has not been sent yet."""
+
+    async def work(db: AsyncSession) -> Job:
+        job = await db.get(Job, job_id, with_for_update=True)
+        if job is None:
+            raise RegistryError(404, f"no job {job_id}")
+        return await cancel_job(db, job)
+
+    job = _with_db(ctx, work)
+    typer.echo(f"job {job.id} cancelled")
+
+
+@device_app.command("show")
+def device_show(ctx: typer.Context, device_id: Annotated[str, typer.Argument(help="The DevId.")]) -> None:
+    """One device: identity, inventory, jobs and history."""
+
+    async def work(db: AsyncSession) -> tuple[Device, list[InventoryEntry], list[Job], list[DeviceEvent]]:
+        device = await find_device(db, device_id)
+        if device is None:
+            raise RegistryError(404, f"no device {device_id}")
+        inventory = (
+            await db.execute(
+                select(InventoryEntry)
+                .where(InventoryEntry.device_pk == device.id)
+                .order_by(InventoryEntry.kind, InventoryEntry.node)
+            )
+        ).scalars()
+        jobs = (await db.execute(select(Job).where(Job.device_pk == device.id).order_by(Job.id))).scalars()
+        events = (
+            await db.execute(
+                select(DeviceEvent).where(DeviceEvent.device_pk == device.id).order_by(DeviceEvent.id)
+            )
+        ).scalars()
+        return device, list(inventory), list(jobs), list(events)
+
+    device, inventory, jobs, events = _with_db(ctx, work)
+    seen = device.last_contact.isoformat(timespec="seconds") if device.last_contact else "never"
+    typer.echo(f"device     {device.device_id} ({device.state}; last contact {seen})")
+    for key, value in sorted({**device.devinfo, **device.devdetail}.items()):
+        if value:
+            typer.echo(f"           {key} = {value}")
+    for entry in inventory:
+        state = (
+            {10: "inactive", 20: "active"} if entry.kind == "deployed" else {10: "delivered", 20: "installed"}
+        )
+        typer.echo(
+            f"{entry.kind:<10} {entry.ident}  {entry.version}  {state.get(entry.state or 0, '?')}"
+            f"  (node {entry.node})"
+        )
+    for job in jobs:
+        typer.echo(f"job        {job.id}  {job.kind}  {job.state}  {job.result_code or '-'}  {job.detail}")
+    for event in events:
+        typer.echo(
+            f"history    {event.at.isoformat(timespec='seconds')}  {event.kind}  {json.dumps(event.detail)}"
+        )
