@@ -174,7 +174,9 @@ class DMEndpoint:
         kept: _Refusal | None = None
         async with self.sessions() as db, db.begin():
             try:
-                return await self._handle(db, message, body, token, hmac_header=hmac_header, note=note)
+                # Changes are flushed once, at commit: no statement per attribute change.
+                with db.no_autoflush:
+                    return await self._handle(db, message, body, token, hmac_header=hmac_header, note=note)
             except _Refusal as refusal:
                 if not refusal.keep:
                     raise
@@ -216,10 +218,16 @@ class DMEndpoint:
         header = message.header
         record = None
         if token and header.msg_id != "1":
-            record = await db.get(DmSession, token, with_for_update=True)
+            found = await db.execute(
+                select(DmSession, Device)
+                .join(Device, Device.id == DmSession.device_pk)
+                .where(DmSession.token == token)
+                .with_for_update(of=DmSession)
+            )
+            row = found.first()
+            if row is not None:
+                record, device = row
         if record is not None:  # finished too: a repeated last message gets its reply again
-            device = await db.get(Device, record.device_pk)
-            assert device is not None  # the foreign key cascades
             try:
                 session = ServerSession.restore(self._unseal(record.snapshot))
             except LocalProtocolError as exc:
@@ -458,6 +466,13 @@ class DMEndpoint:
         self, db: AsyncSession, record: DmSession, device: Device, records: list[InventoryRecord]
     ) -> None:
         """Make the stored inventory exactly what the device reported now."""
+        digest = hashlib.sha256(repr(sorted(records, key=repr)).encode()).hexdigest()
+        now = utc_now()
+        device.inventory_updated = now
+        record.context = {**record.context, "inventory_fresh": True}
+        if digest == device.inventory_digest:
+            return  # unchanged: the usual case, and no rewrite
+        device.inventory_digest = digest
         before = await db.execute(
             select(InventoryEntry.ident, InventoryEntry.version).where(
                 InventoryEntry.device_pk == device.id, InventoryEntry.kind == InventoryKind.DEPLOYED.value
@@ -465,7 +480,6 @@ class DMEndpoint:
         )
         old_summary = {ident: version for ident, version in before.all()}
         await db.execute(delete(InventoryEntry).where(InventoryEntry.device_pk == device.id))
-        now = utc_now()
         for entry in records:
             db.add(
                 InventoryEntry(
@@ -483,8 +497,6 @@ class DMEndpoint:
                     updated=now,
                 )
             )
-        device.inventory_updated = now
-        record.context = {**record.context, "inventory_fresh": True}
         summary = {r.ident: r.version for r in records if r.kind is InventoryKind.DEPLOYED}
         if summary != old_summary:
             await record_event(db, device, "inventory", deployed=summary)
@@ -508,23 +520,13 @@ class DMEndpoint:
             await self._move(db, device, job, outcome)
 
     async def _poll_overdue(
-        self, db: AsyncSession, record: DmSession, session: ServerSession, device: Device
+        self, db: AsyncSession, record: DmSession, session: ServerSession, device: Device, overdue: list[Job]
     ) -> None:
         """Jobs accepted long ago without a report: read the inventory, else ask their Status."""
         record.context = {**record.context, "polled": True}
-        overdue_since = utc_now() - timedelta(seconds=self.config.report_grace)
-        found = await db.execute(
-            select(Job)
-            .where(
-                Job.device_pk == device.id,
-                Job.state == JobState.ACCEPTED.value,
-                Job.accepted_at <= overdue_since,
-            )
-            .with_for_update(skip_locked=True)
-        )
-        overdue = list(found.scalars())
         if not overdue:
             return
+        await db.flush()  # the inventory may have just been rewritten in this message
         rows = await db.execute(select(InventoryEntry).where(InventoryEntry.device_pk == device.id))
         entries = list(rows.scalars())
         deployed = {
@@ -666,26 +668,43 @@ class DMEndpoint:
                 await self._replace_inventory(db, record, device, [])
                 for job_id in jobs_waiting:
                     await self._inventory_job_done(db, device, int(job_id))
+        if not device.has_open_jobs:
+            return  # the common case: nothing to send, nothing to wait for, no query
+        # One query for every unfinished job of the device: what to send, what to poll.
+        found = await db.execute(
+            select(Job)
+            .where(
+                Job.device_pk == device.id,
+                Job.state.in_([JobState.QUEUED.value, JobState.SENT.value, JobState.ACCEPTED.value]),
+            )
+            .order_by(Job.id)
+            .with_for_update(skip_locked=True)
+        )
+        open_jobs = list(found.scalars())
+        if not open_jobs:
+            device.has_open_jobs = False
+            return
         if record.context.get("inventory_fresh") and not record.context.get("polled"):
-            await self._poll_overdue(db, record, session, device)
+            overdue_since = utc_now() - timedelta(seconds=self.config.report_grace)
+            overdue = [
+                j
+                for j in open_jobs
+                if j.state == JobState.ACCEPTED.value
+                and j.accepted_at is not None
+                and j.accepted_at <= overdue_since
+            ]
+            await self._poll_overdue(db, record, session, device, overdue)
         if session.pending > 1 + len(_DEVDETAIL_LEAVES):
             return  # one batch at a time: the next message carries the rest
         # Queued jobs, and jobs sent in a session that ended before their Exec was answered:
         # sent again (the Adds get 418, and the device answers a repeated Exec - same node,
         # same Correlator - without running it twice).
-        queued = await db.execute(
-            select(Job)
-            .where(
-                Job.device_pk == device.id,
-                (Job.state == JobState.QUEUED.value)
-                | ((Job.state == JobState.SENT.value) & (Job.session_token != record.token)),
-            )
-            .order_by(Job.id)
-            .with_for_update(skip_locked=True)
-        )
-        for job in queued.scalars():
-            await self._send_job(db, record, session, device, job)
-            sent.append(f"job{job.id}")
+        for job in open_jobs:
+            if job.state == JobState.QUEUED.value or (
+                job.state == JobState.SENT.value and job.session_token != record.token
+            ):
+                await self._send_job(db, record, session, device, job)
+                sent.append(f"job{job.id}")
 
     async def _send_job(
         self, db: AsyncSession, record: DmSession, session: ServerSession, device: Device, job: Job

@@ -169,6 +169,7 @@ async def create_job(
         deadline=now + timedelta(seconds=timeout) if timeout else None,
     )
     db.add(job)
+    device.has_open_jobs = True  # the DM endpoint looks for jobs only on devices with this set
     await db.flush()
     await record_event(db, device, "job-created", job=job.id, kind=kind.value)
     return job

@@ -75,12 +75,21 @@ async def test_sqlite_connections_are_durable_and_check_foreign_keys(tmp_path: P
     assert pragmas == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "busy_timeout": 10000}
 
 
-async def test_postgresql_pool_checks_connections() -> None:
+async def test_postgresql_pool_recycles_without_a_ping_per_checkout() -> None:
     engine = make_engine("postgresql://u:p@db.invalid/omadm", pool_size=3)  # connects lazily: no server
     try:
         assert engine.dialect.driver == "asyncpg"
         assert engine.pool.size() == 3  # type: ignore[attr-defined]
-        assert engine.pool._pre_ping  # type: ignore[attr-defined]
+        assert not engine.pool._pre_ping  # type: ignore[attr-defined]  # three round trips saved
+        assert engine.pool._recycle == 1800  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_has_one_connection_for_its_one_writer(tmp_path: Path) -> None:
+    engine = make_engine(database_url(None, tmp_path), pool_size=10)
+    try:
+        assert engine.pool.size() == 1  # type: ignore[attr-defined]
     finally:
         await engine.dispose()
 

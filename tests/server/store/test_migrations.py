@@ -40,9 +40,10 @@ def _differences(connection: Connection) -> list[Any]:
     return list(compare_metadata(context, Base.metadata))
 
 
-def test_head_is_the_initial_revision() -> None:
-    assert head_revision() == "0001"
+def test_head_is_the_last_revision_in_the_chain() -> None:
+    assert head_revision() == "0002"
     assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
+    assert (MIGRATIONS_DIR / "versions" / "0002_device_work_flags.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
 
 
@@ -129,17 +130,17 @@ def test_downgrade_to_base_drops_every_table(db_url: str) -> None:
 async def test_older_revision_is_refused_with_advice_to_migrate(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A database one revision behind (simulated: this omadm pretends to need 0002)."""
-    monkeypatch.setattr(migrate_module, "head_revision", lambda: "0002")
-    monkeypatch.setattr(migrate_module, "known_revisions", lambda: frozenset({"0001", "0002"}))
+    """A database one revision behind: migrated to 0002, then taken back to 0001."""
+    del monkeypatch
     engine = make_engine(db_url, pool_size=1)
     try:
+        await migrate_module.migrate_engine(engine, "0001", downgrade=True)
         with pytest.raises(SchemaError) as info:
             await check_schema(engine)
     finally:
         await engine.dispose()
     assert str(info.value) == (
-        f"database at {mask_url(db_url)} is at revision 0001, this omadm needs 0002: "
+        f"database at {mask_url(db_url)} is at revision 0001, this omadm needs {head_revision()}: "
         "run 'omadm server migrate'"
     )
 

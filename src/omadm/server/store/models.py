@@ -33,6 +33,9 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import (
+    true as sa_true,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -130,6 +133,11 @@ class Device(Base):
     created: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     last_contact: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     inventory_updated: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # SHA-256 of the last inventory the device reported: an unchanged one is not rewritten.
+    inventory_digest: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # Whether the device may have unfinished jobs (set when one is created, cleared when a
+    # session finds none): devices without work cost no job query per message.
+    has_open_jobs: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
 
 
 class DmSession(Base):
