@@ -106,6 +106,11 @@ def serve(
     # Workers are separate processes: they rebuild the configuration from the environment.
     os.environ["OMADM_SERVER_SETTINGS"] = json.dumps(_as_env(settings))
     url = database_url(settings.db or None, settings.data_dir)
+    if settings.workers > 1 and url.startswith("sqlite"):
+        logging.getLogger("omadm.server").warning(
+            "%d workers on SQLite only queue for its one writer; use PostgreSQL to scale out",
+            settings.workers,
+        )
     logging.getLogger("omadm.server").info(
         "serving on %s:%s with %s (%d worker%s)",
         settings.host,
