@@ -407,10 +407,13 @@ class ScomoService:
 
     def _remove_delivered(self, job: Job) -> None:
         node = job.node
-        pkg_id = self._value(f"{node}/PkgID")
-        self._status(f"{node}/Status", DeliveredStatus.REMOVE_PROGRESSING)
-        self._package_of(node).unlink(missing_ok=True)
-        self.tree.system_delete(node)
+        # Journaled before the node goes: a crash after the delete must still report the PkgID.
+        pkg_id = str(job.data.get("pkg_id") or self._value(f"{node}/PkgID"))
+        if self.tree.system_get(node) is not None:
+            self.journal.advance(job, job.state, pkg_id=pkg_id)
+            self._status(f"{node}/Status", DeliveredStatus.REMOVE_PROGRESSING)
+            self._package_of(node).unlink(missing_ok=True)
+            self.tree.system_delete(node)
         self._finish(job, ScomoResult.SUCCESSFUL, target=None, identifier=pkg_id)
 
     # the install itself ------------------------------------------------------------------
