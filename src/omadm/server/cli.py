@@ -24,9 +24,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .config import ConfigError, ServerConfig, load_server_config
-from .registry import RegistryError, add_device, cancel_job, create_job, find_device
+from .registry import RegistryError, add_device, cancel_job, create_job, find_device, record_event
 from .store.engine import database_url, make_engine, mask_url, session_factory
-from .store.models import Device, DeviceEvent, InventoryEntry, Job, JobKind
+from .store.models import Device, DeviceEvent, DeviceState, InventoryEntry, Job, JobKind
 
 __all__ = ["server_app"]
 
@@ -388,3 +388,38 @@ def device_show(ctx: typer.Context, device_id: Annotated[str, typer.Argument(hel
         typer.echo(
             f"history    {event.at.isoformat(timespec='seconds')}  {event.kind}  {json.dumps(event.detail)}"
         )
+
+
+@device_app.command("accept")
+def device_accept(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="A pending (or rejected) device's DevId.")],
+    username: Annotated[
+        str | None, typer.Option(help="The credentials it will present (CLCRED name).")
+    ] = None,
+    password: Annotated[str | None, typer.Option(help="Its password.")] = None,
+    reject: Annotated[bool, typer.Option("--reject", help="Refuse the device instead.")] = False,
+) -> None:
+    """Accept a device held as pending (giving it credentials), or reject it."""
+    from .registry import AUTH_TYPES  # noqa: PLC0415
+
+    async def work(db: AsyncSession) -> Device:
+        device = await find_device(db, device_id)
+        if device is None:
+            raise RegistryError(404, f"no device {device_id}")
+        if reject:
+            device.state = DeviceState.REJECTED.value
+        else:
+            if username is not None and password is not None:
+                device.username, device.password = username, password
+                device.auth_type = device.auth_type or AUTH_TYPES["md5"].value
+            if not device.username:
+                raise RegistryError(
+                    422, f"device {device_id} has no credentials yet: give --username and --password"
+                )
+            device.state = DeviceState.ACCEPTED.value
+        await record_event(db, device, "admission", state=device.state)
+        return device
+
+    device = _with_db(ctx, work)
+    typer.echo(f"device {device.device_id} {device.state}")
