@@ -217,3 +217,17 @@ async def test_a_wbxml_body_under_the_ds_type_is_answered_in_wbxml(harness: Harn
     )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/vnd.syncml.dm+wbxml")
+
+
+async def test_a_chunked_request_body_is_read_whole(harness: Harness) -> None:
+    out = harness.client().start()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(out.body), 100):
+            yield out.body[i : i + 100]
+
+    response = await harness.http.post(
+        f"{BASE}/dm", content=chunks(), headers={"content-type": out.content_type}
+    )
+    assert response.status_code == 200
+    assert dm_status_of_header(response) == 401  # read and understood: the usual first challenge
