@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .api import API_PREFIX, api_router, install_problem_handlers
 from .artifacts.routes import artifact_routes
 from .artifacts.service import get_artifact
 from .artifacts.storage import ArtifactStorage, LocalArtifactStorage
@@ -98,6 +99,8 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
             sessions, storage, secret, on_install_notify=install_notified, public_url=config.base_url
         )
     )
+    app.include_router(api_router, prefix=API_PREFIX)
+    install_problem_handlers(app)
     app.state.config = config
     app.state.engine = engine
     app.state.sessions = sessions

@@ -423,3 +423,53 @@ def device_accept(
 
     device = _with_db(ctx, work)
     typer.echo(f"device {device.device_id} {device.state}")
+
+
+token_app = typer.Typer(
+    help="REST API tokens (roles: viewer, operator, admin).", no_args_is_help=True, rich_markup_mode=None
+)
+server_app.add_typer(token_app, name="token")
+
+
+@token_app.command("add")
+def token_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Who uses it: the name the audit log shows.")],
+    role: Annotated[str, typer.Option(help="viewer (reads), operator (changes), admin (all).")] = "viewer",
+) -> None:
+    """Create an API token; prints it once (only its hash is kept)."""
+    from .api.auth import audit, create_token  # noqa: PLC0415
+
+    async def work(db: AsyncSession) -> str:
+        row, token = await create_token(db, name, role)
+        audit(db, "shell", "token.add", f"token {row.name}", role=row.role)
+        return token
+
+    token = _with_db(ctx, work)
+    typer.echo(token)
+    typer.echo(f"token {name!r} ({role}) created; it is shown only now", err=True)
+
+
+@token_app.command("list")
+def token_list(ctx: typer.Context) -> None:
+    """The API tokens: name, role, last use (never the tokens)."""
+    from .api.auth import list_tokens  # noqa: PLC0415
+
+    for row in _with_db(ctx, list_tokens):
+        used = row.last_used.isoformat(timespec="seconds") if row.last_used else "never"
+        typer.echo(
+            f"{row.name}  {row.role}  created {row.created.isoformat(timespec='seconds')}  used {used}"
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
+    """Revoke an API token at once."""
+    from .api.auth import audit, revoke_token  # noqa: PLC0415
+
+    async def work(db: AsyncSession) -> None:
+        row = await revoke_token(db, name)
+        audit(db, "shell", "token.revoke", f"token {row.name}", role=row.role)
+
+    _with_db(ctx, work)
+    typer.echo(f"token {name!r} revoked")

@@ -467,11 +467,11 @@ class DMEndpoint:
     ) -> None:
         """Make the stored inventory exactly what the device reported now."""
         digest = hashlib.sha256(repr(sorted(records, key=repr)).encode()).hexdigest()
-        now = utc_now()
-        device.inventory_updated = now
         record.context = {**record.context, "inventory_fresh": True}
         if digest == device.inventory_digest:
-            return  # unchanged: the usual case, and no rewrite
+            return  # unchanged: the usual case, and no write at all
+        now = utc_now()
+        device.inventory_updated = now  # when it last changed (last_contact says when it was read)
         device.inventory_digest = digest
         before = await db.execute(
             select(InventoryEntry.ident, InventoryEntry.version).where(

@@ -28,7 +28,16 @@ from omadm.server.store.models import Base
 
 pytestmark = pytest.mark.anyio
 
-TABLES = {"devices", "dm_sessions", "inventory", "jobs", "artifacts", "device_events"}
+TABLES = {
+    "devices",
+    "dm_sessions",
+    "inventory",
+    "jobs",
+    "artifacts",
+    "device_events",
+    "api_tokens",
+    "audit_log",
+}
 
 
 def _tables(connection: Connection) -> set[str]:
@@ -41,9 +50,10 @@ def _differences(connection: Connection) -> list[Any]:
 
 
 def test_head_is_the_last_revision_in_the_chain() -> None:
-    assert head_revision() == "0002"
+    assert head_revision() == "0003"
     assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0002_device_work_flags.py").is_file()
+    assert (MIGRATIONS_DIR / "versions" / "0003_api_tokens_audit.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
 
 
@@ -130,7 +140,7 @@ def test_downgrade_to_base_drops_every_table(db_url: str) -> None:
 async def test_older_revision_is_refused_with_advice_to_migrate(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A database one revision behind: migrated to 0002, then taken back to 0001."""
+    """A database behind: migrated to head, then taken back to 0001."""
     del monkeypatch
     engine = make_engine(db_url, pool_size=1)
     try:

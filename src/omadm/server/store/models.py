@@ -40,7 +40,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "ApiRole",
+    "ApiToken",
     "Artifact",
+    "AuditEntry",
     "Base",
     "Device",
     "DeviceEvent",
@@ -280,3 +283,43 @@ class DeviceEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     __table_args__ = (Index("ix_device_events_device_at", "device_pk", "at"),)
+
+
+class ApiRole(StrEnum):
+    """What a REST API token may do: viewers read, operators change the fleet, admins everything."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return ("viewer", "operator", "admin").index(self.value)
+
+
+class ApiToken(Base):
+    """A bearer token of the REST API (issue 6): only its SHA-256 is kept, never the token."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)  # who, in the audit log
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the token
+    created: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    last_used: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AuditEntry(Base):
+    """One change made through the REST API (or the shell): who, what, on what, when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    actor: Mapped[str] = mapped_column(String(100))  # the token's name
+    action: Mapped[str] = mapped_column(String(64))  # "device.add", "job.cancel", ...
+    target: Mapped[str] = mapped_column(String(255), default="")  # "IMEI:...", "job 3", ...
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (Index("ix_audit_log_at", "at"),)

@@ -1,0 +1,158 @@
+"""``/api/v1/packages``: upload (verified like a device would), list, show, delete when unused.
+
+An upload is the raw package as the request body (``Content-Type: application/octet-stream``,
+the file name in ``?filename=``), streamed to a spool file while it is hashed, never held in
+memory; ``curl --data-binary @hello-1.0.0.omp`` does it. Uploading the same bytes again
+answers 200 with the existing package (201 when it is new). A package that an unfinished job
+still names cannot be deleted (409, naming the jobs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..artifacts.service import add_artifact, delete_artifact, get_artifact, list_artifacts
+from ..artifacts.storage import ArtifactStorage, LocalArtifactStorage
+from ..store.models import Artifact, Job, JobState, utc_now
+from .auth import Db, Operator, Viewer, audit
+from .problems import Problem
+from .schemas import PackageOut, Page, Paging
+
+__all__ = ["artifact_references", "router"]
+
+router = APIRouter(prefix="/packages", tags=["packages"])
+
+_UNFINISHED = [s.value for s in JobState if not s.final]
+_RAW_TYPES = ("application/octet-stream", "application/vnd.omadm.package")
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in _RAW_TYPES},
+    }
+}
+
+
+async def artifact_references(db: AsyncSession, artifact: Artifact) -> Sequence[str]:
+    """What still needs the artifact: unfinished jobs that name it ("job 17")."""
+    query = (
+        select(Job.id)
+        .where(Job.state.in_(_UNFINISHED), Job.params["artifact_id"].as_integer() == artifact.id)
+        .order_by(Job.id)
+    )
+    return [f"job {job_id}" for job_id in (await db.scalars(query)).all()]
+
+
+def _storage(request: Request) -> ArtifactStorage:
+    storage: ArtifactStorage = request.app.state.storage
+    return storage
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=PackageOut,
+    summary="Upload a package (raw body)",
+    openapi_extra=_UPLOAD_BODY,
+    responses={200: {"model": PackageOut, "description": "These bytes were uploaded before."}},
+)
+async def upload_package(
+    request: Request,
+    response: Response,
+    db: Db,
+    actor: Operator,
+    filename: Annotated[str, Query(min_length=1, max_length=255, description="The file's name.")] = (
+        "package.omp"
+    ),
+) -> PackageOut:
+    content_type = request.headers.get("content-type", "application/octet-stream").split(";")[0].strip()
+    if content_type.lower() not in _RAW_TYPES:
+        raise Problem(
+            415,
+            f"send the package itself as the body (Content-Type: application/octet-stream, "
+            f"?filename=NAME), not {content_type}",
+        )
+    storage = _storage(request)
+    spool = storage.root / "tmp" if isinstance(storage, LocalArtifactStorage) else None
+    if spool is not None:
+        spool.mkdir(parents=True, exist_ok=True)
+    started = utc_now()
+    artifact = await add_artifact(db, storage, filename, request.stream(), spool_dir=spool)
+    if artifact.created >= started:  # new: a change worth recording (add_artifact committed it)
+        audit(
+            db,
+            actor,
+            "package.add",
+            f"package {artifact.id}",
+            filename=artifact.filename,
+            package_id=artifact.package_id,
+            version=artifact.version,
+            sha256=artifact.sha256,
+            size=artifact.size,
+        )
+        await db.commit()
+    else:
+        response.status_code = 200
+    return PackageOut.model_validate(artifact)
+
+
+@router.get("", response_model=Page[PackageOut], summary="List packages, newest first")
+async def list_packages(
+    db: Db,
+    actor: Viewer,
+    paging: Annotated[Paging, Depends()],
+    package_id: Annotated[str | None, Query(description="Only this package's uploads.")] = None,
+    version: Annotated[str | None, Query()] = None,
+) -> Page[PackageOut]:
+    conditions = []
+    if package_id is not None:
+        conditions.append(Artifact.package_id == package_id)
+    if version is not None:
+        conditions.append(Artifact.version == version)
+    async with db.begin():
+        total = await db.scalar(select(func.count()).select_from(Artifact).where(*conditions)) or 0
+        items = await list_artifacts(
+            db, package_id=package_id, version=version, limit=paging.limit, offset=paging.offset
+        )
+    return Page(
+        items=[PackageOut.model_validate(a) for a in items],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+    )
+
+
+@router.get("/{package_id}", response_model=PackageOut, summary="One package")
+async def show_package(package_id: int, db: Db, actor: Viewer) -> PackageOut:
+    async with db.begin():
+        return PackageOut.model_validate(await get_artifact(db, package_id))
+
+
+@router.delete("/{package_id}", status_code=204, summary="Delete a package no unfinished job uses")
+async def remove_package(package_id: int, request: Request, db: Db, actor: Operator) -> Response:
+    # Locked: a job being created for it (which holds a share lock) finishes first, and the
+    # reference check below then sees it; a job created after waits, then finds no artifact.
+    artifact = await db.get(Artifact, package_id, with_for_update=True)
+    if artifact is None:
+        raise Problem(404, f"no artifact {package_id}")
+    # Recorded in the transaction delete_artifact commits: both happen, or neither.
+    audit(
+        db,
+        actor,
+        "package.delete",
+        f"package {artifact.id}",
+        filename=artifact.filename,
+        package_id=artifact.package_id,
+        version=artifact.version,
+        sha256=artifact.sha256,
+    )
+    try:
+        await delete_artifact(db, _storage(request), package_id, references=artifact_references)
+    except BaseException:
+        await db.rollback()
+        raise
+    return Response(status_code=204)

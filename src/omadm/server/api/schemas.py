@@ -1,0 +1,201 @@
+"""The REST API's request and response bodies (pydantic), and paging.
+
+Responses never carry secrets: a device's passwords are write-only (``has_server_password``
+says whether one is set), a token is shown once when it is created.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from ..store.models import ApiRole, JobKind
+
+T = TypeVar("T")
+
+MAX_LIMIT = 500
+
+TagKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^=]+$")]
+TagValue = Annotated[str, StringConstraints(max_length=255)]
+Tags = dict[TagKey, TagValue]
+
+
+class Paging:
+    """``limit`` (1-500, default 100) and ``offset`` query parameters."""
+
+    def __init__(
+        self,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="At most this many items.")] = 100,
+        offset: Annotated[int, Query(ge=0, description="Skip this many items.")] = 0,
+    ) -> None:
+        self.limit = limit
+        self.offset = offset
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: ``items``, how many match in all (``total``), and the paging asked."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class ProblemOut(BaseModel):
+    """An error (RFC 9457, sent as ``application/problem+json``)."""
+
+    type: str = Field(default="about:blank")
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, str]] | None = Field(
+        default=None, description="422 for a bad request: each field in error (location) and why."
+    )
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# ------------------------------------------------------------------ devices
+
+
+class DeviceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str = Field(min_length=1, max_length=255, examples=["IMEI:490154203237518"])
+    username: str = Field(max_length=255, description="What the device presents (CLCRED name).")
+    password: str = Field(max_length=255)
+    auth: str = Field(default="md5", description="md5, hmac or basic.")
+    server_password: str = Field(default="", max_length=255, description="SRVCRED: proves this server.")
+    notify_address: str = Field(default="", max_length=255, description="udp://host:port or http(s)://...")
+    tags: Tags = Field(default_factory=dict)
+
+
+class DeviceAccept(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str | None = Field(default=None, max_length=255)
+    password: str | None = Field(default=None, max_length=255)
+    auth: str | None = Field(default=None, description="md5, hmac or basic (when giving credentials).")
+
+
+class DeviceOut(_Out):
+    device_id: str
+    state: str
+    auth: str
+    username: str
+    has_server_password: bool
+    notify_address: str
+    tags: dict[str, Any]
+    devinfo: dict[str, Any]
+    devdetail: dict[str, Any]
+    scomo_root: str
+    created: datetime
+    last_contact: datetime | None
+    inventory_updated: datetime | None
+
+
+class InventoryOut(_Out):
+    kind: str
+    node: str
+    ident: str
+    name: str
+    version: str
+    state: int | None
+    status: int | None
+    env_type: str
+    pkg_id_ref: str
+    description: str
+    updated: datetime
+
+
+class EventOut(_Out):
+    id: int
+    at: datetime
+    kind: str
+    detail: dict[str, Any]
+
+
+# ------------------------------------------------------------------ packages
+
+
+class PackageOut(_Out):
+    id: int
+    filename: str
+    size: int
+    sha256: str
+    content_type: str
+    package_id: str
+    version: str
+    manifest: dict[str, Any]
+    created: datetime
+
+
+# ------------------------------------------------------------------ jobs
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str = Field(min_length=1, max_length=255)
+    kind: JobKind
+    artifact_id: int | None = Field(default=None, description="An uploaded package (package kinds).")
+    url: str | None = Field(default=None, max_length=2048, description="A package hosted elsewhere.")
+    component_id: str | None = Field(default=None, max_length=255, description="remove, activate, ...")
+    node: str | None = Field(default=None, max_length=255, description="Delivered/<X> (the Delivered kinds).")
+    descriptor: bool = Field(default=False, description="Deliver through an OMA download descriptor.")
+    timeout: float | None = Field(default=None, gt=0, description="Seconds before the job times out.")
+
+
+class JobOut(_Out):
+    id: int
+    device_id: str
+    kind: str
+    state: str
+    params: dict[str, Any]
+    correlator: str
+    result_code: int | None
+    detail: str
+    campaign_id: int | None
+    attempts: int
+    created: datetime
+    updated: datetime
+    sent_at: datetime | None
+    accepted_at: datetime | None
+    finished_at: datetime | None
+    deadline: datetime | None
+
+
+# ------------------------------------------------------------------ tokens, audit
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    role: ApiRole
+
+
+class TokenOut(_Out):
+    id: int
+    name: str
+    role: str
+    created: datetime
+    last_used: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The bearer token: shown this once, only its hash is kept.")
+
+
+class AuditOut(_Out):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
