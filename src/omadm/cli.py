@@ -22,6 +22,7 @@ import typer
 
 from . import __version__
 from .agent.cli import agent_app
+from .ctl import ctl_app
 from .mo import registry as mo_registry
 from .package.cli import package_app
 from .protocol import summary
@@ -203,6 +204,7 @@ app.add_typer(mo_app, name="mo")
 app.add_typer(agent_app, name="agent")
 app.add_typer(package_app, name="package")
 app.add_typer(server_app, name="server")
+app.add_typer(ctl_app, name="ctl")
 
 
 @mo_app.command("list")

@@ -1,0 +1,353 @@
+"""``omadm ctl``: the operator's command line over the server's REST API (``/api/v1``).
+
+Glue only: every command is one or two HTTP requests; the server decides and explains. The
+server and the token come from ``--url``/``--token``, else ``OMADM_URL``/``OMADM_TOKEN``, else
+the ``[ctl]`` table of ``OMADM_CTL_CONFIG`` (default ``~/.config/omadm/ctl.toml``), else
+``http://127.0.0.1:8700`` and no token. Read commands print tables, or the server's JSON
+with ``--json``. Exit codes: 0 done; 1 the server refused (its problem document's detail is
+printed); 2 usage; 4 the server could not be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["ctl_app"]
+
+EXIT_REFUSED = 1
+EXIT_UNREACHABLE = 4
+DEFAULT_URL = "http://127.0.0.1:8700"
+
+ctl_app = typer.Typer(
+    help="Manage devices, packages and jobs through the server's REST API.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+devices_app = typer.Typer(help="Devices: register, list, show, accept, tag.", no_args_is_help=True)
+packages_app = typer.Typer(help="Packages: upload, list, show.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Jobs: create, list, show, cancel.", no_args_is_help=True)
+ctl_app.add_typer(devices_app, name="devices")
+ctl_app.add_typer(packages_app, name="packages")
+ctl_app.add_typer(jobs_app, name="jobs")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the server's JSON.")]
+
+
+@dataclass(frozen=True)
+class Settings:
+    url: str
+    token: str
+
+
+@ctl_app.callback()
+def settings(
+    ctx: typer.Context,
+    url: Annotated[str | None, typer.Option(help=f"The server [{DEFAULT_URL}].", envvar="OMADM_URL")] = None,
+    token: Annotated[str | None, typer.Option(help="An API token.", envvar="OMADM_TOKEN")] = None,
+) -> None:
+    """Where the server is and who we are."""
+    file = _config_file()
+    ctx.obj = Settings(
+        (url or file.get("url") or DEFAULT_URL).rstrip("/"),
+        token or file.get("token") or "",
+    )
+
+
+def _config_file() -> dict[str, str]:
+    path = Path(os.environ.get("OMADM_CTL_CONFIG") or Path.home() / ".config" / "omadm" / "ctl.toml")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        _fail(2, f"cannot read {path}: {exc}")
+    section = data.get("ctl", {})
+    return {k: str(v) for k, v in section.items()} if isinstance(section, dict) else {}
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _client(ctx: typer.Context) -> Iterator[httpx.Client]:
+    settings: Settings = ctx.obj
+    headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
+    with httpx.Client(base_url=f"{settings.url}/api/v1", headers=headers, timeout=60) as client:
+        yield client
+
+
+def _call(ctx: typer.Context, method: str, path: str, **kw: Any) -> Any:
+    """One request; a refusal or an unreachable server ends the command with its reason."""
+    try:
+        with _client(ctx) as client:
+            response = client.request(method, path, **kw)
+    except httpx.TransportError as exc:
+        _fail(EXIT_UNREACHABLE, f"cannot reach {ctx.obj.url}: {exc}")
+    if response.status_code >= 400:
+        try:
+            problem = response.json()
+            detail = problem.get("detail") or problem.get("title")
+            errors = problem.get("errors") or []
+            detail += "".join(f"\n  {e.get('field', '')}: {e.get('message', e)}" for e in errors)
+        except (ValueError, AttributeError, TypeError):
+            detail = response.text.strip() or response.reason_phrase
+        _fail(EXIT_REFUSED, f"{response.status_code}: {detail}")
+    return None if response.status_code == 204 or not response.content else response.json()
+
+
+def _print(data: Any, as_json: bool, columns: list[str], title: str | None = None) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    rows = data["items"] if isinstance(data, dict) and "items" in data else data
+    rows = rows if isinstance(rows, list) else [rows]
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[_cell(row.get(c)) for c in columns])
+    Console(highlight=False).print(table)
+    if isinstance(data, dict) and "total" in data and data["total"] > len(rows):
+        typer.echo(f"{len(rows)} of {data['total']} (use --offset/--limit for more)")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def _tags(values: list[str]) -> dict[str, str]:
+    tags = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            _fail(2, f"a tag is key=value, not {value!r}")
+        tags[key] = val
+    return tags
+
+
+# -- devices -----------------------------------------------------------------------------
+
+
+@devices_app.command("add")
+def devices_add(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="The DevId, e.g. IMEI:490154203237518.")],
+    username: Annotated[str, typer.Option(help="What the device presents (CLCRED name).")],
+    password: Annotated[str, typer.Option(help="Its password.")],
+    auth: Annotated[str, typer.Option(help="md5, hmac or basic.")] = "md5",
+    server_password: Annotated[str, typer.Option(help="SRVCRED: proves the server to the device.")] = "",
+    notify: Annotated[str, typer.Option(help="Package #0 address: udp://h:p or http://h:p/.")] = "",
+    tag: Annotated[list[str] | None, typer.Option(help="key=value (repeatable).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Pre-register a device with the credentials it will present."""
+    body = {
+        "device_id": device_id,
+        "username": username,
+        "password": password,
+        "auth": auth,
+        "server_password": server_password,
+        "notify_address": notify,
+        "tags": _tags(tag or []),
+    }
+    device = _call(ctx, "POST", "/devices", json=body)
+    _print(device, as_json, ["device_id", "state", "auth", "username", "tags"])
+
+
+@devices_app.command("list")
+def devices_list(
+    ctx: typer.Context,
+    state: Annotated[str | None, typer.Option(help="pending, accepted or rejected.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="key=value (repeatable: all must match).")] = None,
+    q: Annotated[str | None, typer.Option("--q", help="Part of the DevId.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    offset: Annotated[int, typer.Option(help="Skip this many.")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Devices, with filters."""
+    params: dict[str, Any] = {"limit": limit, "offset": offset, "tag": tag or []}
+    if state:
+        params["state"] = state
+    if q:
+        params["q"] = q
+    page = _call(ctx, "GET", "/devices", params=params)
+    _print(page, as_json, ["device_id", "state", "last_contact", "tags"])
+
+
+@devices_app.command("show")
+def devices_show(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="The DevId.")],
+    as_json: JsonOption = False,
+) -> None:
+    """One device: identity, inventory and recent history."""
+    device = _call(ctx, "GET", f"/devices/{device_id}")
+    inventory = _call(ctx, "GET", f"/devices/{device_id}/inventory")
+    history = _call(ctx, "GET", f"/devices/{device_id}/history", params={"limit": 20})
+    if as_json:
+        typer.echo(json.dumps({"device": device, "inventory": inventory, "history": history}, indent=2))
+        return
+    _print(device, False, ["device_id", "state", "last_contact", "tags"])
+    _print(inventory, False, ["kind", "ident", "version", "state", "status", "pkg_id_ref"], title="inventory")
+    _print(history, False, ["at", "kind", "detail"], title="history (newest first)")
+
+
+@devices_app.command("accept")
+def devices_accept(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="A pending device's DevId.")],
+    username: Annotated[str | None, typer.Option(help="Credentials to give it.")] = None,
+    password: Annotated[str | None, typer.Option(help="Its password.")] = None,
+    reject: Annotated[bool, typer.Option("--reject", help="Reject it instead.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Accept a pending device (or --reject it)."""
+    if reject:
+        device = _call(ctx, "POST", f"/devices/{device_id}/reject")
+    else:
+        body = {k: v for k, v in (("username", username), ("password", password)) if v is not None}
+        device = _call(ctx, "POST", f"/devices/{device_id}/accept", json=body)
+    _print(device, as_json, ["device_id", "state"])
+
+
+@devices_app.command("tag")
+def devices_tag(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="The DevId.")],
+    tags: Annotated[list[str], typer.Argument(help="key=value to set, or key= to remove.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Set or remove tags (the others stay)."""
+    changes = _tags(tags)  # a bad argument is a usage error before any request
+    current = dict(_call(ctx, "GET", f"/devices/{device_id}")["tags"])
+    for key, value in changes.items():
+        if value:
+            current[key] = value
+        else:
+            current.pop(key, None)
+    device = _call(ctx, "PUT", f"/devices/{device_id}/tags", json=current)
+    _print(device, as_json, ["device_id", "tags"])
+
+
+# -- packages ----------------------------------------------------------------------------
+
+
+@packages_app.command("upload")
+def packages_upload(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="An omadm package (.omp).", exists=True, dir_okay=False)],
+    as_json: JsonOption = False,
+) -> None:
+    """Upload a package; the server verifies it and prints its id."""
+    with path.open("rb") as body:
+        package = _call(
+            ctx,
+            "POST",
+            "/packages",
+            params={"filename": path.name},
+            content=body.read(),
+            headers={"content-type": "application/octet-stream"},
+        )
+    _print(package, as_json, ["id", "filename", "package_id", "version", "size", "sha256"])
+
+
+@packages_app.command("list")
+def packages_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Uploaded packages, newest first."""
+    _print(_call(ctx, "GET", "/packages"), as_json, ["id", "filename", "package_id", "version", "size"])
+
+
+@packages_app.command("show")
+def packages_show(
+    ctx: typer.Context,
+    package_id: Annotated[int, typer.Argument(help="The package's id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """One package and its manifest."""
+    package = _call(ctx, "GET", f"/packages/{package_id}")
+    _print(package, as_json, ["id", "filename", "package_id", "version", "size", "sha256", "manifest"])
+
+
+# -- jobs --------------------------------------------------------------------------------
+
+_JOB_COLUMNS = ["id", "device_id", "kind", "state", "result_code", "detail"]
+
+
+@jobs_app.command("create")
+def jobs_create(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="The device's DevId.")],
+    kind: Annotated[str, typer.Argument(help="install, install-inactive, download, install-direct, ...")],
+    package: Annotated[int | None, typer.Option(help="An uploaded package's id.")] = None,
+    url: Annotated[str | None, typer.Option(help="A package hosted elsewhere.")] = None,
+    component: Annotated[str | None, typer.Option(help="A component ID (remove, activate, ...).")] = None,
+    node: Annotated[str | None, typer.Option(help="A Delivered/<X> name.")] = None,
+    descriptor: Annotated[
+        bool, typer.Option("--descriptor", help="Deliver through a DLOTA descriptor.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Queue one SCOMO operation for one device."""
+    body: dict[str, Any] = {"device_id": device_id, "kind": kind, "descriptor": descriptor}
+    for key, value in (("artifact_id", package), ("url", url), ("component_id", component), ("node", node)):
+        if value is not None:
+            body[key] = value
+    _print(_call(ctx, "POST", "/jobs", json=body), as_json, _JOB_COLUMNS)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    ctx: typer.Context,
+    device: Annotated[str | None, typer.Option(help="Only this device's.")] = None,
+    state: Annotated[str | None, typer.Option(help="queued, sent, accepted, succeeded, failed, ...")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """Jobs, newest first."""
+    params = {k: v for k, v in (("device", device), ("state", state), ("kind", kind)) if v}
+    _print(_call(ctx, "GET", "/jobs", params={**params, "limit": limit}), as_json, _JOB_COLUMNS)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    ctx: typer.Context,
+    job_id: Annotated[int, typer.Argument(help="The job's id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """One job."""
+    _print(_call(ctx, "GET", f"/jobs/{job_id}"), as_json, [*_JOB_COLUMNS, "correlator", "attempts"])
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    ctx: typer.Context,
+    job_id: Annotated[int, typer.Argument(help="The job's id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel a job the device has not been sent yet."""
+    _print(_call(ctx, "POST", f"/jobs/{job_id}/cancel"), as_json, _JOB_COLUMNS)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(ctl_app())
