@@ -1,7 +1,7 @@
 """The server's background sweeper: wake devices, end overdue jobs, forget idle DM sessions.
 
 Every worker runs :func:`run_sweeper` (started by the app's lifespan) and calls
-:func:`sweep` every ``config.sweep_interval`` seconds. One sweep takes three steps, each in
+:func:`sweep` every ``config.sweep_interval`` seconds. One sweep takes four steps, each in
 its own short transaction, each selecting the rows it changes with
 ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite has one writer and ignores it), so workers
 sweeping at the same moment share the work instead of doing it twice, and a row a DM
@@ -17,6 +17,11 @@ message holds right now is left for the next sweep:
    (:func:`omadm.server.notify.notify_due`, rate-limited per device). This is how a newly
    created job reaches a device at once: job creation does no network I/O, the next sweep
    (within ``sweep_interval``) notifies.
+4. **Campaigns** (run before the notifications, so a released wave's devices are woken in
+   the same sweep). Every running campaign, and every other one with jobs still out, is
+   advanced (:func:`omadm.server.campaigns.advance`), each in its own short transaction
+   holding its row with ``SKIP LOCKED`` (a campaign an operator is changing right now waits
+   for the next sweep).
 
 A failing step is logged with its cause and does not stop the others or the next sweep.
 """
@@ -31,9 +36,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from .campaigns import advance, due_campaigns
 from .config import ServerConfig
 from .notify import notify_due
-from .store.models import DeviceEvent, DmSession, Job, JobState, utc_now
+from .store.models import Campaign, DeviceEvent, DmSession, Job, JobState, utc_now
 
 __all__ = ["SweepReport", "run_sweeper", "sweep"]
 
@@ -59,15 +65,17 @@ class SweepReport:
     notified: int = 0  # Package #0 sent
     notify_failed: int = 0  # Package #0 that could not be sent (see the log and device events)
     failed_steps: tuple[str, ...] = ()  # steps that raised (logged with the cause)
+    campaigns: int = 0  # campaigns advanced
 
     def __bool__(self) -> bool:
-        counts = (self.timed_out, self.sessions_deleted, self.notified, self.notify_failed)
+        counts = (self.timed_out, self.sessions_deleted, self.notified, self.notify_failed, self.campaigns)
         return any(counts) or bool(self.failed_steps)
 
     def line(self) -> str:
         text = (
             f"sweep: {self.timed_out} jobs timed out, {self.sessions_deleted} idle sessions deleted, "
-            f"{self.notified} devices notified, {self.notify_failed} notifications failed"
+            f"{self.notified} devices notified, {self.notify_failed} notifications failed, "
+            f"{self.campaigns} campaigns advanced"
         )
         return text + (f" (failed: {', '.join(self.failed_steps)})" if self.failed_steps else "")
 
@@ -75,10 +83,10 @@ class SweepReport:
 async def sweep(
     sessions: async_sessionmaker[AsyncSession], config: ServerConfig, now: datetime | None = None
 ) -> SweepReport:
-    """One pass of the three steps (see the module docstring); never raises for a step's failure."""
+    """One pass of the four steps (see the module docstring); never raises for a step's failure."""
     now = now or utc_now()
     failed: list[str] = []
-    timed_out = sessions_deleted = notified = notify_failed = 0
+    timed_out = sessions_deleted = notified = notify_failed = campaigns = 0
     try:
         timed_out = await time_out_jobs(sessions, now)
     except Exception:
@@ -91,13 +99,20 @@ async def sweep(
         log.exception("sweep: deleting idle DM sessions failed")
         failed.append("sessions")
     try:
+        campaigns, campaigns_failed = await advance_campaigns(sessions, now)
+        if campaigns_failed:
+            failed.append("campaigns")
+    except Exception:
+        log.exception("sweep: advancing campaigns failed")
+        failed.append("campaigns")
+    try:
         results = await notify_due(sessions, config, now)
         notified = sum(1 for r in results if r.sent)
         notify_failed = len(results) - notified
     except Exception:
         log.exception("sweep: notifying devices failed")
         failed.append("notify")
-    return SweepReport(timed_out, sessions_deleted, notified, notify_failed, tuple(failed))
+    return SweepReport(timed_out, sessions_deleted, notified, notify_failed, tuple(failed), campaigns)
 
 
 async def time_out_jobs(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
@@ -149,6 +164,36 @@ async def delete_idle_sessions(sessions: async_sessionmaker[AsyncSession], befor
     if tokens:
         log.info("deleted %d idle DM sessions", len(tokens))
     return len(tokens)
+
+
+async def advance_campaigns(sessions: async_sessionmaker[AsyncSession], now: datetime) -> tuple[int, int]:
+    """Advance every due campaign, one transaction each; returns (advanced, failed)."""
+    async with sessions() as db, db.begin():
+        ids = list(
+            (
+                await db.scalars(
+                    select(Campaign.id).where(due_campaigns()).order_by(Campaign.id).limit(BATCH)
+                )
+            ).all()
+        )
+    advanced = failed = 0
+    for campaign_id in ids:
+        try:
+            async with sessions() as db, db.begin():
+                query = (
+                    select(Campaign)
+                    .where(Campaign.id == campaign_id, due_campaigns())
+                    .with_for_update(skip_locked=True)
+                )
+                campaign = (await db.scalars(query)).first()
+                if campaign is None:  # another worker holds it, or it changed meanwhile
+                    continue
+                await advance(db, campaign, now)
+            advanced += 1
+        except Exception:
+            log.exception("sweep: advancing campaign %s failed", campaign_id)
+            failed += 1
+    return advanced, failed
 
 
 async def run_sweeper(sessions: async_sessionmaker[AsyncSession], config: ServerConfig) -> None:

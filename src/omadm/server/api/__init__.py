@@ -1,15 +1,15 @@
 """The REST management API (issue 6), mounted under ``/api/v1``; OpenAPI at ``/api/openapi.json``.
 
-``api_router`` holds the routers: devices, packages, jobs, the audit log and tokens. Every
-route needs a bearer token (:mod:`.auth`); every error is a problem document (:mod:`.problems`,
-installed on the app by :func:`install_problem_handlers`).
+``api_router`` holds the routers: devices, packages, jobs, campaigns, the audit log and
+tokens. Every route needs a bearer token (:mod:`.auth`); every error is a problem document
+(:mod:`.problems`, installed on the app by :func:`install_problem_handlers`).
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import audit, devices, jobs, packages
+from . import audit, campaigns, devices, jobs, packages
 from .problems import install_problem_handlers
 from .schemas import ProblemOut
 
@@ -29,5 +29,6 @@ api_router = APIRouter(
 api_router.include_router(devices.router)
 api_router.include_router(packages.router)
 api_router.include_router(jobs.router)
+api_router.include_router(campaigns.router)
 api_router.include_router(audit.router)
 api_router.include_router(audit.tokens_router)

@@ -7,7 +7,7 @@ says whether one is set), a token is shown once when it is created.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -199,3 +199,101 @@ class AuditOut(_Out):
     action: str
     target: str
     detail: dict[str, Any]
+
+
+# ------------------------------------------------------------------ campaigns
+
+CampaignKind = Literal["install", "update", "remove", "activate", "deactivate"]
+WaveSpec = (
+    Annotated[int, Field(ge=1)] | Annotated[str, StringConstraints(pattern=r"^\s*\d+(\.\d+)?\s*%?\s*$")]
+)
+
+
+class CampaignTarget(BaseModel):
+    """Which accepted devices: every condition given must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    devices: list[str] | None = Field(default=None, description="Only these DevIds.")
+    tags: Tags | None = Field(default=None, description="Each tag equals its value.")
+    devinfo: dict[str, str] | None = Field(default=None, description="Each DevInfo field equals its value.")
+    has_component: str | None = Field(
+        default=None, max_length=255, description="The last inventory has this component deployed."
+    )
+    version_below: str | None = Field(
+        default=None, max_length=64, description="And its version is lower than this (PEP 440)."
+    )
+
+
+class CampaignCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=255)
+    kind: CampaignKind
+    artifact_id: int | None = Field(default=None, description="The package (install, update).")
+    component_id: str | None = Field(
+        default=None,
+        max_length=255,
+        description="remove, activate, deactivate; for install and update, the manifest's first component.",
+    )
+    target: CampaignTarget = Field(default_factory=CampaignTarget)
+    waves: list[WaveSpec] = Field(
+        default_factory=list,
+        examples=[[10, "25%", "100%"]],
+        description="Sizes or percentages; the last takes the rest.",
+    )
+    success_threshold: float = Field(
+        default=1.0, ge=0, le=1, description="Share of a wave that releases the next."
+    )
+    error_threshold: float = Field(
+        default=0.0, ge=0, le=1, description="Share of a wave failed that stops it."
+    )
+    device_timeout: float | None = Field(
+        default=None, gt=0, description="Seconds before a device's job times out."
+    )
+    max_retries: int = Field(default=0, ge=0, le=100, description="New jobs after a transient failure.")
+    window: str | None = Field(
+        default=None, max_length=32, examples=["22:00-04:00"], description="UTC, daily."
+    )
+    skip_busy: bool = Field(
+        default=False,
+        description="Leave out devices already in a running or paused campaign for the component (else 409).",
+    )
+
+
+class WaveCountersOut(BaseModel):
+    wave: int = Field(description="From 1.")
+    size: int
+    pending: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class CampaignOut(_Out):
+    id: int
+    name: str
+    kind: str
+    artifact_id: int | None
+    component_id: str
+    target: dict[str, Any]
+    waves: list[Any]
+    success_threshold: float
+    error_threshold: float
+    device_timeout: float | None
+    max_retries: int
+    window: str | None
+    state: str
+    current_wave: int = Field(description="From 1.")
+    skipped: int
+    detail: str
+    created: datetime
+    updated: datetime
+    started: datetime | None
+    finished: datetime | None
+    counters: dict[str, int] = Field(description="Devices per state, all waves.")
+
+
+class CampaignDetail(CampaignOut):
+    wave_counters: list[WaveCountersOut]

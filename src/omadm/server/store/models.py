@@ -23,6 +23,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -45,6 +46,10 @@ __all__ = [
     "Artifact",
     "AuditEntry",
     "Base",
+    "Campaign",
+    "CampaignDevice",
+    "CampaignDeviceState",
+    "CampaignState",
     "Device",
     "DeviceEvent",
     "DeviceState",
@@ -323,3 +328,79 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+
+class CampaignState(StrEnum):
+    """Where a campaign is (issue 6): only a running one creates jobs and moves between waves."""
+
+    DRAFT = "draft"  # created, target set and waves fixed, nothing sent
+    RUNNING = "running"
+    PAUSED = "paused"  # by an operator, or a wave ended below its success threshold
+    STOPPED = "stopped"  # a wave crossed its error threshold: nothing more is sent
+    CANCELLED = "cancelled"  # by an operator: queued jobs were cancelled
+    FINISHED = "finished"  # the last wave reached its success threshold
+
+    @property
+    def active(self) -> bool:
+        """Holds its devices for its component (a device is in one active campaign per component)."""
+        return self in (CampaignState.RUNNING, CampaignState.PAUSED)
+
+
+class CampaignDeviceState(StrEnum):
+    PENDING = "pending"  # no job yet (its wave is not released, outside the window) or a retry is due
+    RUNNING = "running"  # its job is not final
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # failed for good: retries used up or not worth one, timed out
+    CANCELLED = "cancelled"  # the campaign stopped or was cancelled before the device got its job
+
+
+class Campaign(Base):
+    """One SCOMO operation on a target set of devices, in waves (:mod:`omadm.server.campaigns`)."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))  # install, update, remove, activate, deactivate
+    artifact_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the package kinds
+    component_id: Mapped[str] = mapped_column(String(255), default="")  # what it concerns
+    target: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the filter, as given
+    waves: Mapped[list[Any]] = mapped_column(JSON, default=list)  # counts or "NN%", as given
+    success_threshold: Mapped[float] = mapped_column(Float)
+    error_threshold: Mapped[float] = mapped_column(Float)
+    device_timeout: Mapped[float | None] = mapped_column(Float, nullable=True)  # seconds per job
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    window: Mapped[str | None] = mapped_column(String(32), nullable=True)  # "22:00-04:00" (UTC)
+    state: Mapped[str] = mapped_column(String(16), default=CampaignState.DRAFT.value)
+    current_wave: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)  # matched but busy in another campaign
+    detail: Mapped[str] = mapped_column(Text, default="")  # why it paused, stopped, finished
+    created: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    updated: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    started: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (Index("ix_campaigns_state", "state"),)
+
+
+class CampaignDevice(Base):
+    """One device of a campaign: its wave, its current job and how it went."""
+
+    __tablename__ = "campaign_devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    device_pk: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    wave: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the last job made for it
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # jobs made for it so far
+    state: Mapped[str] = mapped_column(String(16), default=CampaignDeviceState.PENDING.value)
+    result_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    updated: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "device_pk", name="uq_campaign_devices_campaign_device"),
+        Index("ix_campaign_devices_device_pk", "device_pk"),
+        Index("ix_campaign_devices_campaign_wave", "campaign_id", "wave", "state"),
+    )
