@@ -40,7 +40,11 @@ ctl_app = typer.Typer(
 devices_app = typer.Typer(help="Devices: register, list, show, accept, tag.", no_args_is_help=True)
 packages_app = typer.Typer(help="Packages: upload, list, show.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Jobs: create, list, show, cancel.", no_args_is_help=True)
+campaigns_app = typer.Typer(
+    help="Campaigns: create, start, pause, resume, cancel, show, watch.", no_args_is_help=True
+)
 ctl_app.add_typer(devices_app, name="devices")
+ctl_app.add_typer(campaigns_app, name="campaigns")
 ctl_app.add_typer(packages_app, name="packages")
 ctl_app.add_typer(jobs_app, name="jobs")
 
@@ -347,6 +351,153 @@ def jobs_cancel(
 ) -> None:
     """Cancel a job the device has not been sent yet."""
     _print(_call(ctx, "POST", f"/jobs/{job_id}/cancel"), as_json, _JOB_COLUMNS)
+
+
+# -- campaigns -----------------------------------------------------------------------------
+
+_CAMPAIGN_COLUMNS = ["id", "name", "kind", "state", "current_wave", "counters", "detail"]
+_FINAL_CAMPAIGN = frozenset({"finished", "stopped", "cancelled"})
+
+
+def _wave(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+@campaigns_app.command("create")
+def campaigns_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="What operators will call it.")],
+    kind: Annotated[str, typer.Argument(help="install, update, remove, activate or deactivate.")],
+    package: Annotated[int | None, typer.Option(help="The package's id (install, update).")] = None,
+    component: Annotated[
+        str | None, typer.Option(help="The component (remove, activate, deactivate).")
+    ] = None,
+    wave: Annotated[list[str] | None, typer.Option(help="A wave: a count or NN% (repeat, in order).")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="Target: key=value (repeatable).")] = None,
+    device: Annotated[list[str] | None, typer.Option(help="Target: these DevIds (repeatable).")] = None,
+    has_component: Annotated[str | None, typer.Option(help="Target: devices that have it.")] = None,
+    version_below: Annotated[str | None, typer.Option(help="...in a version lower than this.")] = None,
+    success: Annotated[float, typer.Option(help="Share of a wave that releases the next.")] = 1.0,
+    error: Annotated[float, typer.Option(help="Share of a wave failed that stops the campaign.")] = 0.0,
+    retries: Annotated[int, typer.Option(help="New jobs after a transient failure.")] = 0,
+    timeout: Annotated[float | None, typer.Option(help="Seconds before a device's job times out.")] = None,
+    window: Annotated[str | None, typer.Option(help="Daily maintenance window, UTC: HH:MM-HH:MM.")] = None,
+    skip_busy: Annotated[
+        bool, typer.Option("--skip-busy", help="Leave out devices in another campaign.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a campaign (a draft: start it with 'campaigns start')."""
+    target: dict[str, Any] = {}
+    if tag:
+        target["tags"] = _tags(tag)
+    if device:
+        target["devices"] = device
+    if has_component:
+        target["has_component"] = has_component
+    if version_below:
+        target["version_below"] = version_below
+    body: dict[str, Any] = {
+        "name": name,
+        "kind": kind,
+        "target": target,
+        "waves": [_wave(w) for w in wave or []],
+        "success_threshold": success,
+        "error_threshold": error,
+        "max_retries": retries,
+        "skip_busy": skip_busy,
+    }
+    for key, value in (("artifact_id", package), ("component_id", component), ("device_timeout", timeout)):
+        if value is not None:
+            body[key] = value
+    if window:
+        body["window"] = window
+    _print(_call(ctx, "POST", "/campaigns", json=body), as_json, _CAMPAIGN_COLUMNS)
+
+
+def _campaign_action(action: str, help_text: str) -> None:
+    def command(
+        ctx: typer.Context,
+        campaign_id: Annotated[int, typer.Argument(help="The campaign's id.")],
+        as_json: JsonOption = False,
+    ) -> None:
+        _print(_call(ctx, "POST", f"/campaigns/{campaign_id}/{action}"), as_json, _CAMPAIGN_COLUMNS)
+
+    command.__doc__ = help_text
+    campaigns_app.command(action)(command)
+
+
+_campaign_action("start", "Start a draft campaign: its first wave's jobs are queued at once.")
+_campaign_action("pause", "Pause: no new jobs; those the devices have finish and are counted.")
+_campaign_action("resume", "Resume a paused campaign (after an automatic pause: the next wave).")
+_campaign_action("cancel", "Cancel: jobs not yet sent are called back; installed devices stay as they are.")
+
+
+@campaigns_app.command("list")
+def campaigns_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Campaigns, newest first."""
+    _print(_call(ctx, "GET", "/campaigns"), as_json, _CAMPAIGN_COLUMNS)
+
+
+def _wave_table(campaign: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"campaign {campaign['id']} {campaign['name']}: {campaign['state']}"
+        + (f" ({campaign['detail']})" if campaign.get("detail") else ""),
+        title_justify="left",
+    )
+    for column in ("wave", "size", "pending", "running", "succeeded", "failed", "cancelled", "progress"):
+        table.add_column(column)
+    for number, wave in enumerate(campaign.get("wave_counters", []), start=1):
+        size = int(wave.get("size", 0)) or 1
+        done = int(wave.get("succeeded", 0)) + int(wave.get("failed", 0)) + int(wave.get("cancelled", 0))
+        bar = "#" * round(20 * done / size)
+        marker = ">" if number == campaign.get("current_wave") else " "
+        table.add_row(
+            f"{marker}{number}",
+            *(
+                str(wave.get(k, 0))
+                for k in ("size", "pending", "running", "succeeded", "failed", "cancelled")
+            ),
+            f"[green]{bar:<20}[/]",
+        )
+    return table
+
+
+@campaigns_app.command("show")
+def campaigns_show(
+    ctx: typer.Context,
+    campaign_id: Annotated[int, typer.Argument(help="The campaign's id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """One campaign with its counters per wave."""
+    campaign = _call(ctx, "GET", f"/campaigns/{campaign_id}")
+    if as_json:
+        typer.echo(json.dumps(campaign, indent=2))
+        return
+    Console(highlight=False).print(_wave_table(campaign))
+
+
+@campaigns_app.command("watch")
+def campaigns_watch(
+    ctx: typer.Context,
+    campaign_id: Annotated[int, typer.Argument(help="The campaign's id.")],
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+) -> None:
+    """Follow a campaign live until it ends (Ctrl-C stops watching, not the campaign)."""
+    import time  # noqa: PLC0415
+
+    from rich.live import Live  # noqa: PLC0415
+
+    campaign = _call(ctx, "GET", f"/campaigns/{campaign_id}")
+    try:
+        with Live(_wave_table(campaign), refresh_per_second=4) as live:
+            while campaign["state"] not in _FINAL_CAMPAIGN and campaign["state"] != "paused":
+                time.sleep(interval)
+                campaign = _call(ctx, "GET", f"/campaigns/{campaign_id}")
+                live.update(_wave_table(campaign))
+    except KeyboardInterrupt:
+        pass
+    typer.echo(f"campaign {campaign_id}: {campaign['state']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -68,6 +68,32 @@ def test_an_operator_manages_devices_packages_and_jobs(
     code, out = ctl(proc, viewer, "devices", "show", "IMEI:1")
     assert code == 0 and "history" in out
 
+    code, out = ctl(
+        proc,
+        operator,
+        "campaigns",
+        "create",
+        "hello",
+        "install",
+        "--package",
+        str(package_id),
+        "--tag",
+        "ring=beta",
+        "--wave",
+        "1",
+        "--wave",
+        "100%",
+        "--json",
+    )
+    assert code == 0, out
+    campaign = json.loads(out)
+    assert campaign["state"] == "draft"
+    for action, state in (("start", "running"), ("pause", "paused"), ("cancel", "cancelled")):
+        code, out = ctl(proc, operator, "campaigns", action, str(campaign["id"]), "--json")
+        assert code == 0 and json.loads(out)["state"] == state, out
+    code, out = ctl(proc, viewer, "campaigns", "show", str(campaign["id"]))
+    assert code == 0 and "cancelled" in out and "wave" in out
+
 
 def test_refusals_and_an_unreachable_server_say_why(server: tuple[ServerProcess, str, str]) -> None:
     proc, operator, viewer = server

@@ -6,9 +6,11 @@ Everything runs on this machine, in a temporary directory, over HTTP on 127.0.0.
 2. ``omadm server`` on SQLite, with the devices registered and the packages uploaded;
 3. a few ``omadm agent run`` processes, each a device with its own tree and install root,
    listening for Package #0 on UDP;
-4. an install of version 1.0.0 on every device, then an update to 2.0.0: the server queues one
-   SCOMO job per device, wakes the device with a Package #0, the device downloads from a
-   signed per-device URL, verifies and installs, and reports with a Generic Alert.
+4. a campaign that installs version 1.0.0 in two waves (one device first, then the others,
+   released when the first succeeded), then a campaign that updates to 2.0.0: for each
+   device the server queues a SCOMO job, wakes the device with a Package #0, the device
+   downloads from a signed per-device URL, verifies and installs, and reports with a
+   Generic Alert.
 
 The table shows each job as the server sees it. Afterwards the demo prints what each device
 runs and the commands to look around; it keeps the fleet running until Ctrl-C (``--once``:
@@ -44,9 +46,11 @@ from omadm.package.build import build_package
 from omadm.package.signing import generate_key, save_public_key
 from omadm.server.artifacts.service import add_artifact
 from omadm.server.artifacts.storage import LocalArtifactStorage
-from omadm.server.registry import add_device, create_job, find_device
+from omadm.server.campaigns import create_campaign, get_campaign
+from omadm.server.campaigns import start_campaign as start_campaign_
+from omadm.server.registry import add_device
 from omadm.server.store.engine import database_url, make_engine, session_factory
-from omadm.server.store.models import Artifact, Device, Job, JobKind, JobState
+from omadm.server.store.models import Artifact, Campaign, Device, Job, JobKind, JobState
 
 __all__ = ["main"]
 
@@ -252,33 +256,38 @@ async def upload(fleet_: Fleet, package: Path) -> Artifact:
         await engine.dispose()
 
 
-async def queue_wave(fleet_: Fleet, kind: JobKind, artifact: Artifact) -> list[int]:
+async def start_campaign(fleet_: Fleet, name: str, kind: JobKind, artifact: Artifact) -> int:
+    """A campaign over every device, in two waves: one device first, then the rest."""
     engine = make_engine(fleet_.db)
     try:
         async with session_factory(engine)() as db, db.begin():
-            ids = []
-            for device_id in fleet_.devices:
-                device = await find_device(db, device_id)
-                assert device is not None
-                params = {
-                    "artifact_id": artifact.id,
-                    "pkg_id": f"hello-{artifact.version}",
-                    "name": artifact.filename,
-                }
-                ids.append((await create_job(db, device, kind, params)).id)
-            return ids
+            campaign = await create_campaign(
+                db,
+                name,
+                kind,
+                target={"devices": fleet_.devices},
+                artifact_id=artifact.id,
+                waves=[1, "100%"],
+                success_threshold=1.0,
+                error_threshold=0.0,
+            )
+            await start_campaign_(db, campaign)
+            return campaign.id
     finally:
         await engine.dispose()
 
 
-async def job_rows(fleet_: Fleet, ids: list[int]) -> list[tuple[str, Job]]:
+async def campaign_rows(fleet_: Fleet, campaign_id: int) -> tuple[Campaign, list[tuple[str, Job]]]:
     engine = make_engine(fleet_.db)
     try:
         async with session_factory(engine)() as db:
+            campaign = await get_campaign(db, campaign_id)
             rows = await db.execute(
-                select(Device.device_id, Job).join(Device, Device.id == Job.device_pk).where(Job.id.in_(ids))
+                select(Device.device_id, Job)
+                .join(Device, Device.id == Job.device_pk)
+                .where(Job.campaign_id == campaign_id)
             )
-            return [(device_id, job) for device_id, job in rows.all()]
+            return campaign, [(device_id, job) for device_id, job in rows.all()]
     finally:
         await engine.dispose()
 
@@ -310,19 +319,24 @@ def table(title: str, rows: list[tuple[str, Job]], started: float) -> Table:
     return out
 
 
-def watch(console: Console, fleet_: Fleet, title: str, ids: list[int], timeout: float) -> bool:
-    """Show the wave live until every job is final; True when every one succeeded."""
+def watch(console: Console, fleet_: Fleet, title: str, campaign_id: int, timeout: float) -> bool:
+    """Show the campaign live until it ends; True when it finished with every job succeeded."""
     started = time.monotonic()
-    rows = asyncio.run(job_rows(fleet_, ids))
-    with Live(table(title, rows, started), console=console, refresh_per_second=4, transient=False) as live:
+    campaign, rows = asyncio.run(campaign_rows(fleet_, campaign_id))
+
+    def view() -> Table:
+        heading = f"{title}: campaign {campaign.state}, wave {campaign.current_wave + 1} of 2"
+        return table(heading, rows, started)
+
+    with Live(view(), console=console, refresh_per_second=4, transient=False) as live:
         while time.monotonic() - started < timeout:
-            rows = asyncio.run(job_rows(fleet_, ids))
-            live.update(table(title, rows, started))
-            if all(JobState(job.state).final for _, job in rows):
+            campaign, rows = asyncio.run(campaign_rows(fleet_, campaign_id))
+            live.update(view())
+            if campaign.state in ("finished", "stopped", "cancelled", "paused"):
                 break
             time.sleep(0.3)
     console.print()
-    return all(job.state == JobState.SUCCEEDED.value for _, job in rows)
+    return campaign.state == "finished" and all(job.state == JobState.SUCCEEDED.value for _, job in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,14 +373,13 @@ def main(argv: list[str] | None = None) -> int:
         with fleet(root, args.devices, console) as fleet_:
             first = asyncio.run(upload(fleet_, packages / "hello-1.0.0.omp"))
             second = asyncio.run(upload(fleet_, packages / "hello-2.0.0.omp"))
-            console.rule("wave 1: install 1.0.0 on every device")
-            ok = watch(
-                console, fleet_, "install 1.0.0", asyncio.run(queue_wave(fleet_, JobKind.INSTALL, first)), 90
-            )
+            console.rule("campaign 1: install 1.0.0 (wave 1: one device; wave 2: the others)")
+            install = asyncio.run(start_campaign(fleet_, "hello 1.0.0", JobKind.INSTALL, first))
+            ok = watch(console, fleet_, "install 1.0.0", install, 90)
             if ok:
-                console.rule("wave 2: update to 2.0.0 (the same component, upgraded in place)")
-                ids = asyncio.run(queue_wave(fleet_, JobKind.UPDATE, second))
-                ok = watch(console, fleet_, "update to 2.0.0", ids, 90)
+                console.rule("campaign 2: update to 2.0.0 (the same component, upgraded in place)")
+                update = asyncio.run(start_campaign(fleet_, "hello 2.0.0", JobKind.UPDATE, second))
+                ok = watch(console, fleet_, "update to 2.0.0", update, 90)
             console.rule("what the devices run now")
             for i, device in enumerate(fleet_.devices):
                 installed = root / f"device{i + 1}" / "data" / "components" / "archive" / COMPONENT
@@ -391,8 +404,30 @@ def explore(console: Console, root: Path, fleet_: Fleet) -> None:
     script = Path(sys.executable).with_name("omadm")
     omadm = str(script) if script.exists() else f"{sys.executable} -m omadm"
     server = f"{omadm} server --config {root / 'omadm-server.toml'}"
+    made = subprocess.run(
+        [
+            *omadm.split(),
+            "server",
+            "--config",
+            str(root / "omadm-server.toml"),
+            "token",
+            "add",
+            "demo",
+            "--role",
+            "admin",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    token = made.stdout.split()[-1] if made.returncode == 0 and made.stdout.split() else "<token>"
+    ctl = f"OMADM_URL={fleet_.url} OMADM_TOKEN={token} {omadm} ctl"
     console.rule("look around (the fleet keeps running; Ctrl-C to stop)")
     console.print(
+        f"{ctl} campaigns list\n"
+        f"{ctl} campaigns show 2\n"
+        f"{ctl} devices show {fleet_.devices[0]}\n"
+        f"{fleet_.url}/api/docs  (the REST API; the token above authorises it)\n"
         f"{server} job list\n"
         f"{server} device show {fleet_.devices[0]}\n"
         f"{server} job add {fleet_.devices[0]} deactivate --component {COMPONENT}\n"
