@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from ..store.models import ApiToken, AuditEntry
 from .auth import Admin, Db, audit, create_token, list_tokens
 from .problems import Problem
-from .schemas import AuditOut, Page, Paging, TokenCreate, TokenCreated, TokenOut
+from .schemas import AuditOut, Page, Paging, RowId, TokenCreate, TokenCreated, TokenOut
 
 __all__ = ["router", "tokens_router"]
 
@@ -77,7 +77,7 @@ async def add_token(body: TokenCreate, db: Db, actor: Admin) -> TokenCreated:
 
 
 @tokens_router.delete("/{token_id}", status_code=204, summary="Revoke a token")
-async def delete_token(token_id: int, db: Db, actor: Admin) -> Response:
+async def delete_token(token_id: RowId, db: Db, actor: Admin) -> Response:
     async with db.begin():
         row = await db.get(ApiToken, token_id)
         if row is None:

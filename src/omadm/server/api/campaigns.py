@@ -26,7 +26,7 @@ from ..campaigns import (
 )
 from ..store.models import Campaign, CampaignDevice, CampaignDeviceState, CampaignState
 from .auth import Db, Operator, Viewer, audit
-from .schemas import CampaignCreate, CampaignDetail, CampaignOut, Page, Paging, WaveCountersOut
+from .schemas import CampaignCreate, CampaignDetail, CampaignOut, Page, Paging, RowId, WaveCountersOut
 
 __all__ = ["router"]
 
@@ -148,7 +148,7 @@ async def list_campaigns(
 
 
 @router.get("/{campaign_id}", response_model=CampaignDetail, summary="One campaign, with counters per wave")
-async def show_campaign(campaign_id: int, db: Db, actor: Viewer) -> CampaignDetail:
+async def show_campaign(campaign_id: RowId, db: Db, actor: Viewer) -> CampaignDetail:
     async with db.begin():
         return await _detail(db, await get_campaign(db, campaign_id))
 
@@ -163,22 +163,22 @@ async def _act(action: str, campaign_id: int, db: AsyncSession, actor: Operator)
 
 
 @router.post("/{campaign_id}/start", response_model=CampaignDetail, summary="Start a draft: send wave 1")
-async def start(campaign_id: int, db: Db, actor: Operator) -> CampaignDetail:
+async def start(campaign_id: RowId, db: Db, actor: Operator) -> CampaignDetail:
     return await _act("start", campaign_id, db, actor)
 
 
 @router.post("/{campaign_id}/pause", response_model=CampaignDetail, summary="Pause: send no new jobs")
-async def pause(campaign_id: int, db: Db, actor: Operator) -> CampaignDetail:
+async def pause(campaign_id: RowId, db: Db, actor: Operator) -> CampaignDetail:
     return await _act("pause", campaign_id, db, actor)
 
 
 @router.post(
     "/{campaign_id}/resume", response_model=CampaignDetail, summary="Resume (after a pause, the next wave)"
 )
-async def resume(campaign_id: int, db: Db, actor: Operator) -> CampaignDetail:
+async def resume(campaign_id: RowId, db: Db, actor: Operator) -> CampaignDetail:
     return await _act("resume", campaign_id, db, actor)
 
 
 @router.post("/{campaign_id}/cancel", response_model=CampaignDetail, summary="Cancel: call back unsent jobs")
-async def cancel(campaign_id: int, db: Db, actor: Operator) -> CampaignDetail:
+async def cancel(campaign_id: RowId, db: Db, actor: Operator) -> CampaignDetail:
     return await _act("cancel", campaign_id, db, actor)

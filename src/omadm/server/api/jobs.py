@@ -19,7 +19,7 @@ from ..store.models import Artifact, Device, DeviceState, Job, JobKind, JobState
 from .auth import Db, Operator, Viewer, audit
 from .devices import get_device
 from .problems import Problem
-from .schemas import JobCreate, JobOut, Page, Paging
+from .schemas import JobCreate, JobOut, Page, Paging, RowId
 
 __all__ = ["job_out", "router"]
 
@@ -120,14 +120,14 @@ async def _job_with_device(db: AsyncSession, job_id: int, *, for_update: bool = 
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="One job")
-async def show_job(job_id: int, db: Db, actor: Viewer) -> JobOut:
+async def show_job(job_id: RowId, db: Db, actor: Viewer) -> JobOut:
     async with db.begin():
         job, device_id = await _job_with_device(db, job_id)
     return job_out(job, device_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a job not yet sent")
-async def cancel(job_id: int, db: Db, actor: Operator) -> JobOut:
+async def cancel(job_id: RowId, db: Db, actor: Operator) -> JobOut:
     async with db.begin():
         job, device_id = await _job_with_device(db, job_id, for_update=True)
         await cancel_job(db, job)

@@ -21,7 +21,7 @@ from ..artifacts.storage import ArtifactStorage, LocalArtifactStorage
 from ..store.models import Artifact, Job, JobState, utc_now
 from .auth import Db, Operator, Viewer, audit
 from .problems import Problem
-from .schemas import PackageOut, Page, Paging
+from .schemas import PackageOut, Page, Paging, RowId
 
 __all__ = ["artifact_references", "router"]
 
@@ -127,13 +127,13 @@ async def list_packages(
 
 
 @router.get("/{package_id}", response_model=PackageOut, summary="One package")
-async def show_package(package_id: int, db: Db, actor: Viewer) -> PackageOut:
+async def show_package(package_id: RowId, db: Db, actor: Viewer) -> PackageOut:
     async with db.begin():
         return PackageOut.model_validate(await get_artifact(db, package_id))
 
 
 @router.delete("/{package_id}", status_code=204, summary="Delete a package no unfinished job uses")
-async def remove_package(package_id: int, request: Request, db: Db, actor: Operator) -> Response:
+async def remove_package(package_id: RowId, request: Request, db: Db, actor: Operator) -> Response:
     # Locked: a job being created for it (which holds a share lock) finishes first, and the
     # reference check below then sees it; a job created after waits, then finds no artifact.
     artifact = await db.get(Artifact, package_id, with_for_update=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from fastapi import Query
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..store.models import ApiRole, JobKind
@@ -23,13 +23,19 @@ TagValue = Annotated[str, StringConstraints(max_length=255)]
 Tags = dict[TagKey, TagValue]
 
 
+#: Ids and offsets stay within a signed 32-bit integer: what both engines store (a larger
+#: value in a URL is a 422, never a database overflow).
+MAX_ID = 2**31 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ID, description="The row's id.")]
+
+
 class Paging:
     """``limit`` (1-500, default 100) and ``offset`` query parameters."""
 
     def __init__(
         self,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="At most this many items.")] = 100,
-        offset: Annotated[int, Query(ge=0, description="Skip this many items.")] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Skip this many items.")] = 0,
     ) -> None:
         self.limit = limit
         self.offset = offset
@@ -143,7 +149,9 @@ class JobCreate(BaseModel):
 
     device_id: str = Field(min_length=1, max_length=255)
     kind: JobKind
-    artifact_id: int | None = Field(default=None, description="An uploaded package (package kinds).")
+    artifact_id: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="An uploaded package (package kinds)."
+    )
     url: str | None = Field(default=None, max_length=2048, description="A package hosted elsewhere.")
     component_id: str | None = Field(default=None, max_length=255, description="remove, activate, ...")
     node: str | None = Field(default=None, max_length=255, description="Delivered/<X> (the Delivered kinds).")
@@ -230,7 +238,9 @@ class CampaignCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=255)
     kind: CampaignKind
-    artifact_id: int | None = Field(default=None, description="The package (install, update).")
+    artifact_id: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="The package (install, update)."
+    )
     component_id: str | None = Field(
         default=None,
         max_length=255,
