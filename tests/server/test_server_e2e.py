@@ -9,80 +9,31 @@ tree and its installed files).
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from omadm.agent.config import AccountConfig, AgentConfig, DeviceConfig, save_config
 from omadm.package.build import build_package
 from omadm.package.signing import generate_key, save_public_key
 from omadm.protocol.codec import Encoding
+
+from .serverproc import ServerProcess, agent_config, agent_connect
 
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEVICE = "IMEI:490154203237518"
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    url: str
-    base: list[str]  # `omadm server --db ... --data-dir ...`
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def run(self, *args: str) -> str:
-        done = subprocess.run(
-            [*self.base, *args], capture_output=True, text=True, timeout=60, check=False, env=ENV
-        )
-        assert done.returncode == 0, f"{args}: {done.stderr}"
-        return done.stdout
-
-    def jobs(self) -> list[list[str]]:
-        return [line.split("  ") for line in self.run("job", "list").splitlines()]
 
 
 @pytest.fixture
-def server(db_url: str, tmp_path: Path) -> Iterator[Server]:
-    port = free_port()
-    data = tmp_path / "server"
-    base = [sys.executable, "-m", "omadm", "server", "--db", db_url, "--data-dir", str(data)]
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*base, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=ENV
-        )
-    url = f"http://127.0.0.1:{port}"
+def server(db_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(db_url, tmp_path / "server", tmp_path / "server.log").start()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield Server(url, base, process, log)
+        yield process
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -95,40 +46,14 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"key": base / "publisher.pub.pem", "v1": base / "hello-1.0.0.omp", "v2": base / "hello-2.0.0.omp"}
 
 
-def make_agent(tmp_path: Path, server: Server, packages: dict[str, Path], encoding: Encoding) -> Path:
-    data = tmp_path / "agent"
-    (data / "trust").mkdir(parents=True)
-    (data / "trust" / "publisher.pub.pem").write_bytes(packages["key"].read_bytes())
-    config = tmp_path / "omadm.toml"
-    save_config(
-        AgentConfig(
-            device=DeviceConfig(id=DEVICE),
-            data_dir=data,
-            accounts=(AccountConfig("omadm", f"{server.url}/dm", "dev", "secret"),),
-            poll_interval=0,
-            encoding=encoding,
-            max_msg_size=4096,  # direct delivery then needs a Large Object
-            retries=1,
-            retry_backoff=0.05,
-            timeout=10,
-        ),
-        config,
-    )
+def make_agent(tmp_path: Path, server: ServerProcess, packages: dict[str, Path], encoding: Encoding) -> Path:
+    config = agent_config(tmp_path, f"{server.url}/dm", DEVICE, packages["key"], encoding=encoding.value)
     server.run("device", "add", DEVICE, "--username", "dev", "--password", "secret")
     return config
 
 
 def connect(config: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "omadm", "agent", "connect", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=ENV,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    return agent_connect(config).stdout
 
 
 def hello(tmp_path: Path) -> str:
@@ -136,13 +61,13 @@ def hello(tmp_path: Path) -> str:
     return subprocess.run([str(program)], capture_output=True, text=True, check=True).stdout
 
 
-def last_job(server: Server) -> list[str]:
+def last_job(server: ServerProcess) -> list[str]:
     return server.jobs()[-1]
 
 
 @pytest.mark.parametrize("encoding", [Encoding.XML, Encoding.WBXML])
 def test_every_scomo_job_type_runs_to_completion(
-    server: Server, packages: dict[str, Path], tmp_path: Path, encoding: Encoding
+    server: ServerProcess, packages: dict[str, Path], tmp_path: Path, encoding: Encoding
 ) -> None:
     config = make_agent(tmp_path, server, packages, encoding)
     v1 = server.run("artifact", "add", str(packages["v1"])).split()[1].rstrip(":")

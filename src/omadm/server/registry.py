@@ -8,7 +8,7 @@ message that names the problem, so the CLI and the REST API can show them as the
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -199,6 +199,3 @@ async def deployed_node(db: AsyncSession, device: Device, component_id: str) -> 
     )
     return result.scalars().first()
 
-
-def expired(deadline: datetime | None, now: datetime) -> bool:
-    return deadline is not None and now >= deadline

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from omadm.package.errors import PackageError
 from omadm.package.manifest import PackageManifest
 from omadm.package.verify import DEFAULT_MAX_UNPACKED, VerifiedPackage, open_package
+from omadm.server.jobs import PACKAGE_CONTENT_TYPE
 from omadm.server.store.models import Artifact
 
 from .storage import CHUNK_SIZE, ArtifactStorage, BlobSource, StoredBlob
@@ -55,7 +56,6 @@ __all__ = [
 ]
 
 #: The media type artifacts are served with (and announced with in DDs).
-PACKAGE_CONTENT_TYPE = "application/vnd.omadm.package"
 
 #: ``references(db, artifact)`` -> descriptions of what still uses it ("job 17"); empty: free.
 ReferenceCheck = Callable[[AsyncSession, Artifact], Awaitable[Sequence[str]]]
