@@ -45,7 +45,7 @@ STDIO = "-"
 
 app = typer.Typer(
     name="omadm",
-    help="OMA DM 1.2 toolkit: message codec and checker (more commands to come).",
+    help="OMA DM 1.2 with SCOMO: DM server, device agent, packages, operator CLI, message codec.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,  # a bug's traceback must not dump 64 KB payloads
@@ -67,7 +67,7 @@ def _root(
         typer.Option("--version", help="Show the version and exit.", callback=_version, is_eager=True),
     ] = False,
 ) -> None:
-    """OMA DM 1.2 toolkit: message codec and checker."""
+    """OMA DM 1.2 with SCOMO: DM server, device agent, packages, operator CLI, message codec."""
 
 
 @app.command("codec")

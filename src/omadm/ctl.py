@@ -32,7 +32,7 @@ EXIT_UNREACHABLE = 4
 DEFAULT_URL = "http://127.0.0.1:8700"
 
 ctl_app = typer.Typer(
-    help="Manage devices, packages and jobs through the server's REST API.",
+    help="Manage devices, packages, jobs and campaigns through the server's REST API.",
     no_args_is_help=True,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
