@@ -39,7 +39,9 @@ server_app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-device_app = typer.Typer(help="Devices: register, list, show, accept or reject.", no_args_is_help=True, rich_markup_mode=None)
+device_app = typer.Typer(
+    help="Devices: register, list, show, accept or reject.", no_args_is_help=True, rich_markup_mode=None
+)
 artifact_app = typer.Typer(help="Packages devices download.", no_args_is_help=True, rich_markup_mode=None)
 job_app = typer.Typer(help="SCOMO jobs for one device.", no_args_is_help=True, rich_markup_mode=None)
 server_app.add_typer(device_app, name="device")
