@@ -47,6 +47,10 @@ ctl_app.add_typer(devices_app, name="devices")
 ctl_app.add_typer(campaigns_app, name="campaigns")
 ctl_app.add_typer(packages_app, name="packages")
 ctl_app.add_typer(jobs_app, name="jobs")
+authorities_app = typer.Typer(
+    help="Management authorities (admin tokens of the default authority): list, add.", no_args_is_help=True
+)
+ctl_app.add_typer(authorities_app, name="authorities")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the server's JSON.")]
 
@@ -290,6 +294,30 @@ def packages_show(
     """One package and its manifest."""
     package = _call(ctx, "GET", f"/packages/{package_id}")
     _print(package, as_json, ["id", "filename", "package_id", "version", "size", "sha256", "manifest"])
+
+
+# -- authorities -------------------------------------------------------------------------
+
+_AUTHORITY_COLUMNS = ["name", "server_id", "devices", "tokens", "packages", "campaigns", "description"]
+
+
+@authorities_app.command("list")
+def authorities_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """The management authorities and what each owns (a null ServerID: the server's own)."""
+    _print(_call(ctx, "GET", "/authorities"), as_json, _AUTHORITY_COLUMNS)
+
+
+@authorities_app.command("add")
+def authorities_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Its name.")],
+    server_id: Annotated[str, typer.Option("--server-id", help="The DM ServerID its devices know it by.")],
+    description: Annotated[str, typer.Option(help="What it is.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Create a management authority (then a token for it: POST /api/v1/tokens with "authority")."""
+    body = {"name": name, "server_id": server_id, "description": description}
+    _print(_call(ctx, "POST", "/authorities", json=body), as_json, _AUTHORITY_COLUMNS)
 
 
 # -- jobs --------------------------------------------------------------------------------

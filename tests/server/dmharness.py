@@ -111,4 +111,6 @@ async def make_harness(db_url: str, tmp_path: Path, **config: Any) -> AsyncItera
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
         yield Harness(http, app.state.sessions, settings)
+    if app.state.writer is not None:
+        await app.state.writer.close()
     await app.state.engine.dispose()

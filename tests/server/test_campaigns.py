@@ -451,3 +451,50 @@ async def test_one_sweep_times_a_job_out_and_retries_it(sessions: Sessions) -> N
         ("running", 2, JobState.QUEUED),
         ("pending", 0, None),
     ]
+
+
+async def test_a_campaign_targets_and_packages_only_its_authoritys(sessions: Sessions) -> None:
+    from omadm.server.registry import add_authority  # noqa: PLC0415
+
+    async with sessions() as db, db.begin():
+        acme = await add_authority(db, "acme", "acme-dm")
+        await make_device(db, "DEV:1", tags={"ring": "beta"}, components={COMPONENT: "1.0"})  # default's
+        twin = await add_device(db, "DEV:1", username="acme", password="pw", authority_pk=acme.id)
+        other = await add_device(db, "DEV:2", username="acme", password="pw", authority_pk=acme.id)
+        default_artifact = (await make_artifact(db)).id
+        acme_artifact = Artifact(
+            authority_pk=acme.id,
+            filename="hello-2.0.omp",
+            storage_key="k-hello-2.0",  # the same bytes: the same blob, another row
+            size=10,
+            sha256="0" * 64,
+            package_id="com.example.hello-package",
+            version="2.0",
+            manifest={"components": [{"id": COMPONENT, "version": "2.0"}]},
+        )
+        db.add(acme_artifact)
+        await db.flush()
+        assert [d.id for d in await resolve_targets(db, {}, authority_pk=acme.id)] == [twin.id, other.id]
+        assert [d.device_id for d in await resolve_targets(db, {})] == ["DEV:1"]
+        with pytest.raises(RegistryError, match=f"no artifact {default_artifact}"):
+            await create_campaign(
+                db, "x", "install", artifact_id=default_artifact, target={}, authority_pk=acme.id
+            )
+        campaign = await create_campaign(
+            db,
+            "x",
+            "install",
+            artifact_id=acme_artifact.id,
+            target={"devices": ["DEV:1"]},
+            authority_pk=acme.id,
+        )
+        assert campaign.authority_pk == acme.id
+        members = (
+            await db.scalars(
+                select(CampaignDevice.device_pk).where(CampaignDevice.campaign_id == campaign.id)
+            )
+        ).all()
+        assert members == [twin.id]
+        await start_campaign(db, campaign, NOON)
+        jobs = (await db.scalars(select(Job.device_pk).where(Job.campaign_id == campaign.id))).all()
+        assert jobs == [twin.id]

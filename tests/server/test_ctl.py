@@ -107,3 +107,20 @@ def test_refusals_and_an_unreachable_server_say_why(server: tuple[ServerProcess,
     assert code == 2 and "key=value" in out
     done = runner.invoke(app, ["ctl", "--url", f"http://127.0.0.1:{free_port()}", "devices", "list"])
     assert done.exit_code == 4 and "cannot reach" in done.output
+
+
+def test_an_admin_of_the_default_authority_manages_authorities(
+    server: tuple[ServerProcess, str, str],
+) -> None:
+    proc, operator, _ = server
+    admin = proc.run("token", "add", "root", "--role", "admin").split()[-1]
+    code, out = ctl(proc, admin, "authorities", "add", "acme", "--server-id", "acme-dm", "--json")
+    assert code == 0, out
+    assert json.loads(out)["server_id"] == "acme-dm"
+    code, out = ctl(proc, admin, "authorities", "list", "--json")
+    assert code == 0 and [(a["name"], a["server_id"]) for a in json.loads(out)] == [
+        ("default", None),
+        ("acme", "acme-dm"),
+    ]
+    code, out = ctl(proc, operator, "authorities", "list")
+    assert code == 1 and "403" in out

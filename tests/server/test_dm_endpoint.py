@@ -231,3 +231,46 @@ async def test_a_chunked_request_body_is_read_whole(harness: Harness) -> None:
     )
     assert response.status_code == 200
     assert dm_status_of_header(response) == 401  # read and understood: the usual first challenge
+
+
+async def _paths(h: Harness, caplog: pytest.LogCaptureFixture, session_id: str) -> list[str]:
+    caplog.clear()
+    with caplog.at_level("INFO", logger="omadm.server.dm"):
+        responses = await h.run(h.client(session_id=session_id))
+    assert [r.status_code for r in responses] == [200] * len(responses)
+    return [
+        r.getMessage().rsplit(" path=", 1)[1].split()[0] for r in caplog.records if " path=" in r.getMessage()
+    ]
+
+
+@pytest.mark.parametrize("group_commit", [True, False])
+async def test_steady_state_sessions_take_the_fast_path_and_end_the_same(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, group_commit: bool
+) -> None:
+    async for h in make_harness(db_url, tmp_path, group_commit=group_commit):
+        async with h.sessions() as db, db.begin():
+            await add_device(db, DEVICE, username="dev", password="secret")
+        await _paths(h, caplog, "1")  # first contact: challenged, DevDetail asked (general path)
+        paths = await _paths(h, caplog, "2")
+        assert len(paths) >= 2
+        assert set(paths) == ({"fast"} if group_commit else {"general"})
+        # A queued job needs the general path: it is sent, and the session still ends well.
+        async with h.sessions() as db, db.begin():
+            device = await find_device(db, DEVICE)
+            assert device is not None
+            job = await create_job(db, device, JobKind.REFRESH_INVENTORY, {})
+        paths = await _paths(h, caplog, "3")
+        assert "general" in paths
+        async with h.sessions() as db:
+            sent = await db.get(Job, job.id)
+            assert sent is not None and sent.state == JobState.SUCCEEDED.value
+            kinds = [
+                e.kind
+                for e in (await db.execute(select(DeviceEvent).order_by(DeviceEvent.id))).scalars()
+                if e.kind == "session"
+            ]
+            assert len(kinds) == 3  # one history row per authenticated session, on either path
+            records = list((await db.execute(select(DmSession))).scalars())
+            assert len(records) >= 3 and all(r.messages >= 1 for r in records)
+            device = await find_device(db, DEVICE)
+            assert device is not None and device.client_nonce == h.nonce  # nonces kept in step

@@ -28,9 +28,11 @@ from .artifacts.service import get_artifact
 from .artifacts.storage import ArtifactStorage, LocalArtifactStorage
 from .artifacts.urls import descriptor_url, download_url
 from .config import ServerConfig
+from .console import console_routes
 from .dm_endpoint import DMEndpoint, PackageLocator
-from .store.engine import check_schema, database_url, make_engine, session_factory
+from .store.engine import check_schema, database_url, make_engine, session_factory, sqlite_pragmas
 from .store.models import Device, Job, JobKind, JobState, utc_now
+from .store.writer import DmWriter, sync_url
 from .sweeper import run_sweeper
 
 __all__ = ["create_app"]
@@ -51,12 +53,16 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
     sessions = session_factory(engine)
     storage = LocalArtifactStorage(config.artifacts_path)
     secret = config.secret_bytes()
-    endpoint = DMEndpoint(config, sessions, locate=artifact_locator(config, storage, secret))
+    writer_url = sync_url(engine.url.render_as_string(hide_password=False)) if config.group_commit else None
+    writer = DmWriter(writer_url, sqlite_pragmas=sqlite_pragmas()) if writer_url else None
+    endpoint = DMEndpoint(config, sessions, locate=artifact_locator(config, storage, secret), writer=writer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await check_schema(engine)
         await storage.clean_temporary()  # uploads a crash left half-written
+        if writer is not None:
+            writer.start()
         # Every worker sweeps (Package #0, job deadlines, idle DM sessions); workers skip
         # each other's locked rows. sweep_interval 0 turns the sweeper off.
         sweeper = (
@@ -72,6 +78,8 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
                 sweeper.cancel()
                 with suppress(asyncio.CancelledError):
                     await sweeper
+            if writer is not None:
+                await writer.close()
             await engine.dispose()
 
     async def dm(request: Request) -> Response:
@@ -100,9 +108,11 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
         )
     )
     app.include_router(api_router, prefix=API_PREFIX)
+    app.router.routes.extend(console_routes())
     install_problem_handlers(app)
     app.state.config = config
     app.state.engine = engine
+    app.state.writer = writer
     app.state.sessions = sessions
     app.state.storage = storage
     return app

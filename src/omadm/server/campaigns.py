@@ -18,6 +18,9 @@ maintenance window) are :mod:`omadm.server.rollout`'s; this module only records 
   the current wave, and create the jobs of the released waves when inside the window.
 * :func:`counters` counts devices per state per wave.
 
+A campaign belongs to one management authority: it targets only that authority's devices and
+uses only its packages (``authority_pk``; the default authority unless given).
+
 Functions work inside the caller's transaction; errors are :class:`RegistryError` (404, 409,
 422) like the registry's.
 """
@@ -37,6 +40,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from .registry import RegistryError, cancel_job, create_job
 from .rollout import Decision, Tally, Window, decide, parse_wave, should_retry, split_waves
 from .store.models import (
+    DEFAULT_AUTHORITY_PK,
     Artifact,
     Campaign,
     CampaignDevice,
@@ -117,8 +121,10 @@ def _check_target(target: dict[str, Any]) -> None:
             raise RegistryError(422, f"version_below {below!r} is not a version (e.g. 2.0)")
 
 
-async def resolve_targets(db: AsyncSession, target: dict[str, Any]) -> list[Device]:
-    """The accepted devices the filter selects, in registration order.
+async def resolve_targets(
+    db: AsyncSession, target: dict[str, Any], *, authority_pk: int = DEFAULT_AUTHORITY_PK
+) -> list[Device]:
+    """The accepted devices of the authority that the filter selects, in registration order.
 
     ``devices``: only these DevIds; ``tags``, ``devinfo``: each name equals its value (values
     compared as text); ``has_component``: the device's last inventory has this component
@@ -126,7 +132,11 @@ async def resolve_targets(db: AsyncSession, target: dict[str, Any]) -> list[Devi
     version does not parse is not known to be older and is left out).
     """
     _check_target(target)
-    query = select(Device).where(Device.state == DeviceState.ACCEPTED.value).order_by(Device.id)
+    query = (
+        select(Device)
+        .where(Device.authority_pk == authority_pk, Device.state == DeviceState.ACCEPTED.value)
+        .order_by(Device.id)
+    )
     if target.get("devices"):
         query = query.where(Device.device_id.in_(target["devices"]))
     component = target.get("has_component")
@@ -202,8 +212,10 @@ async def create_campaign(
     max_retries: int = 0,
     window: str | None = None,
     skip_busy: bool = False,
+    authority_pk: int = DEFAULT_AUTHORITY_PK,
 ) -> Campaign:
-    """A ``draft`` campaign over the devices ``target`` selects now (see :func:`resolve_targets`).
+    """A ``draft`` campaign over the devices ``target`` selects now (see :func:`resolve_targets`)
+    among the authority's; its package must be the authority's too.
 
     The component it concerns is ``component_id`` for remove, activate and deactivate, and
     the artifact manifest's first component for install and update (``component_id`` may
@@ -241,7 +253,7 @@ async def create_campaign(
         if artifact_id is None:
             raise RegistryError(422, f"a {job_kind.value} campaign needs an artifact_id")
         artifact = await db.get(Artifact, artifact_id, with_for_update={"read": True})
-        if artifact is None:
+        if artifact is None or artifact.authority_pk != authority_pk:
             raise RegistryError(404, f"no artifact {artifact_id}")
         components = (artifact.manifest or {}).get("components") or []
         first = str(components[0].get("id", "")) if components else ""
@@ -258,7 +270,7 @@ async def create_campaign(
         if target.get("has_component") not in (None, component):
             raise RegistryError(422, f"a {job_kind.value} campaign targets devices that have {component!r}")
         target["has_component"] = component
-    devices = await resolve_targets(db, target)
+    devices = await resolve_targets(db, target, authority_pk=authority_pk)
     busy = await _busy(db, component, [d.id for d in devices])
     if busy and not skip_busy:
         raise RegistryError(409, _busy_message(busy, {d.id: d.device_id for d in devices}))
@@ -267,6 +279,7 @@ async def create_campaign(
         raise RegistryError(422, "the target filter selects no device" + (" that is free" if busy else ""))
     now = utc_now()
     campaign = Campaign(
+        authority_pk=authority_pk,
         name=name,
         kind=job_kind.value,
         artifact_id=artifact_id,
@@ -307,9 +320,12 @@ async def create_campaign(
 # ------------------------------------------------------------------ operator actions
 
 
-async def get_campaign(db: AsyncSession, campaign_id: int, *, for_update: bool = False) -> Campaign:
+async def get_campaign(
+    db: AsyncSession, campaign_id: int, *, for_update: bool = False, authority_pk: int | None = None
+) -> Campaign:
+    """The campaign; 404 when there is none (or, given ``authority_pk``, it is another authority's)."""
     campaign = await db.get(Campaign, campaign_id, with_for_update=for_update)
-    if campaign is None:
+    if campaign is None or (authority_pk is not None and campaign.authority_pk != authority_pk):
         raise RegistryError(404, f"no campaign {campaign_id}")
     return campaign
 

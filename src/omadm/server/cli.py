@@ -2,15 +2,18 @@
 
 Glue only. ``omadm server`` with no sub-command serves (uvicorn; ``--workers N`` forks N
 processes sharing the database); ``migrate`` brings the schema to this version; ``device``,
-``artifact`` and ``job`` change the registry directly in the database, for set-up scripts
-and operators on the server's own machine (the REST API and ``omadm ctl`` do the same over
-HTTP). Exit codes: 0 done, 1 a problem with the request or the configuration (one
+``artifact``, ``job``, ``token`` and ``authority`` change the registry directly in the
+database, for set-up scripts and operators on the server's own machine (the REST API and
+``omadm ctl`` do the same over HTTP). ``--authority NAME`` picks the management authority a
+command works in (``default`` when not given). Every change is written to the audit log with
+the actor ``shell:<os user>``. Exit codes: 0 done, 1 a problem with the request or the configuration (one
 ``error:`` line says which), 2 usage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
 import os
@@ -24,9 +27,29 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .config import ConfigError, ServerConfig, load_server_config
-from .registry import RegistryError, add_device, cancel_job, create_job, find_device, record_event
+from .registry import (
+    RegistryError,
+    add_authority,
+    add_device,
+    cancel_job,
+    create_job,
+    find_device,
+    get_authority,
+    list_authorities,
+    record_event,
+)
 from .store.engine import database_url, make_engine, mask_url, session_factory
-from .store.models import Device, DeviceEvent, DeviceState, InventoryEntry, Job, JobKind
+from .store.models import (
+    DEFAULT_AUTHORITY,
+    DEFAULT_AUTHORITY_PK,
+    Authority,
+    Device,
+    DeviceEvent,
+    DeviceState,
+    InventoryEntry,
+    Job,
+    JobKind,
+)
 
 __all__ = ["server_app"]
 
@@ -53,6 +76,33 @@ ConfigOption = Annotated[
     typer.Option("--config", "-c", help="omadm-server.toml ([server] table).", envvar="OMADM_SERVER_CONFIG"),
 ]
 DbOption = Annotated[str | None, typer.Option("--db", help="Database URL (sqlite:///F or postgresql://...).")]
+AuthorityOption = Annotated[
+    str, typer.Option("--authority", help="The management authority (see 'omadm server authority list').")
+]
+
+
+def shell_actor() -> str:
+    """The audit log's actor for a change made from this shell: ``shell:<os user>``."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no user name in the environment nor the password database
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"shell:{user}"
+
+
+def audit(
+    db: AsyncSession, actor: str, action: str, target: str, *, authority_pk: int, **detail: Any
+) -> None:
+    """Record a shell change in the audit log (the API's :func:`omadm.server.api.auth.audit`)."""
+    from .api.auth import audit as record  # noqa: PLC0415 - the web stack only when writing
+
+    record(db, actor, action, target, authority_pk=authority_pk, **detail)
+
+
+async def _authority_pk(db: AsyncSession, name: str) -> int:
+    if name == DEFAULT_AUTHORITY:
+        return DEFAULT_AUTHORITY_PK
+    return (await get_authority(db, name)).id
 
 
 def _fail(message: str) -> NoReturn:
@@ -221,11 +271,13 @@ def device_add(
     auth: Annotated[str, typer.Option(help="md5, hmac or basic.")] = "md5",
     server_password: Annotated[str, typer.Option(help="SRVCRED: proves this server to the device.")] = "",
     notify: Annotated[str, typer.Option(help="Package #0 address, udp://h:p or http://h:p/.")] = "",
+    authority: AuthorityOption = DEFAULT_AUTHORITY,
 ) -> None:
     """Register a device with the credentials it will present."""
 
     async def work(db: AsyncSession) -> Device:
-        return await add_device(
+        authority_pk = await _authority_pk(db, authority)
+        device = await add_device(
             db,
             device_id,
             username=username,
@@ -233,18 +285,32 @@ def device_add(
             auth=auth,
             server_password=server_password,
             notify_address=notify,
+            authority_pk=authority_pk,
         )
+        audit(
+            db,
+            shell_actor(),
+            "device.add",
+            device.device_id,
+            authority_pk=authority_pk,
+            auth=auth,
+            username=username,
+            notify_address=notify,
+        )
+        return device
 
     device = _with_db(ctx, work)
     typer.echo(f"device {device.device_id} registered")
 
 
 @device_app.command("list")
-def device_list(ctx: typer.Context) -> None:
-    """The devices, their state and last contact."""
+def device_list(ctx: typer.Context, authority: AuthorityOption = DEFAULT_AUTHORITY) -> None:
+    """The authority's devices, their state and last contact."""
 
     async def work(db: AsyncSession) -> list[Device]:
-        return list((await db.execute(select(Device).order_by(Device.device_id))).scalars())
+        authority_pk = await _authority_pk(db, authority)
+        query = select(Device).where(Device.authority_pk == authority_pk).order_by(Device.device_id)
+        return list((await db.execute(query)).scalars())
 
     for device in _with_db(ctx, work):
         seen = device.last_contact.isoformat(timespec="seconds") if device.last_contact else "never"
@@ -255,18 +321,39 @@ def device_list(ctx: typer.Context) -> None:
 def artifact_add(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="An omadm package (.omp).", exists=True, dir_okay=False)],
+    authority: AuthorityOption = DEFAULT_AUTHORITY,
 ) -> None:
     """Upload a package; prints its artifact id (what jobs name)."""
     from .artifacts.service import ArtifactError, add_artifact  # noqa: PLC0415
     from .artifacts.storage import LocalArtifactStorage  # noqa: PLC0415
+    from .store.models import utc_now  # noqa: PLC0415
 
     settings = _settings(ctx)
 
     async def work(db: AsyncSession) -> Any:
+        authority_pk = await _authority_pk(db, authority)
+        started = utc_now()
         try:
-            return await add_artifact(db, LocalArtifactStorage(settings.artifacts_path), path.name, path)
+            artifact = await add_artifact(
+                db, LocalArtifactStorage(settings.artifacts_path), path.name, path, authority_pk=authority_pk
+            )
         except ArtifactError as exc:
             raise RegistryError(422, str(exc)) from None
+        if artifact.created >= started:  # new (add_artifact committed it): worth recording
+            audit(
+                db,
+                shell_actor(),
+                "package.add",
+                f"package {artifact.id}",
+                authority_pk=authority_pk,
+                filename=artifact.filename,
+                package_id=artifact.package_id,
+                version=artifact.version,
+                sha256=artifact.sha256,
+                size=artifact.size,
+            )
+            await db.commit()
+        return artifact
 
     artifact = _with_db(ctx, work, commits=True)
     typer.echo(f"artifact {artifact.id}: {artifact.package_id} {artifact.version} ({artifact.size} bytes)")
@@ -288,6 +375,7 @@ def job_add(
     descriptor: Annotated[
         bool, typer.Option("--descriptor", help="Deliver through a DLOTA descriptor.")
     ] = False,
+    authority: AuthorityOption = DEFAULT_AUTHORITY,
 ) -> None:
     """Queue one SCOMO operation; it is sent in the device's next session."""
     try:
@@ -296,21 +384,36 @@ def job_add(
         _fail(f"unknown job kind {kind!r}; one of: {', '.join(k.value for k in JobKind)}")
 
     async def work(db: AsyncSession) -> Job:
-        device = await find_device(db, device_id)
+        authority_pk = await _authority_pk(db, authority)
+        device = await find_device(db, device_id, authority_pk=authority_pk, for_update=True)
         if device is None:
             raise RegistryError(404, f"no device {device_id}")
         params: dict[str, Any] = {}
         if artifact is not None:
-            from .artifacts.service import get_artifact  # noqa: PLC0415
+            from .artifacts.service import ArtifactError, get_artifact  # noqa: PLC0415
 
-            found = await get_artifact(db, artifact)
+            try:
+                found = await get_artifact(db, artifact, authority_pk=authority_pk)
+            except ArtifactError as exc:
+                raise RegistryError(exc.status, exc.reason) from None
             params.update(artifact_id=found.id, pkg_id=found.package_id, name=found.filename)
         for key, value in (("url", url), ("component_id", component), ("node", node)):
             if value:
                 params[key] = value
         if descriptor:
             params["descriptor"] = True
-        return await create_job(db, device, job_kind, params)
+        job = await create_job(db, device, job_kind, params)
+        audit(
+            db,
+            shell_actor(),
+            "job.add",
+            f"job {job.id}",
+            authority_pk=authority_pk,
+            device_id=device.device_id,
+            kind=job.kind,
+            params=job.params,
+        )
+        return job
 
     job = _with_db(ctx, work)
     typer.echo(f"job {job.id} queued ({job.kind}, correlator {job.correlator})")
@@ -318,12 +421,20 @@ def job_add(
 
 @job_app.command("list")
 def job_list(
-    ctx: typer.Context, device_id: Annotated[str | None, typer.Argument(help="Only this device's.")] = None
+    ctx: typer.Context,
+    device_id: Annotated[str | None, typer.Argument(help="Only this device's.")] = None,
+    authority: AuthorityOption = DEFAULT_AUTHORITY,
 ) -> None:
-    """Jobs with their state and SCOMO result."""
+    """The authority's jobs with their state and SCOMO result."""
 
     async def work(db: AsyncSession) -> list[tuple[Job, str]]:
-        query = select(Job, Device.device_id).join(Device, Device.id == Job.device_pk).order_by(Job.id)
+        authority_pk = await _authority_pk(db, authority)
+        query = (
+            select(Job, Device.device_id)
+            .join(Device, Device.id == Job.device_pk)
+            .where(Device.authority_pk == authority_pk)
+            .order_by(Job.id)
+        )
         if device_id:
             query = query.where(Device.device_id == device_id)
         return [(job, dev) for job, dev in (await db.execute(query)).all()]
@@ -341,18 +452,33 @@ def job_cancel(ctx: typer.Context, job_id: Annotated[int, typer.Argument(help="T
         job = await db.get(Job, job_id, with_for_update=True)
         if job is None:
             raise RegistryError(404, f"no job {job_id}")
-        return await cancel_job(db, job)
+        device = await db.get_one(Device, job.device_pk)
+        await cancel_job(db, job)
+        audit(
+            db,
+            shell_actor(),
+            "job.cancel",
+            f"job {job.id}",
+            authority_pk=device.authority_pk,
+            device_id=device.device_id,
+            kind=job.kind,
+        )
+        return job
 
     job = _with_db(ctx, work)
     typer.echo(f"job {job.id} cancelled")
 
 
 @device_app.command("show")
-def device_show(ctx: typer.Context, device_id: Annotated[str, typer.Argument(help="The DevId.")]) -> None:
+def device_show(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="The DevId.")],
+    authority: AuthorityOption = DEFAULT_AUTHORITY,
+) -> None:
     """One device: identity, inventory, jobs and history."""
 
     async def work(db: AsyncSession) -> tuple[Device, list[InventoryEntry], list[Job], list[DeviceEvent]]:
-        device = await find_device(db, device_id)
+        device = await find_device(db, device_id, authority_pk=await _authority_pk(db, authority))
         if device is None:
             raise RegistryError(404, f"no device {device_id}")
         inventory = (
@@ -401,14 +527,19 @@ def device_accept(
     ] = None,
     password: Annotated[str | None, typer.Option(help="Its password.")] = None,
     reject: Annotated[bool, typer.Option("--reject", help="Refuse the device instead.")] = False,
+    authority: AuthorityOption = DEFAULT_AUTHORITY,
 ) -> None:
     """Accept a device held as pending (giving it credentials), or reject it."""
     from .registry import AUTH_TYPES  # noqa: PLC0415
 
     async def work(db: AsyncSession) -> Device:
-        device = await find_device(db, device_id)
+        authority_pk = await _authority_pk(db, authority)
+        device = await find_device(db, device_id, authority_pk=authority_pk, for_update=True)
         if device is None:
             raise RegistryError(404, f"no device {device_id}")
+        detail: dict[str, Any] = {"before": device.state}
+        if username is not None and password is not None:
+            detail["username"] = username
         if reject:
             device.state = DeviceState.REJECTED.value
         else:
@@ -420,7 +551,10 @@ def device_accept(
                     422, f"device {device_id} has no credentials yet: give --username and --password"
                 )
             device.state = DeviceState.ACCEPTED.value
-        await record_event(db, device, "admission", state=device.state)
+        actor = shell_actor()
+        await record_event(db, device, "admission", state=device.state, by=actor)
+        action = "device.reject" if reject else "device.accept"
+        audit(db, actor, action, device.device_id, authority_pk=authority_pk, **detail)
         return device
 
     device = _with_db(ctx, work)
@@ -438,13 +572,15 @@ def token_add(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Who uses it: the name the audit log shows.")],
     role: Annotated[str, typer.Option(help="viewer (reads), operator (changes), admin (all).")] = "viewer",
+    authority: AuthorityOption = DEFAULT_AUTHORITY,
 ) -> None:
-    """Create an API token; prints it once (only its hash is kept)."""
-    from .api.auth import audit, create_token  # noqa: PLC0415
+    """Create an API token of an authority; prints it once (only its hash is kept)."""
+    from .api.auth import create_token  # noqa: PLC0415
 
     async def work(db: AsyncSession) -> str:
-        row, token = await create_token(db, name, role)
-        audit(db, "shell", "token.add", f"token {row.name}", role=row.role)
+        authority_pk = await _authority_pk(db, authority)
+        row, token = await create_token(db, name, role, authority_pk=authority_pk)
+        audit(db, shell_actor(), "token.add", f"token {row.name}", authority_pk=authority_pk, role=row.role)
         return token
 
     token = _with_db(ctx, work)
@@ -454,24 +590,84 @@ def token_add(
 
 @token_app.command("list")
 def token_list(ctx: typer.Context) -> None:
-    """The API tokens: name, role, last use (never the tokens)."""
+    """The API tokens: name, role, authority, last use (never the tokens)."""
     from .api.auth import list_tokens  # noqa: PLC0415
 
-    for row in _with_db(ctx, list_tokens):
+    async def work(db: AsyncSession) -> list[tuple[Any, str]]:
+        names = {a.id: a.name for a in await list_authorities(db)}
+        return [(row, names.get(row.authority_pk, "?")) for row in await list_tokens(db)]
+
+    for row, authority in _with_db(ctx, work):
         used = row.last_used.isoformat(timespec="seconds") if row.last_used else "never"
         typer.echo(
-            f"{row.name}  {row.role}  created {row.created.isoformat(timespec='seconds')}  used {used}"
+            f"{row.name}  {row.role}  {authority}  created {row.created.isoformat(timespec='seconds')}"
+            f"  used {used}"
         )
 
 
 @token_app.command("revoke")
 def token_revoke(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
     """Revoke an API token at once."""
-    from .api.auth import audit, revoke_token  # noqa: PLC0415
+    from .api.auth import revoke_token  # noqa: PLC0415
 
     async def work(db: AsyncSession) -> None:
         row = await revoke_token(db, name)
-        audit(db, "shell", "token.revoke", f"token {row.name}", role=row.role)
+        audit(
+            db,
+            shell_actor(),
+            "token.revoke",
+            f"token {row.name}",
+            authority_pk=row.authority_pk,
+            role=row.role,
+        )
 
     _with_db(ctx, work)
     typer.echo(f"token {name!r} revoked")
+
+
+authority_app = typer.Typer(
+    help="Management authorities: DM server identities, each with its own devices and tokens.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+server_app.add_typer(authority_app, name="authority")
+
+
+@authority_app.command("add")
+def authority_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Its name (what --authority and the API take).")],
+    server_id: Annotated[
+        str, typer.Option("--server-id", help="The DM ServerID its devices know it by (DMAcc ServerID).")
+    ],
+    description: Annotated[str, typer.Option(help="What it is (an operator, an OEM...).")] = "",
+) -> None:
+    """Create a management authority; then give it a token (token add --authority NAME)."""
+    settings = _settings(ctx)
+
+    async def work(db: AsyncSession) -> Authority:
+        authority = await add_authority(
+            db, name, server_id, description=description, configured_server_id=settings.server_id
+        )
+        audit(
+            db,
+            shell_actor(),
+            "authority.add",
+            f"authority {authority.name}",
+            authority_pk=DEFAULT_AUTHORITY_PK,
+            server_id=authority.server_id,
+            description=authority.description,
+        )
+        return authority
+
+    authority = _with_db(ctx, work)
+    typer.echo(f"authority {authority.name} created (ServerID {authority.server_id})")
+
+
+@authority_app.command("list")
+def authority_list(ctx: typer.Context) -> None:
+    """The management authorities: name, ServerID, description."""
+    settings = _settings(ctx)
+    for authority in _with_db(ctx, list_authorities):
+        server_id = authority.server_id or f"{settings.server_id} (the server's own)"
+        typer.echo(f"{authority.name}  {server_id}  {authority.description}".rstrip())

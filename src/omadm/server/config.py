@@ -61,6 +61,9 @@ class ServerConfig:
     url_lifetime: float = 86400.0  # seconds a package URL stays valid
     workers: int = 1
     artifacts_dir: str = ""  # package files; default data_dir/artifacts
+    # Steady-state DM messages through the DM writer (one thread, group commit); false: every
+    # message takes the general path (one ORM transaction each). See store/writer.py.
+    group_commit: bool = True
 
     @property
     def base_url(self) -> str:
@@ -107,6 +110,8 @@ class ServerConfig:
             raise ConfigError("max_msg_size must be at least 1024 bytes")
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
+        if not isinstance(self.group_commit, bool):
+            raise ConfigError(f"group_commit must be true or false, not {self.group_commit!r}")
         for name in ("notify_interval", "sweep_interval"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:

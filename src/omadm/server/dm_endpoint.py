@@ -64,8 +64,9 @@ from omadm.protocol.session import (
 
 from . import jobs as jobplan
 from .config import ServerConfig
+from .dm_store import FastUnit, FullPathNeeded, OrmUnit, Unit
 from .inventory import InventoryRecord, inventory_uri, normalize_path, parse_inventory
-from .registry import deployed_node, find_device, record_event
+from .registry import deployed_node, record_event
 from .store.models import (
     Device,
     DeviceState,
@@ -77,6 +78,7 @@ from .store.models import (
     JobState,
     utc_now,
 )
+from .store.writer import DmWriter, WriteConflict, WriterUnavailable
 
 __all__ = ["DMEndpoint", "PackageLocator"]
 
@@ -122,10 +124,13 @@ class DMEndpoint:
         sessions: async_sessionmaker[AsyncSession],
         *,
         locate: PackageLocator | None = None,
+        writer: DmWriter | None = None,
     ) -> None:
         self.config = config
         self.sessions = sessions
         self.locate = locate or _external_url_only
+        #: The fast path's writer (None: every message takes the general path).
+        self.writer = writer
         self._secret = hashlib.sha256(b"omadm-session-snapshot:" + config.secret_bytes()).digest()
 
     async def __call__(self, request: Request) -> Response:
@@ -143,7 +148,7 @@ class DMEndpoint:
         token = request.query_params.get("s", "")
         note: dict[str, Any] = {"encoding": encoding}
         try:
-            reply = await self._transaction(message, body, token, request.headers.get(HMAC_HEADER), note)
+            reply = await self._serve(message, body, token, request.headers.get(HMAC_HEADER), note)
         except _Refusal as refusal:
             log.warning(
                 "dm refused device=%s status=%d: %s",
@@ -153,7 +158,7 @@ class DMEndpoint:
             )
             return _text(refusal.status, refusal.reason)
         log.info(
-            "dm device=%s session=%s msg=%s in=%dB out=%dB events=%s sent=%s ms=%.1f",
+            "dm device=%s session=%s msg=%s in=%dB out=%dB events=%s sent=%s path=%s ms=%.1f",
             message.header.source.loc_uri,
             note.get("token", ""),
             message.header.msg_id,
@@ -161,11 +166,31 @@ class DMEndpoint:
             len(reply.body),
             _compact(note.get("events", [])),
             ",".join(note.get("sent", [])) or "-",
+            note.get("path", "general"),
             (time.perf_counter() - started) * 1000,
         )
         return Response(reply.body, media_type=reply.content_type, headers=reply.headers)
 
     # -- one message ------------------------------------------------------------------------
+
+    async def _serve(
+        self, message: Message, body: bytes, token: str, hmac_header: str | None, note: dict[str, Any]
+    ) -> Any:
+        """The fast path when it can serve the message, else the general path (``dm_store``)."""
+        if self.writer is not None:
+            unit = FastUnit(self.writer)
+            try:
+                reply = await self._handle(unit, message, body, token, hmac_header=hmac_header, note=note)
+                await self.writer.commit(unit.write())
+            except (FullPathNeeded, WriteConflict, WriterUnavailable) as why:
+                log.debug("dm general path: %r", why)
+                encoding = note["encoding"]
+                note.clear()  # what the abandoned attempt noted did not happen
+                note["encoding"] = encoding
+            else:
+                note["path"] = "fast"
+                return reply
+        return await self._transaction(message, body, token, hmac_header, note)
 
     async def _transaction(
         self, message: Message, body: bytes, token: str, hmac_header: str | None, note: dict[str, Any]
@@ -176,7 +201,8 @@ class DMEndpoint:
             try:
                 # Changes are flushed once, at commit: no statement per attribute change.
                 with db.no_autoflush:
-                    return await self._handle(db, message, body, token, hmac_header=hmac_header, note=note)
+                    unit = OrmUnit(db)
+                    return await self._handle(unit, message, body, token, hmac_header=hmac_header, note=note)
             except _Refusal as refusal:
                 if not refusal.keep:
                     raise
@@ -186,7 +212,7 @@ class DMEndpoint:
 
     async def _handle(
         self,
-        db: AsyncSession,
+        unit: Unit,
         message: Message,
         body: bytes,
         token: str,
@@ -194,7 +220,7 @@ class DMEndpoint:
         hmac_header: str | None,
         note: dict[str, Any],
     ) -> Any:
-        record, session, device = await self._load(db, message, token)
+        record, session, device = await self._load(unit, message, token)
         note["token"] = record.token
         try:
             events = session.receive_message(
@@ -204,36 +230,27 @@ class DMEndpoint:
             # The message breaks the session's rules: refuse it and change nothing (the
             # transaction rolls back), so the client may send a correct one.
             raise _Refusal(400, f"message refused: {exc}") from None
-        await self._apply(db, record, device, events, note)
+        await self._apply(unit, record, device, events, note)
         if session.authenticated and not session.finished and device.state == DeviceState.ACCEPTED.value:
-            await self._send_work(db, record, session, device, note)
+            await self._send_work(unit, record, session, device, note)
         reply = session.reply()
-        await self._apply(db, record, device, session.events(), note)
+        await self._apply(unit, record, device, session.events(), note)
         await self._save(record, session)
         return reply
 
     async def _load(
-        self, db: AsyncSession, message: Message, token: str
+        self, unit: Unit, message: Message, token: str
     ) -> tuple[DmSession, ServerSession, Device]:
         header = message.header
-        record = None
-        if token and header.msg_id != "1":
-            found = await db.execute(
-                select(DmSession, Device)
-                .join(Device, Device.id == DmSession.device_pk)
-                .where(DmSession.token == token)
-                .with_for_update(of=DmSession)
-            )
-            row = found.first()
-            if row is not None:
-                record, device = row
-        if record is not None:  # finished too: a repeated last message gets its reply again
+        found = await unit.session_for(token) if token and header.msg_id != "1" else None
+        if found is not None:
+            record, device = found  # finished too: a repeated last message gets its reply again
             try:
                 session = ServerSession.restore(self._unseal(record.snapshot))
             except LocalProtocolError as exc:
                 raise _Refusal(410, f"session {token} cannot be resumed ({exc}); start a new one") from None
             return record, session, device
-        device = await self._admit(db, message)
+        device = await self._admit(unit, message)
         token = secrets.token_urlsafe(18)
         session = ServerSession(self._session_config(device, token))
         record = DmSession(
@@ -245,12 +262,12 @@ class DMEndpoint:
             created=utc_now(),
             updated=utc_now(),
         )
-        db.add(record)
+        unit.add_session(record)
         return record, session, device
 
-    async def _admit(self, db: AsyncSession, message: Message) -> Device:
+    async def _admit(self, unit: Unit, message: Message) -> Device:
         device_id = message.header.source.loc_uri
-        device = await find_device(db, device_id)
+        device = await unit.device(device_id)
         policy = self.config.unknown_devices
         if device is None:
             if policy == "reject":
@@ -269,9 +286,8 @@ class DMEndpoint:
                 client_nonce=new_nonce(),  # never empty: see registry.add_device
                 server_nonce=b"",
             )
-            db.add(device)
-            await db.flush()
-            await record_event(db, device, "enrolled", policy=policy)
+            await unit.enrol(device)
+            unit.event(device, "enrolled", policy=policy)
             if state is DeviceState.PENDING:
                 # Remember it (the operator sees it and its DevInfo), but manage nothing.
                 device.devinfo = _devinfo_of(message)
@@ -306,7 +322,7 @@ class DMEndpoint:
     # -- what happened ------------------------------------------------------------------------
 
     async def _apply(
-        self, db: AsyncSession, record: DmSession, device: Device, events: list[Event], note: dict[str, Any]
+        self, unit: Unit, record: DmSession, device: Device, events: list[Event], note: dict[str, Any]
     ) -> None:
         names = note.setdefault("events", [])
         for event in events:
@@ -321,19 +337,19 @@ class DMEndpoint:
                 if device.auth_failures or not record.context.get("authenticated"):
                     device.auth_failures = 0
                     record.context = {**record.context, "authenticated": True}
-                    await record_event(db, device, "session", token=record.token)
+                    unit.event(device, "session", token=record.token)
                 device.last_contact = utc_now()
             elif isinstance(event, AuthenticationFailed):
                 device.auth_failures = (device.auth_failures or 0) + 1
                 log.warning("dm device=%s authentication failed: %s", device.device_id, event.reason)
                 if event.final:
-                    await record_event(db, device, "auth-failed", reason=event.reason)
+                    unit.event(device, "auth-failed", reason=event.reason)
             elif isinstance(event, StatusReceived):
-                await self._on_status(db, record, device, event)
+                await self._on_status(unit, record, device, event)
             elif isinstance(event, ResultsReceived):
-                await self._on_results(db, record, device, event)
+                await self._on_results(unit, record, device, event)
             elif isinstance(event, AlertReceived):
-                await self._on_alert(db, record, device, event)
+                await self._on_alert(unit, record, device, event)
             elif isinstance(event, SessionAborted | SessionEnded):
                 record.finished = True
         context = record.context
@@ -347,13 +363,11 @@ class DMEndpoint:
             record.context = {
                 k: v for k, v in context.items() if not k.startswith("inventory_") or k == "inventory_asked"
             }
-            await self._replace_inventory(db, record, device, parse_inventory(items, device.scomo_root))
+            await self._replace_inventory(unit, record, device, parse_inventory(items, device.scomo_root))
             for job_id in context.get("inventory_jobs", []):
-                await self._inventory_job_done(db, device, int(job_id))
+                await self._inventory_job_done(unit.orm(), device, int(job_id))
 
-    async def _on_status(
-        self, db: AsyncSession, record: DmSession, device: Device, event: StatusReceived
-    ) -> None:
+    async def _on_status(self, unit: Unit, record: DmSession, device: Device, event: StatusReceived) -> None:
         code = event.status.code
         parsed = jobplan.parse_tag(event.tag)
         if event.tag == _INVENTORY_TAG or (parsed is not None and parsed[1] == "inventory"):
@@ -389,6 +403,7 @@ class DMEndpoint:
         if parsed is None:
             return
         job_id, step = parsed
+        db = unit.orm()
         job = await db.get(Job, job_id, with_for_update=True)
         if job is None or job.device_pk != device.id:
             return
@@ -415,11 +430,11 @@ class DMEndpoint:
         await self._move(db, device, job, outcome)
 
     async def _on_results(
-        self, db: AsyncSession, record: DmSession, device: Device, event: ResultsReceived
+        self, unit: Unit, record: DmSession, device: Device, event: ResultsReceived
     ) -> None:
         parsed = jobplan.parse_tag(event.tag)
         if parsed is not None and parsed[1] == "poll":
-            await self._on_poll(db, device, parsed[0], event)
+            await self._on_poll(unit.orm(), device, parsed[0], event)
             return
         if event.tag == _DEVDETAIL_TAG:
             values = dict(device.devdetail or {})
@@ -445,9 +460,9 @@ class DMEndpoint:
         if event.tag != _INVENTORY_TAG and not is_job:
             return
         records = parse_inventory(event.results.items, device.scomo_root)
-        await self._replace_inventory(db, record, device, records)
+        await self._replace_inventory(unit, record, device, records)
         if parsed is not None and is_job:
-            await self._inventory_job_done(db, device, parsed[0])
+            await self._inventory_job_done(unit.orm(), device, parsed[0])
 
     def _on_children(self, record: DmSession, device: Device, event: ResultsReceived) -> None:
         """The names under Deployed and Delivered (node-by-node inventory): then read their leaves."""
@@ -463,13 +478,14 @@ class DMEndpoint:
             record.context = {**record.context, "inventory_fallback": "leaves"}
 
     async def _replace_inventory(
-        self, db: AsyncSession, record: DmSession, device: Device, records: list[InventoryRecord]
+        self, unit: Unit, record: DmSession, device: Device, records: list[InventoryRecord]
     ) -> None:
         """Make the stored inventory exactly what the device reported now."""
         digest = hashlib.sha256(repr(sorted(records, key=repr)).encode()).hexdigest()
         record.context = {**record.context, "inventory_fresh": True}
         if digest == device.inventory_digest:
             return  # unchanged: the usual case, and no write at all
+        db = unit.orm()
         now = utc_now()
         device.inventory_updated = now  # when it last changed (last_contact says when it was read)
         device.inventory_digest = digest
@@ -545,12 +561,11 @@ class DMEndpoint:
                 get = Get("0", (Item(target=Target(jobplan.poll_uri(job.exec_uri))),))
                 session.queue(get, jobplan.tag(job.id, "poll"))
 
-    async def _on_alert(
-        self, db: AsyncSession, record: DmSession, device: Device, event: AlertReceived
-    ) -> None:
+    async def _on_alert(self, unit: Unit, record: DmSession, device: Device, event: AlertReceived) -> None:
         reports = jobplan.scomo_reports(event.alert)
         if not reports:
             return
+        db = unit.orm()
         job = await self._job_for_alert(db, device, reports)
         if job is None:
             log.warning(
@@ -618,7 +633,7 @@ class DMEndpoint:
 
     async def _send_work(
         self,
-        db: AsyncSession,
+        unit: Unit,
         record: DmSession,
         session: ServerSession,
         device: Device,
@@ -665,11 +680,12 @@ class DMEndpoint:
                     for k, v in record.context.items()
                     if not k.startswith("inventory_") or k == "inventory_asked"
                 }
-                await self._replace_inventory(db, record, device, [])
+                await self._replace_inventory(unit, record, device, [])
                 for job_id in jobs_waiting:
-                    await self._inventory_job_done(db, device, int(job_id))
+                    await self._inventory_job_done(unit.orm(), device, int(job_id))
         if not device.has_open_jobs:
             return  # the common case: nothing to send, nothing to wait for, no query
+        db = unit.orm()
         # One query for every unfinished job of the device: what to send, what to poll.
         found = await db.execute(
             select(Job)

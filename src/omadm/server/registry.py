@@ -3,6 +3,12 @@
 Plain async functions over an ``AsyncSession``; the caller owns the transaction. Errors are
 ``RegistryError`` with an HTTP-like status (404 unknown, 409 conflict, 422 invalid) and a
 message that names the problem, so the CLI and the REST API can show them as they are.
+
+Management authorities (``docs/authorities.md``): every device belongs to one authority, a
+DM server identity (ServerID). A DevId is unique *within* an authority; functions that look a
+device up take ``authority_pk`` (the ``default`` authority when not given, so callers that
+predate authorities keep working). The DM endpoint resolves the authority a session talks to
+with :func:`resolve_authority` and then the device with :func:`find_device`.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omadm.protocol.auth import new_nonce
@@ -19,6 +25,12 @@ from omadm.protocol.codes import AuthType
 
 from .jobs import plan_job
 from .store.models import (
+    DEFAULT_AUTHORITY,
+    DEFAULT_AUTHORITY_PK,
+    ApiToken,
+    Artifact,
+    Authority,
+    Campaign,
     Device,
     DeviceEvent,
     DeviceState,
@@ -32,12 +44,21 @@ from .store.models import (
 
 __all__ = [
     "AUTH_TYPES",
+    "DEFAULT_AUTHORITY",
+    "DEFAULT_AUTHORITY_PK",
     "RegistryError",
+    "add_authority",
     "add_device",
+    "authority_usage",
     "cancel_job",
     "create_job",
+    "delete_authority",
+    "find_authority",
     "find_device",
+    "get_authority",
+    "list_authorities",
     "record_event",
+    "resolve_authority",
 ]
 
 #: Configuration names of the DM authentication schemes.
@@ -62,9 +83,127 @@ class RegistryError(Exception):
         return self.message
 
 
-async def find_device(db: AsyncSession, device_id: str) -> Device | None:
-    result = await db.execute(select(Device).where(Device.device_id == device_id))
+async def find_device(
+    db: AsyncSession,
+    device_id: str,
+    *,
+    authority_pk: int = DEFAULT_AUTHORITY_PK,
+    for_update: bool = False,
+) -> Device | None:
+    """The device with this DevId in this authority (the default one unless given), or None."""
+    query = select(Device).where(Device.authority_pk == authority_pk, Device.device_id == device_id)
+    if for_update:
+        query = query.with_for_update()
+    result = await db.execute(query)
     return result.scalar_one_or_none()
+
+
+# ------------------------------------------------------------------ authorities
+
+_AUTHORITY_NAME_MAX = 100
+_SERVER_ID_MAX = 255
+
+
+async def find_authority(db: AsyncSession, name: str) -> Authority | None:
+    """The authority with this name, or None."""
+    result: Authority | None = await db.scalar(select(Authority).where(Authority.name == name))
+    return result
+
+
+async def get_authority(db: AsyncSession, name: str) -> Authority:
+    """The authority with this name; :class:`RegistryError` 404 when there is none."""
+    authority = await find_authority(db, name)
+    if authority is None:
+        raise RegistryError(404, f"no authority {name!r}")
+    return authority
+
+
+async def resolve_authority(
+    db: AsyncSession, server_id: str, *, configured_server_id: str
+) -> Authority | None:
+    """The authority a DM session talks to, from the ServerID (or the name) it is addressed by.
+
+    ``server_id`` is matched against the authorities' ServerIDs, then their names; the
+    server's own ``configured_server_id`` (``[server] server_id``) and an empty string mean
+    the ``default`` authority (whose ``server_id`` column is NULL). None: no such authority
+    (the DM endpoint should answer as for an unknown server, never create one).
+    """
+    if not server_id or server_id == configured_server_id:
+        return await db.get(Authority, DEFAULT_AUTHORITY_PK)
+    by_server_id = await db.scalar(select(Authority).where(Authority.server_id == server_id))
+    if by_server_id is not None:
+        return by_server_id
+    return await find_authority(db, server_id)
+
+
+async def list_authorities(db: AsyncSession) -> list[Authority]:
+    return list((await db.scalars(select(Authority).order_by(Authority.id))).all())
+
+
+async def add_authority(
+    db: AsyncSession,
+    name: str,
+    server_id: str,
+    *,
+    description: str = "",
+    configured_server_id: str | None = None,
+) -> Authority:
+    """A new management authority known to its devices by ``server_id`` (a DM ServerID).
+
+    The ServerID must differ from every other authority's and from the server's own
+    ``configured_server_id`` (the default authority's), or sessions could not be told apart.
+    """
+    name, server_id = name.strip(), server_id.strip()
+    if not name or len(name) > _AUTHORITY_NAME_MAX or "/" in name or any(c.isspace() for c in name):
+        raise RegistryError(
+            422, f"an authority needs a name of 1-{_AUTHORITY_NAME_MAX} characters, without spaces or '/'"
+        )
+    if not server_id or len(server_id) > _SERVER_ID_MAX:
+        raise RegistryError(
+            422, f"an authority needs the ServerID its devices know it by (1-{_SERVER_ID_MAX} characters)"
+        )
+    if await find_authority(db, name) is not None:
+        raise RegistryError(409, f"an authority named {name!r} exists already")
+    if server_id == configured_server_id:
+        raise RegistryError(409, f"ServerID {server_id!r} is the server's own (the default authority's)")
+    taken = await db.scalar(select(Authority.name).where(Authority.server_id == server_id))
+    if taken is not None:
+        raise RegistryError(409, f"ServerID {server_id!r} is authority {taken!r}'s already")
+    authority = Authority(name=name, server_id=server_id, description=description, created=utc_now())
+    db.add(authority)
+    await db.flush()
+    return authority
+
+
+async def authority_usage(db: AsyncSession, authority: Authority) -> dict[str, int]:
+    """How many devices, tokens, packages and campaigns the authority has."""
+    usage = {}
+    for label, model in (
+        ("devices", Device),
+        ("tokens", ApiToken),
+        ("packages", Artifact),
+        ("campaigns", Campaign),
+    ):
+        count = await db.scalar(
+            select(func.count()).select_from(model).where(model.authority_pk == authority.id)
+        )
+        usage[label] = count or 0
+    return usage
+
+
+async def delete_authority(db: AsyncSession, authority: Authority) -> Authority:
+    """Delete an authority that owns nothing any more; ``default`` is never deleted."""
+    if authority.id == DEFAULT_AUTHORITY_PK:
+        raise RegistryError(409, "the default authority cannot be deleted")
+    usage = await authority_usage(db, authority)
+    left = [f"{count} {label}" for label, count in usage.items() if count]
+    if left:
+        raise RegistryError(
+            409, f"authority {authority.name!r} still has {', '.join(left)}: remove them first"
+        )
+    await db.delete(authority)
+    await db.flush()
+    return authority
 
 
 async def add_device(
@@ -78,15 +217,20 @@ async def add_device(
     state: DeviceState = DeviceState.ACCEPTED,
     notify_address: str = "",
     tags: dict[str, Any] | None = None,
+    authority_pk: int = DEFAULT_AUTHORITY_PK,
 ) -> Device:
-    """Pre-register a device with the credentials it will present (CLCRED)."""
+    """Pre-register a device with the credentials it will present (CLCRED), in one authority.
+
+    The same DevId may be registered in another authority (its own row and credentials).
+    """
     if not device_id:
         raise RegistryError(422, "a device needs its DevId (e.g. IMEI:490154203237518)")
     if auth not in AUTH_TYPES:
         raise RegistryError(422, f"auth must be one of {', '.join(AUTH_TYPES)}, not {auth!r}")
-    if await find_device(db, device_id) is not None:
+    if await find_device(db, device_id, authority_pk=authority_pk) is not None:
         raise RegistryError(409, f"device {device_id} is already registered")
     device = Device(
+        authority_pk=authority_pk,
         device_id=device_id,
         state=state.value,
         auth_type=AUTH_TYPES[auth].value,
@@ -135,6 +279,11 @@ async def create_job(
     without one takes the job in its next poll.
     """
     params = dict(params)
+    artifact_id = params.get("artifact_id")
+    if artifact_id:
+        owner = await db.scalar(select(Artifact.authority_pk).where(Artifact.id == artifact_id))
+        if owner != device.authority_pk:  # another authority's package does not exist for this one
+            raise RegistryError(404, f"no artifact {artifact_id}")
     if kind in _NEEDS_PACKAGE and not (params.get("artifact_id") or params.get("url")):
         raise RegistryError(422, f"a {kind.value} job needs an artifact_id or a url")
     if kind is JobKind.INSTALL_DIRECT and not params.get("artifact_id"):
@@ -198,4 +347,3 @@ async def deployed_node(db: AsyncSession, device: Device, component_id: str) -> 
         )
     )
     return result.scalars().first()
-

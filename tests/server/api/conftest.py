@@ -26,6 +26,7 @@ class Api:
     http: httpx.AsyncClient
     sessions: async_sessionmaker[AsyncSession]
     tokens: dict[str, str]
+    app: Any = None
 
     def auth(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
@@ -68,6 +69,6 @@ async def api(db_url: str, tmp_path: Path) -> AsyncIterator[Api]:
             _, tokens[role] = await create_token(db, f"{role}-bot", role)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
-            yield Api(http, sessions, tokens)
+            yield Api(http, sessions, tokens, app)
     finally:
         await app.state.engine.dispose()

@@ -167,10 +167,11 @@ async def test_a_concurrent_insert_of_the_same_bytes_wins(
     real = service._by_key
     calls = 0
 
-    async def unseen_once(db: AsyncSession, key: str) -> Artifact | None:
+    async def unseen_once(db: AsyncSession, key: str, authority_pk: int) -> Artifact | None:
         nonlocal calls
         calls += 1
-        return None if calls == 1 else await real(db, key)  # as if the other insert came just after
+        # As if the other insert came just after.
+        return None if calls == 1 else await real(db, key, authority_pk)
 
     monkeypatch.setattr(service, "_by_key", unseen_once)
     async with sessions() as db:

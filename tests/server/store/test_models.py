@@ -11,7 +11,9 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from omadm.server.store.models import (
+    DEFAULT_AUTHORITY_PK,
     Artifact,
+    Authority,
     Base,
     Device,
     DeviceEvent,
@@ -185,10 +187,20 @@ async def test_correlator_is_unique(sessions: Sessions) -> None:
         await _add(sessions, Job(device_pk=device_pk, kind="remove", correlator="c-1"))
 
 
-async def test_device_id_is_unique(sessions: Sessions) -> None:
-    await _device(sessions, "IMEI:1")
+async def test_device_id_is_unique_per_authority(sessions: Sessions) -> None:
+    first = await _device(sessions, "IMEI:1")
     with pytest.raises(IntegrityError):
         await _device(sessions, "IMEI:1")
+    other = Authority(name="acme", server_id="acme-dm")
+    await _add(sessions, other)
+    twin = Device(device_id="IMEI:1", authority_pk=other.id)  # the same device, another authority
+    await _add(sessions, twin)
+    assert twin.id != first
+    async with sessions() as session:
+        device = await session.get_one(Device, first)
+        assert device.authority_pk == DEFAULT_AUTHORITY_PK  # the default when none is given
+    with pytest.raises(IntegrityError):  # ServerIDs are unique too
+        await _add(sessions, Authority(name="acme2", server_id="acme-dm"))
 
 
 async def test_inventory_node_is_unique_per_device_and_kind(sessions: Sessions) -> None:

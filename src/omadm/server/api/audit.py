@@ -1,4 +1,9 @@
-"""``/api/v1/audit`` (admin): who changed what, when; and ``/api/v1/tokens``: the API's tokens."""
+"""``/api/v1/audit`` (admin): who changed what, when; ``/api/v1/tokens``: the API's tokens.
+
+Both are per management authority: an admin reads its authority's audit log and manages its
+authority's tokens. Admins of the default authority also see and manage every authority's
+tokens (they create the first token of a new authority).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..store.models import ApiToken, AuditEntry
-from .auth import Admin, Db, audit, create_token, list_tokens
+from ..registry import get_authority, list_authorities
+from ..store.models import DEFAULT_AUTHORITY_PK, ApiToken, AuditEntry
+from .auth import Actor, Admin, Db, audit, create_token, list_tokens
 from .problems import Problem
 from .schemas import AuditOut, Page, Paging, RowId, TokenCreate, TokenCreated, TokenOut
 
@@ -19,7 +26,7 @@ router = APIRouter(prefix="/audit", tags=["audit"])
 tokens_router = APIRouter(prefix="/tokens", tags=["tokens"])
 
 
-@router.get("", response_model=Page[AuditOut], summary="The audit log, newest first")
+@router.get("", response_model=Page[AuditOut], summary="The audit log of the token's authority, newest first")
 async def list_audit(
     *,
     db: Db,
@@ -30,7 +37,7 @@ async def list_audit(
     target: Annotated[str | None, Query(description='e.g. "IMEI:490154203237518", "job 3".')] = None,
     since: Annotated[datetime | None, Query(description="Only changes at or after (ISO 8601).")] = None,
 ) -> Page[AuditOut]:
-    conditions = []
+    conditions = [AuditEntry.authority_pk == actor.authority_pk]
     if who is not None:
         conditions.append(AuditEntry.actor == who)
     if action is not None:
@@ -53,35 +60,74 @@ async def list_audit(
             )
         ).all()
     return Page(
-        items=[AuditOut.model_validate(r) for r in rows],
+        items=[
+            AuditOut(
+                id=r.id,
+                at=r.at,
+                authority=actor.authority,
+                actor=r.actor,
+                action=r.action,
+                target=r.target,
+                detail=r.detail or {},
+            )
+            for r in rows
+        ],
         total=total,
         limit=paging.limit,
         offset=paging.offset,
     )
 
 
+def _is_root(actor: Actor) -> bool:
+    return actor.authority_pk == DEFAULT_AUTHORITY_PK
+
+
+async def _names(db: AsyncSession) -> dict[int, str]:
+    return {a.id: a.name for a in await list_authorities(db)}
+
+
+def _token_out(row: ApiToken, names: dict[int, str]) -> TokenOut:
+    return TokenOut(
+        id=row.id,
+        name=row.name,
+        role=row.role,
+        authority=names.get(row.authority_pk, str(row.authority_pk)),
+        created=row.created,
+        last_used=row.last_used,
+    )
+
+
 @tokens_router.get("", response_model=list[TokenOut], summary="The API tokens (never the tokens)")
 async def get_tokens(db: Db, actor: Admin) -> list[TokenOut]:
     async with db.begin():
-        return [TokenOut.model_validate(t) for t in await list_tokens(db)]
+        names = await _names(db)
+        rows = await list_tokens(db, authority_pk=None if _is_root(actor) else actor.authority_pk)
+        return [_token_out(t, names) for t in rows]
 
 
 @tokens_router.post("", status_code=201, response_model=TokenCreated, summary="Create a token")
 async def add_token(body: TokenCreate, db: Db, actor: Admin) -> TokenCreated:
     async with db.begin():
-        row, token = await create_token(db, body.name, body.role.value)
-        audit(db, actor, "token.add", f"token {row.name}", role=row.role)
-    return TokenCreated(
-        id=row.id, name=row.name, role=row.role, created=row.created, last_used=None, token=token
-    )
+        authority_pk = actor.authority_pk
+        if body.authority is not None and body.authority != actor.authority:
+            if not _is_root(actor):
+                raise Problem(
+                    403,
+                    f"token {actor.name!r} creates tokens of its own authority ({actor.authority!r}) only",
+                )
+            authority_pk = (await get_authority(db, body.authority)).id
+        row, token = await create_token(db, body.name, body.role.value, authority_pk=authority_pk)
+        audit(db, actor, "token.add", f"token {row.name}", authority_pk=authority_pk, role=row.role)
+        out = _token_out(row, await _names(db))
+    return TokenCreated(**out.model_dump(), token=token)
 
 
 @tokens_router.delete("/{token_id}", status_code=204, summary="Revoke a token")
 async def delete_token(token_id: RowId, db: Db, actor: Admin) -> Response:
     async with db.begin():
         row = await db.get(ApiToken, token_id)
-        if row is None:
+        if row is None or not (_is_root(actor) or row.authority_pk == actor.authority_pk):
             raise Problem(404, f"no token {token_id}")
         await db.delete(row)
-        audit(db, actor, "token.revoke", f"token {row.name}", role=row.role)
+        audit(db, actor, "token.revoke", f"token {row.name}", authority_pk=row.authority_pk, role=row.role)
     return Response(status_code=204)

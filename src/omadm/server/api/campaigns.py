@@ -5,6 +5,8 @@ sends the first wave's jobs; the server's sweeper then reads their outcomes and 
 next waves, pauses or stops the campaign by its thresholds (:mod:`omadm.server.campaigns`).
 ``pause``, ``resume`` and ``cancel`` are the operator's; cancelling calls back the jobs not
 yet sent and leaves devices that installed as they are. Waves are numbered from 1 here.
+A campaign is the token's authority's: it targets that authority's devices only, and another
+authority's campaign is a 404.
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ async def add_campaign(body: CampaignCreate, db: Db, actor: Operator) -> Campaig
             max_retries=body.max_retries,
             window=body.window,
             skip_busy=body.skip_busy,
+            authority_pk=actor.authority_pk,
         )
         out = await _detail(db, campaign)
         audit(
@@ -133,7 +136,9 @@ async def list_campaigns(
     paging: Annotated[Paging, Depends()],
     state: Annotated[CampaignState | None, Query()] = None,
 ) -> Page[CampaignOut]:
-    conditions = [] if state is None else [Campaign.state == state.value]
+    conditions = [Campaign.authority_pk == actor.authority_pk]
+    if state is not None:
+        conditions.append(Campaign.state == state.value)
     async with db.begin():
         total = await db.scalar(select(func.count()).select_from(Campaign).where(*conditions)) or 0
         query = select(Campaign).where(*conditions).order_by(Campaign.id.desc())
@@ -150,12 +155,12 @@ async def list_campaigns(
 @router.get("/{campaign_id}", response_model=CampaignDetail, summary="One campaign, with counters per wave")
 async def show_campaign(campaign_id: RowId, db: Db, actor: Viewer) -> CampaignDetail:
     async with db.begin():
-        return await _detail(db, await get_campaign(db, campaign_id))
+        return await _detail(db, await get_campaign(db, campaign_id, authority_pk=actor.authority_pk))
 
 
 async def _act(action: str, campaign_id: int, db: AsyncSession, actor: Operator) -> CampaignDetail:
     async with db.begin():
-        campaign = await get_campaign(db, campaign_id, for_update=True)
+        campaign = await get_campaign(db, campaign_id, for_update=True, authority_pk=actor.authority_pk)
         was = campaign.state
         await _ACTIONS[action](db, campaign)
         audit(db, actor, f"campaign.{action}", f"campaign {campaign.id}", was=was, state=campaign.state)

@@ -1,4 +1,8 @@
-"""``/api/v1/devices``: pre-register, list, show, inventory, history, admission, tags."""
+"""``/api/v1/devices``: pre-register, list, show, inventory, history, admission, tags.
+
+Every route works within the token's management authority: its devices only; a DevId that
+only another authority registered is a 404.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,14 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..registry import AUTH_TYPES, RegistryError, add_device, record_event
-from ..store.models import Device, DeviceEvent, DeviceState, InventoryEntry, InventoryKind
+from ..store.models import (
+    DEFAULT_AUTHORITY_PK,
+    Device,
+    DeviceEvent,
+    DeviceState,
+    InventoryEntry,
+    InventoryKind,
+)
 from .auth import Db, Operator, Viewer, audit
 from .problems import Problem
 from .schemas import DeviceAccept, DeviceCreate, DeviceOut, EventOut, InventoryOut, Page, Paging, Tags
@@ -39,9 +50,11 @@ def device_out(device: Device) -> DeviceOut:
     )
 
 
-async def get_device(db: AsyncSession, device_id: str, *, for_update: bool = False) -> Device:
-    """The device, or a 404 problem."""
-    query = select(Device).where(Device.device_id == device_id)
+async def get_device(
+    db: AsyncSession, device_id: str, *, for_update: bool = False, authority_pk: int = DEFAULT_AUTHORITY_PK
+) -> Device:
+    """The authority's device, or a 404 problem."""
+    query = select(Device).where(Device.authority_pk == authority_pk, Device.device_id == device_id)
     if for_update:
         query = query.with_for_update()
     device = (await db.execute(query)).scalar_one_or_none()
@@ -72,6 +85,7 @@ async def create_device(body: DeviceCreate, db: Db, actor: Operator) -> DeviceOu
             server_password=body.server_password,
             notify_address=body.notify_address,
             tags=dict(body.tags),
+            authority_pk=actor.authority_pk,
         )
         audit(
             db,
@@ -96,7 +110,7 @@ async def list_devices(
     tag: Annotated[list[str], Query(description="key=value; repeat for all of several.")] = [],  # noqa: B006
     q: Annotated[str | None, Query(max_length=255, description="Part of the DevId.")] = None,
 ) -> Page[DeviceOut]:
-    conditions = _tag_filters(tag)
+    conditions = [Device.authority_pk == actor.authority_pk, *_tag_filters(tag)]
     if state is not None:
         conditions.append(Device.state == state.value)
     if q:
@@ -117,7 +131,7 @@ async def list_devices(
 @router.get("/{device_id}", response_model=DeviceOut, summary="One device")
 async def show_device(device_id: str, db: Db, actor: Viewer) -> DeviceOut:
     async with db.begin():
-        return device_out(await get_device(db, device_id))
+        return device_out(await get_device(db, device_id, authority_pk=actor.authority_pk))
 
 
 @router.get("/{device_id}/inventory", response_model=list[InventoryOut], summary="SCOMO inventory")
@@ -128,7 +142,7 @@ async def device_inventory(
     kind: Annotated[InventoryKind | None, Query(description="deployed or delivered.")] = None,
 ) -> list[InventoryOut]:
     async with db.begin():
-        device = await get_device(db, device_id)
+        device = await get_device(db, device_id, authority_pk=actor.authority_pk)
         query = select(InventoryEntry).where(InventoryEntry.device_pk == device.id)
         if kind is not None:
             query = query.where(InventoryEntry.kind == kind.value)
@@ -141,7 +155,7 @@ async def device_history(
     device_id: str, db: Db, actor: Viewer, paging: Annotated[Paging, Depends()]
 ) -> Page[EventOut]:
     async with db.begin():
-        device = await get_device(db, device_id)
+        device = await get_device(db, device_id, authority_pk=actor.authority_pk)
         where = DeviceEvent.device_pk == device.id
         total = await db.scalar(select(func.count()).select_from(DeviceEvent).where(where)) or 0
         events = (
@@ -171,7 +185,7 @@ async def accept_device(
     if body.auth is not None and body.username is None:
         raise Problem(422, "auth goes with new credentials: give username and password too")
     async with db.begin():
-        device = await get_device(db, device_id, for_update=True)
+        device = await get_device(db, device_id, for_update=True, authority_pk=actor.authority_pk)
         detail: dict[str, Any] = {"before": device.state}
         if body.username is not None and body.password is not None:
             auth = body.auth or _AUTH_NAMES.get(device.auth_type) or "md5"
@@ -191,7 +205,7 @@ async def accept_device(
 @router.post("/{device_id}/reject", response_model=DeviceOut, summary="Reject a device")
 async def reject_device(device_id: str, db: Db, actor: Operator) -> DeviceOut:
     async with db.begin():
-        device = await get_device(db, device_id, for_update=True)
+        device = await get_device(db, device_id, for_update=True, authority_pk=actor.authority_pk)
         before = device.state
         device.state = DeviceState.REJECTED.value
         await record_event(db, device, "admission", state=device.state, by=actor.name)
@@ -202,7 +216,7 @@ async def reject_device(device_id: str, db: Db, actor: Operator) -> DeviceOut:
 @router.put("/{device_id}/tags", response_model=DeviceOut, summary="Replace a device's tags")
 async def put_tags(device_id: str, tags: Annotated[Tags, Body()], db: Db, actor: Operator) -> DeviceOut:
     async with db.begin():
-        device = await get_device(db, device_id, for_update=True)
+        device = await get_device(db, device_id, for_update=True, authority_pk=actor.authority_pk)
         before = dict(device.tags or {})
         device.tags = dict(tags)
         audit(db, actor, "device.tags", device.device_id, before=before, after=dict(tags))

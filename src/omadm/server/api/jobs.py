@@ -3,7 +3,8 @@
 Creation checks everything the job will need (the device, the package or URL, the component
 in the device's last inventory, the kind's parameters) and refuses at once with a problem
 document rather than queue a job that fails later. Only a job still ``queued`` (not yet sent
-to the device) can be cancelled.
+to the device) can be cancelled. Jobs follow their device's authority: a token sees only its
+authority's, and another authority's job (or device, or package) is a 404.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def job_out(job: Job, device_id: str) -> JobOut:
 @router.post("", status_code=201, response_model=JobOut, summary="Queue one SCOMO operation")
 async def add_job(body: JobCreate, db: Db, actor: Operator) -> JobOut:
     async with db.begin():
-        device = await get_device(db, body.device_id, for_update=True)
+        device = await get_device(db, body.device_id, for_update=True, authority_pk=actor.authority_pk)
         if device.state == DeviceState.REJECTED.value:
             raise Problem(409, f"device {device.device_id} is rejected: it gets no jobs")
         params: dict[str, Any] = {}
@@ -59,7 +60,7 @@ async def add_job(body: JobCreate, db: Db, actor: Operator) -> JobOut:
                 raise Problem(422, "give artifact_id or url, not both")
             # Share-locked until the job is committed: a concurrent delete waits, then sees the job.
             artifact = await db.get(Artifact, body.artifact_id, with_for_update={"read": True})
-            if artifact is None:
+            if artifact is None or artifact.authority_pk != actor.authority_pk:
                 raise Problem(404, f"no artifact {body.artifact_id}")
             params.update(artifact_id=artifact.id, pkg_id=artifact.package_id, name=artifact.filename)
         for key, value in (("url", body.url), ("component_id", body.component_id), ("node", body.node)):
@@ -90,7 +91,7 @@ async def list_jobs(
     state: Annotated[JobState | None, Query()] = None,
     kind: Annotated[JobKind | None, Query()] = None,
 ) -> Page[JobOut]:
-    conditions = []
+    conditions = [Device.authority_pk == actor.authority_pk]
     if device is not None:
         conditions.append(Device.device_id == device)
     if state is not None:
@@ -111,25 +112,32 @@ async def list_jobs(
     )
 
 
-async def _job_with_device(db: AsyncSession, job_id: int, *, for_update: bool = False) -> tuple[Job, str]:
+async def _job_with_device(
+    db: AsyncSession, job_id: int, authority_pk: int, *, for_update: bool = False
+) -> tuple[Job, str]:
+    """The job and its device's DevId; 404 when there is none or its device is another authority's."""
     job = await db.get(Job, job_id, with_for_update=for_update)
-    if job is None:
+    owner = None
+    if job is not None:
+        owner = (
+            await db.execute(select(Device.device_id, Device.authority_pk).where(Device.id == job.device_pk))
+        ).first()
+    if job is None or owner is None or owner.authority_pk != authority_pk:
         raise Problem(404, f"no job {job_id}")
-    device_id = await db.scalar(select(Device.device_id).where(Device.id == job.device_pk))
-    return job, device_id or ""
+    return job, owner.device_id
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="One job")
 async def show_job(job_id: RowId, db: Db, actor: Viewer) -> JobOut:
     async with db.begin():
-        job, device_id = await _job_with_device(db, job_id)
+        job, device_id = await _job_with_device(db, job_id, actor.authority_pk)
     return job_out(job, device_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a job not yet sent")
 async def cancel(job_id: RowId, db: Db, actor: Operator) -> JobOut:
     async with db.begin():
-        job, device_id = await _job_with_device(db, job_id, for_update=True)
+        job, device_id = await _job_with_device(db, job_id, actor.authority_pk, for_update=True)
         await cancel_job(db, job)
         audit(db, actor, "job.cancel", f"job {job.id}", device_id=device_id, kind=job.kind)
     return job_out(job, device_id)

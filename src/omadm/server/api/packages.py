@@ -4,7 +4,9 @@ An upload is the raw package as the request body (``Content-Type: application/oc
 the file name in ``?filename=``), streamed to a spool file while it is hashed, never held in
 memory; ``curl --data-binary @hello-1.0.0.omp`` does it. Uploading the same bytes again
 answers 200 with the existing package (201 when it is new). A package that an unfinished job
-still names cannot be deleted (409, naming the jobs).
+or a campaign not yet over (draft, running, paused) still names cannot be deleted (409,
+naming them). Packages belong to the token's management authority: another authority's
+package is a 404, and the same bytes uploaded by two authorities are two packages.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..artifacts.service import add_artifact, delete_artifact, get_artifact, list_artifacts
 from ..artifacts.storage import ArtifactStorage, LocalArtifactStorage
-from ..store.models import Artifact, Job, JobState, utc_now
+from ..store.models import Artifact, Campaign, CampaignState, Job, JobState, utc_now
 from .auth import Db, Operator, Viewer, audit
 from .problems import Problem
 from .schemas import PackageOut, Page, Paging, RowId
@@ -28,6 +30,8 @@ __all__ = ["artifact_references", "router"]
 router = APIRouter(prefix="/packages", tags=["packages"])
 
 _UNFINISHED = [s.value for s in JobState if not s.final]
+#: Campaigns that may still create jobs for their package.
+_NOT_OVER = [CampaignState.DRAFT.value, CampaignState.RUNNING.value, CampaignState.PAUSED.value]
 _RAW_TYPES = ("application/octet-stream", "application/vnd.omadm.package")
 _UPLOAD_BODY = {
     "requestBody": {
@@ -38,13 +42,19 @@ _UPLOAD_BODY = {
 
 
 async def artifact_references(db: AsyncSession, artifact: Artifact) -> Sequence[str]:
-    """What still needs the artifact: unfinished jobs that name it ("job 17")."""
-    query = (
+    """What still needs the artifact: campaigns not over ("campaign 3 (running)") and
+    unfinished jobs ("job 17") that name it."""
+    campaigns = await db.execute(
+        select(Campaign.id, Campaign.state)
+        .where(Campaign.artifact_id == artifact.id, Campaign.state.in_(_NOT_OVER))
+        .order_by(Campaign.id)
+    )
+    jobs = await db.scalars(
         select(Job.id)
         .where(Job.state.in_(_UNFINISHED), Job.params["artifact_id"].as_integer() == artifact.id)
         .order_by(Job.id)
     )
-    return [f"job {job_id}" for job_id in (await db.scalars(query)).all()]
+    return [f"campaign {cid} ({state})" for cid, state in campaigns] + [f"job {jid}" for jid in jobs]
 
 
 def _storage(request: Request) -> ArtifactStorage:
@@ -81,7 +91,9 @@ async def upload_package(
     if spool is not None:
         spool.mkdir(parents=True, exist_ok=True)
     started = utc_now()
-    artifact = await add_artifact(db, storage, filename, request.stream(), spool_dir=spool)
+    artifact = await add_artifact(
+        db, storage, filename, request.stream(), spool_dir=spool, authority_pk=actor.authority_pk
+    )
     if artifact.created >= started:  # new: a change worth recording (add_artifact committed it)
         audit(
             db,
@@ -108,7 +120,7 @@ async def list_packages(
     package_id: Annotated[str | None, Query(description="Only this package's uploads.")] = None,
     version: Annotated[str | None, Query()] = None,
 ) -> Page[PackageOut]:
-    conditions = []
+    conditions = [Artifact.authority_pk == actor.authority_pk]
     if package_id is not None:
         conditions.append(Artifact.package_id == package_id)
     if version is not None:
@@ -116,7 +128,12 @@ async def list_packages(
     async with db.begin():
         total = await db.scalar(select(func.count()).select_from(Artifact).where(*conditions)) or 0
         items = await list_artifacts(
-            db, package_id=package_id, version=version, limit=paging.limit, offset=paging.offset
+            db,
+            package_id=package_id,
+            version=version,
+            limit=paging.limit,
+            offset=paging.offset,
+            authority_pk=actor.authority_pk,
         )
     return Page(
         items=[PackageOut.model_validate(a) for a in items],
@@ -129,15 +146,18 @@ async def list_packages(
 @router.get("/{package_id}", response_model=PackageOut, summary="One package")
 async def show_package(package_id: RowId, db: Db, actor: Viewer) -> PackageOut:
     async with db.begin():
-        return PackageOut.model_validate(await get_artifact(db, package_id))
+        return PackageOut.model_validate(await get_artifact(db, package_id, authority_pk=actor.authority_pk))
 
 
-@router.delete("/{package_id}", status_code=204, summary="Delete a package no unfinished job uses")
+@router.delete(
+    "/{package_id}", status_code=204, summary="Delete a package no unfinished job or campaign uses"
+)
 async def remove_package(package_id: RowId, request: Request, db: Db, actor: Operator) -> Response:
     # Locked: a job being created for it (which holds a share lock) finishes first, and the
     # reference check below then sees it; a job created after waits, then finds no artifact.
     artifact = await db.get(Artifact, package_id, with_for_update=True)
-    if artifact is None:
+    if artifact is None or artifact.authority_pk != actor.authority_pk:
+        await db.rollback()
         raise Problem(404, f"no artifact {package_id}")
     # Recorded in the transaction delete_artifact commits: both happen, or neither.
     audit(

@@ -186,12 +186,20 @@ class TokenCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=100)
     role: ApiRole
+    authority: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="The management authority it acts for (default: the creating token's). "
+        "Only admins of the default authority create tokens of another authority.",
+    )
 
 
 class TokenOut(_Out):
     id: int
     name: str
     role: str
+    authority: str = Field(description="The management authority whose devices it sees.")
     created: datetime
     last_used: datetime | None
 
@@ -203,10 +211,39 @@ class TokenCreated(TokenOut):
 class AuditOut(_Out):
     id: int
     at: datetime
-    actor: str
+    authority: str = Field(description="The management authority whose log it is in.")
+    actor: str = Field(description="A token's name, or shell:<user> for the server's shell.")
     action: str
     target: str
     detail: dict[str, Any]
+
+
+# ------------------------------------------------------------------ authorities
+
+
+class AuthorityCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^/\s]+$", examples=["acme"])
+    server_id: str = Field(
+        min_length=1,
+        max_length=255,
+        examples=["acme-dm"],
+        description="The DM ServerID its devices know it by (DMAcc ServerID, ACL principal).",
+    )
+    description: str = Field(default="", max_length=1000)
+
+
+class AuthorityOut(_Out):
+    id: int
+    name: str
+    server_id: str | None = Field(description="null for the default authority: the server's configured one.")
+    description: str
+    created: datetime
+    devices: int
+    tokens: int
+    packages: int
+    campaigns: int
 
 
 # ------------------------------------------------------------------ campaigns

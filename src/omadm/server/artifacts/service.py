@@ -39,7 +39,7 @@ from omadm.package.errors import PackageError
 from omadm.package.manifest import PackageManifest
 from omadm.package.verify import DEFAULT_MAX_UNPACKED, VerifiedPackage, open_package
 from omadm.server.jobs import PACKAGE_CONTENT_TYPE
-from omadm.server.store.models import Artifact
+from omadm.server.store.models import DEFAULT_AUTHORITY_PK, Artifact
 
 from .storage import CHUNK_SIZE, ArtifactStorage, BlobSource, StoredBlob
 
@@ -142,8 +142,12 @@ async def add_artifact(
     max_size: int | None = None,
     max_unpacked: int = DEFAULT_MAX_UNPACKED,
     spool_dir: Path | None = None,
+    authority_pk: int = DEFAULT_AUTHORITY_PK,
 ) -> Artifact:
     """Verify and store an uploaded package; return its (new or existing) :class:`Artifact`.
+
+    The artifact belongs to the management authority ``authority_pk``: identical bytes are
+    one artifact per authority, and their blob (content-addressed) is stored once.
 
     ``source`` is a binary file, async byte chunks (an upload body) or a local file path.
     Signatures present are checked against ``trusted_keys`` when any are given;
@@ -175,7 +179,7 @@ async def add_artifact(
             max_unpacked=max_unpacked,
         )
 
-        existing = await _by_key(db, digest)
+        existing = await _by_key(db, digest, authority_pk)
         if existing is not None:
             if not await storage.exists(existing.storage_key):  # heal a lost blob
                 await _put_file(storage, path, digest)
@@ -183,6 +187,7 @@ async def add_artifact(
 
         blob = await _put_file(storage, path, digest)
         artifact = Artifact(
+            authority_pk=authority_pk,
             filename=filename,
             storage_key=blob.key,
             size=blob.size,
@@ -198,7 +203,7 @@ async def add_artifact(
         except IntegrityError:
             # The same bytes were added concurrently: theirs is the artifact (and the blob).
             await db.rollback()
-            existing = await _by_key(db, blob.key)
+            existing = await _by_key(db, blob.key, authority_pk)
             if existing is None:
                 raise
             return existing
@@ -214,10 +219,13 @@ async def add_artifact(
             spooled.unlink(missing_ok=True)
 
 
-async def get_artifact(db: AsyncSession, artifact_id: int) -> Artifact:
-    """The artifact with this id; :class:`ArtifactError` 404 if there is none."""
+async def get_artifact(db: AsyncSession, artifact_id: int, *, authority_pk: int | None = None) -> Artifact:
+    """The artifact with this id; :class:`ArtifactError` 404 if there is none.
+
+    With ``authority_pk``, another authority's artifact is a 404 as well (not revealed).
+    """
     artifact = await db.get(Artifact, artifact_id)
-    if artifact is None:
+    if artifact is None or (authority_pk is not None and artifact.authority_pk != authority_pk):
         raise ArtifactError(404, f"no artifact {artifact_id}")
     return artifact
 
@@ -229,9 +237,12 @@ async def list_artifacts(
     version: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    authority_pk: int | None = None,
 ) -> list[Artifact]:
-    """Artifacts, newest first, optionally only those of one package (and version)."""
+    """Artifacts, newest first, optionally only those of one package (and version), one authority."""
     query = select(Artifact).order_by(Artifact.id.desc()).limit(limit).offset(offset)
+    if authority_pk is not None:
+        query = query.where(Artifact.authority_pk == authority_pk)
     if package_id is not None:
         query = query.where(Artifact.package_id == package_id)
     if version is not None:
@@ -261,8 +272,13 @@ async def delete_artifact(
             raise ArtifactError(409, f"artifact {artifact_id} is still used by {', '.join(users[:3])}{more}")
     key = artifact.storage_key
     await db.delete(artifact)
+    # Another authority's artifact of the same bytes keeps the blob.
+    shared = await db.scalar(
+        select(Artifact.id).where(Artifact.storage_key == key, Artifact.id != artifact_id)
+    )
     await db.commit()
-    await storage.delete(key)
+    if shared is None:
+        await storage.delete(key)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -348,6 +364,8 @@ async def _put_file(storage: ArtifactStorage, path: Path, digest: str) -> Stored
     return blob
 
 
-async def _by_key(db: AsyncSession, key: str) -> Artifact | None:
-    result: Artifact | None = await db.scalar(select(Artifact).where(Artifact.storage_key == key))
+async def _by_key(db: AsyncSession, key: str, authority_pk: int) -> Artifact | None:
+    result: Artifact | None = await db.scalar(
+        select(Artifact).where(Artifact.storage_key == key, Artifact.authority_pk == authority_pk)
+    )
     return result

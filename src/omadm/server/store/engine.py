@@ -34,6 +34,7 @@ __all__ = [
     "make_engine",
     "mask_url",
     "session_factory",
+    "sqlite_pragmas",
 ]
 
 #: The SQLite file ``database_url`` chooses inside the data directory when no URL is given.
@@ -125,13 +126,18 @@ def make_engine(url: str, *, pool_size: int = 10, foreign_keys: bool = True) -> 
     return create_async_engine(parsed, **options)
 
 
-def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
-    pragmas = (
+def sqlite_pragmas(*, foreign_keys: bool = True) -> tuple[str, ...]:
+    """What every SQLite connection of the server runs first (the DM writer's too)."""
+    return (
         "PRAGMA journal_mode=WAL",
         "PRAGMA synchronous=FULL",
         f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}",
         f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
     )
+
+
+def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
+    pragmas = sqlite_pragmas(foreign_keys=foreign_keys)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -35,16 +35,22 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy import (
+    text as sa_text,
+)
+from sqlalchemy import (
     true as sa_true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "DEFAULT_AUTHORITY",
+    "DEFAULT_AUTHORITY_PK",
     "ApiRole",
     "ApiToken",
     "Artifact",
     "AuditEntry",
+    "Authority",
     "Base",
     "Campaign",
     "CampaignDevice",
@@ -108,6 +114,37 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime(), bytes: LargeBinary}
 
 
+#: The management authority every installation has (migration 0005 creates it with this id):
+#: the one the server's configured ``server_id`` names, and the owner of everything made
+#: before authorities existed or without naming one.
+DEFAULT_AUTHORITY = "default"
+DEFAULT_AUTHORITY_PK = 1
+
+
+class Authority(Base):
+    """A management authority: one DM server identity with its own devices, tokens and packages.
+
+    Devices know it by ``server_id`` (the DM ServerID of their DMAcc account and the principal
+    of their ACLs). ``server_id`` is NULL for the ``default`` authority only: it is then the
+    server's configured ``server_id`` (``[server] server_id``), whatever that is set to.
+    """
+
+    __tablename__ = "authorities"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    server_id: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+def _authority_pk() -> Mapped[int]:
+    """The owning authority (the default one unless given)."""
+    return mapped_column(
+        ForeignKey("authorities.id"), default=DEFAULT_AUTHORITY_PK, server_default=sa_text("1")
+    )
+
+
 class DeviceState(StrEnum):
     """Admission of a device (issue 5: reject, hold as pending, or accept unknown devices)."""
 
@@ -117,12 +154,17 @@ class DeviceState(StrEnum):
 
 
 class Device(Base):
-    """One DM client, keyed by its DevId (the SyncHdr Source LocURI)."""
+    """One DM client of one authority, keyed by its DevId (the SyncHdr Source LocURI).
+
+    The same physical device (one DevId) may be registered by several authorities: each row
+    has its own credentials, nonces, inventory, jobs and history.
+    """
 
     __tablename__ = "devices"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    device_id: Mapped[str] = mapped_column(String(255), unique=True)
+    authority_pk: Mapped[int] = _authority_pk()
+    device_id: Mapped[str] = mapped_column(String(255))
     state: Mapped[str] = mapped_column(String(16), default=DeviceState.ACCEPTED.value)
     # What the device must present (client credentials) and what we present to it.
     auth_type: Mapped[str] = mapped_column(String(32), default="syncml:auth-md5")
@@ -146,6 +188,11 @@ class Device(Base):
     # Whether the device may have unfinished jobs (set when one is created, cleared when a
     # session finds none): devices without work cost no job query per message.
     has_open_jobs: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
+
+    __table_args__ = (
+        UniqueConstraint("authority_pk", "device_id", name="uq_devices_authority_device_id"),
+        Index("ix_devices_device_id", "device_id"),  # which authorities know a DevId
+    )
 
 
 class DmSession(Base):
@@ -263,8 +310,10 @@ class Artifact(Base):
     __tablename__ = "artifacts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    authority_pk: Mapped[int] = _authority_pk()
     filename: Mapped[str] = mapped_column(String(255))
-    storage_key: Mapped[str] = mapped_column(String(255), unique=True)
+    # Content-addressed: two authorities uploading the same bytes share the blob, not the row.
+    storage_key: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     content_type: Mapped[str] = mapped_column(String(128), default="application/vnd.omadm.package")
@@ -273,7 +322,10 @@ class Artifact(Base):
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
-    __table_args__ = (Index("ix_artifacts_package", "package_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("authority_pk", "storage_key", name="uq_artifacts_authority_storage_key"),
+        Index("ix_artifacts_package", "package_id", "version"),
+    )
 
 
 class DeviceEvent(Base):
@@ -308,6 +360,7 @@ class ApiToken(Base):
     __tablename__ = "api_tokens"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    authority_pk: Mapped[int] = _authority_pk()  # what it sees and changes
     name: Mapped[str] = mapped_column(String(100), unique=True)  # who, in the audit log
     role: Mapped[str] = mapped_column(String(16))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the token
@@ -321,13 +374,21 @@ class AuditEntry(Base):
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    # Whose log it is in: the authority of the token (or of what the shell changed). No
+    # foreign key: the log outlives what it mentions.
+    authority_pk: Mapped[int] = mapped_column(
+        Integer, default=DEFAULT_AUTHORITY_PK, server_default=sa_text("1")
+    )
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
-    actor: Mapped[str] = mapped_column(String(100))  # the token's name
+    actor: Mapped[str] = mapped_column(String(100))  # the token's name, or shell:<os user>
     action: Mapped[str] = mapped_column(String(64))  # "device.add", "job.cancel", ...
     target: Mapped[str] = mapped_column(String(255), default="")  # "IMEI:...", "job 3", ...
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
-    __table_args__ = (Index("ix_audit_log_at", "at"),)
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_authority_at", "authority_pk", "at"),
+    )
 
 
 class CampaignState(StrEnum):
@@ -360,6 +421,7 @@ class Campaign(Base):
     __tablename__ = "campaigns"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    authority_pk: Mapped[int] = _authority_pk()  # its devices and package are this authority's
     name: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(32))  # install, update, remove, activate, deactivate
     artifact_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the package kinds
@@ -380,7 +442,10 @@ class Campaign(Base):
     started: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
-    __table_args__ = (Index("ix_campaigns_state", "state"),)
+    __table_args__ = (
+        Index("ix_campaigns_state", "state"),
+        Index("ix_campaigns_authority_pk", "authority_pk"),
+    )
 
 
 class CampaignDevice(Base):

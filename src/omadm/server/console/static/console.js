@@ -1,0 +1,48 @@
+// omadm console: the only script. Two jobs, both optional (every page works without it):
+// 1. A page whose <body data-refresh="N"> is set (a running campaign) reloads its <main>
+//    every N seconds, in place, until the fetched page no longer asks for it.
+// 2. A form with data-confirm="question" asks before it is sent.
+"use strict";
+
+(function () {
+  function schedule() {
+    var seconds = Number(document.body.dataset.refresh || 0);
+    if (!seconds) {
+      return;
+    }
+    window.setTimeout(reload, seconds * 1000);
+  }
+
+  function reload() {
+    fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (response) {
+        if (response.redirected || !response.ok) {
+          window.location.reload(); // logged out, or an error: show the real page
+          return null;
+        }
+        return response.text();
+      })
+      .then(function (html) {
+        if (html === null) {
+          return;
+        }
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        var main = fresh.querySelector("main");
+        if (main) {
+          document.querySelector("main").replaceWith(main);
+        }
+        document.body.dataset.refresh = fresh.body.dataset.refresh || "";
+        schedule();
+      })
+      .catch(schedule); // the server is away for a moment: try again later
+  }
+
+  document.addEventListener("submit", function (event) {
+    var question = event.target.dataset ? event.target.dataset.confirm : "";
+    if (question && !window.confirm(question)) {
+      event.preventDefault();
+    }
+  });
+
+  schedule();
+})();

@@ -1,0 +1,538 @@
+"""The console's pages and actions: each one a few API calls and a template.
+
+Pages (``GET``) call the API with the operator's token and render what it answered; an API
+error becomes an error page with the problem's title and detail and the API's status (its
+5xx as 502: the console itself did not fail), never an unhandled exception. Actions
+(``POST``) check the CSRF token, make one API call, and redirect (303, post/redirect/get) to
+the page they came from with the outcome as a flash message, so that reloading a page never
+repeats an action. A 401 from the API (the token was revoked, or never valid) logs out.
+
+Forms are read with :func:`urllib.parse.parse_qs` rather than FastAPI's ``Form``: the
+console only posts ``application/x-www-form-urlencoded``, and this spares the server the
+``python-multipart`` dependency.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from ..store.models import CampaignState, DeviceState, JobKind, JobState
+from .client import ApiClient, ApiError, Params
+from .session import (
+    COOKIE,
+    Flash,
+    clear_token,
+    csrf_token,
+    csrf_valid,
+    pop_flash,
+    read_flash,
+    set_flash,
+    set_token,
+)
+
+__all__ = ["ACTIONS", "PAGES", "login_form", "login_submit", "logout", "root"]
+
+HERE = Path(__file__).resolve().parent
+PREFIX = "/console"
+PAGE_SIZE = 50
+_FORM_MAX = 64 * 1024
+
+#: Defence in depth behind autoescaping: no inline script or style, no framing, forms post
+#: only here. Everything the console needs is served from ``/console/static``.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def _when(value: Any) -> str:
+    """An API timestamp (ISO 8601) as ``YYYY-MM-DD HH:MM:SS`` UTC; ``-`` when there is none."""
+    if not value:
+        return "-"
+    try:
+        return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return str(value)
+
+
+def _pathpart(value: Any) -> str:
+    """One URL path segment: a DevId may hold ``/``, ``?`` or ``#``."""
+    return quote(str(value), safe="")
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _jsontext(value: Any) -> str:
+    """JSON on one line, as text (autoescaped), unlike ``tojson`` which is for scripts."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+_env = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_env.filters["when"] = _when
+_env.filters["pathpart"] = _pathpart
+_env.filters["pretty"] = _pretty
+_env.filters["jsontext"] = _jsontext
+
+
+def render(
+    request: Request,
+    template: str,
+    *,
+    status: int = 200,
+    csrf: str = "",
+    **context: Any,
+) -> HTMLResponse:
+    """A page: the template with the flash message and the CSRF token, and strict headers."""
+    flash = read_flash(request)
+    html = _env.get_template(template).render(
+        prefix=PREFIX,
+        path=request.url.path,
+        csrf=csrf,
+        logged_in=bool(csrf),
+        flash=flash,
+        **context,
+    )
+    response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+    if flash is not None:
+        pop_flash(request, response)
+    return response
+
+
+def _here(request: Request) -> str:
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
+def _safe_next(value: str | None, default: str) -> str:
+    """Only a console path: a posted ``next`` must not send the operator to another site."""
+    if value and value.startswith(PREFIX + "/") and "\\" not in value and value.isprintable():
+        return value
+    return default
+
+
+def _secret(request: Request) -> bytes:
+    secret: bytes = request.app.state.config.secret_bytes()
+    return secret
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def _to_login(request: Request, flash: Flash | None = None) -> Response:
+    target = _here(request) if request.method == "GET" else ""
+    url = f"{PREFIX}/login" + (f"?{urlencode({'next': target})}" if target else "")
+    response = _redirect(url)
+    if flash is not None:
+        clear_token(response, request)
+        set_flash(response, request, flash)
+    return response
+
+
+def _logged_out(request: Request, exc: ApiError) -> Response:
+    return _to_login(
+        request, Flash("error", f"Your token is not accepted any more ({exc.detail}); log in again.")
+    )
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > _FORM_MAX:
+        return {}
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items()}
+
+
+# ------------------------------------------------------------------ the per-request context
+
+
+@dataclass
+class Console:
+    """One logged-in request: the API client with the operator's token, and the CSRF token."""
+
+    request: Request
+    api: ApiClient
+    csrf: str
+
+    def render(self, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
+        return render(self.request, template, status=status, csrf=self.csrf, **context)
+
+    def query(self, *names: str) -> Params:
+        """The non-empty filters among ``names`` in the page's query, to pass to the API."""
+        params: Params = {}
+        for name in names:
+            values = [v for v in self.request.query_params.getlist(name) if v.strip()]
+            if values:
+                params[name] = values if len(values) > 1 else values[0]
+        return params
+
+    def offset(self) -> int:
+        try:
+            return max(0, int(self.request.query_params.get("offset", "0")))
+        except ValueError:
+            return 0
+
+    def pager(self, page: dict[str, Any]) -> dict[str, Any]:
+        """Links to the previous and next pages of a list, keeping the page's filters."""
+        offset, limit, total = int(page["offset"]), int(page["limit"]), int(page["total"])
+
+        def link(to: int) -> str:
+            items = [(k, v) for k, v in self.request.query_params.multi_items() if k != "offset"]
+            return self.request.url.path + "?" + urlencode([*items, ("offset", str(to))])
+
+        return {
+            "first": offset + 1 if total else 0,
+            "last": min(offset + limit, total),
+            "total": total,
+            "prev": link(max(0, offset - limit)) if offset > 0 else None,
+            "next": link(offset + limit) if offset + limit < total else None,
+        }
+
+
+Page = Callable[[Console], Awaitable[Response]]
+Action = Callable[[Console, dict[str, str]], Awaitable[str]]
+
+
+def page(handler: Page) -> Callable[[Request], Awaitable[Response]]:
+    """A page that needs a login: redirect to it without one, show API errors on the page."""
+
+    async def endpoint(request: Request) -> Response:
+        token = request.cookies.get(COOKIE)
+        if not token:
+            return _to_login(request)
+        async with ApiClient(request.app, token) as api:
+            console = Console(request, api, csrf_token(_secret(request), token))
+            try:
+                return await handler(console)
+            except ApiError as exc:
+                if exc.status == 401:
+                    return _logged_out(request, exc)
+                status = exc.status if 400 <= exc.status < 500 else 502
+                return console.render("error.html", status=status, error=exc)
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+def action(handler: Action) -> Callable[[Request], Awaitable[Response]]:
+    """A change: check the CSRF token, call the API, go back to the page with the outcome.
+
+    Without a ``next`` field the action goes back to its object's page: the action's path
+    without its last segment (``/console/jobs/3/cancel`` -> ``/console/jobs/3``).
+    """
+
+    async def endpoint(request: Request) -> Response:
+        token = request.cookies.get(COOKIE)
+        if not token:
+            return _to_login(request)
+        secret = _secret(request)
+        form = await _form(request)
+        if not csrf_valid(secret, token, form.get("csrf")):
+            return render(
+                request,
+                "error.html",
+                status=403,
+                csrf=csrf_token(secret, token),
+                error=ApiError(
+                    403,
+                    "Forbidden",
+                    "this form did not come from this console session (CSRF check failed); "
+                    "reload the page and try again",
+                ),
+            )
+        back = _safe_next(form.get("next"), request.url.path.rsplit("/", 1)[0])
+        async with ApiClient(request.app, token) as api:
+            console = Console(request, api, csrf_token(secret, token))
+            try:
+                flash = Flash("ok", await handler(console, form))
+            except ApiError as exc:
+                if exc.status == 401:
+                    return _logged_out(request, exc)
+                refused = "Refused" if exc.status in (403, 409) else "Failed"
+                flash = Flash("error", f"{refused} ({exc.status} {exc.title}): {exc.detail}")
+        response = _redirect(back)
+        set_flash(response, request, flash)
+        return response
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+# ------------------------------------------------------------------ login, logout
+
+
+async def root(request: Request) -> Response:
+    return _redirect(f"{PREFIX}/dashboard")
+
+
+async def login_form(request: Request) -> Response:
+    return render(request, "login.html", next=_safe_next(request.query_params.get("next"), ""), error=None)
+
+
+async def login_submit(request: Request) -> Response:
+    """Check the pasted token against the API; keep it in the cookie if the API takes it."""
+    form = await _form(request)
+    token = form.get("token", "").strip()
+    target = _safe_next(form.get("next"), f"{PREFIX}/dashboard")
+    error: ApiError | None = None
+    if not token:
+        error = ApiError(401, "Unauthorized", "paste an API token (omadm server token add NAME --role ...)")
+    else:
+        async with ApiClient(request.app, token) as api:
+            try:
+                await api.get("/devices", {"limit": 1})
+            except ApiError as exc:
+                # 403 is a token the API knows whose scope leaves out the device list: a
+                # valid login all the same; the pages will say what it may not see.
+                if exc.status != 403:
+                    error = exc
+    if error is not None:
+        status = error.status if 400 <= error.status < 500 else 502
+        return render(request, "login.html", status=status, next=form.get("next", ""), error=error)
+    response = _redirect(target)
+    set_token(response, request, token)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    """Forget the token (POST with the CSRF token: a link elsewhere cannot log anyone out)."""
+    token = request.cookies.get(COOKIE)
+    form = await _form(request)
+    if token and not csrf_valid(_secret(request), token, form.get("csrf")):
+        return render(
+            request,
+            "error.html",
+            status=403,
+            csrf=csrf_token(_secret(request), token),
+            error=ApiError(403, "Forbidden", "the logout form did not come from this console session"),
+        )
+    response = _redirect(f"{PREFIX}/login")
+    clear_token(response, request)
+    return response
+
+
+# ------------------------------------------------------------------ pages
+
+
+def _percent(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 1) if whole else 0.0
+
+
+def _progress(counters: dict[str, int], size: int | None = None) -> dict[str, Any]:
+    """Shares for a stacked bar: succeeded, failed, cancelled, running, pending."""
+    total = size if size is not None else sum(counters.values())
+    states = ("succeeded", "failed", "cancelled", "running", "pending")
+    done = sum(int(counters.get(s, 0)) for s in ("succeeded", "failed", "cancelled"))
+    segments, x = [], 0.0
+    for state in states:
+        width = _percent(int(counters.get(state, 0)), total)
+        segments.append({"state": state, "x": x, "width": width, "count": int(counters.get(state, 0))})
+        x += width
+    return {"total": total, "done": done, "done_pct": _percent(done, total), "segments": segments}
+
+
+async def dashboard(console: Console) -> Response:
+    api = console.api
+    device_counts = {"all": (await api.get("/devices", {"limit": 1}))["total"]}
+    for device_state in DeviceState:
+        query: Params = {"state": device_state.value, "limit": 1}
+        device_counts[device_state.value] = (await api.get("/devices", query))["total"]
+    job_counts = {}
+    for job_state in (JobState.QUEUED, JobState.SENT, JobState.ACCEPTED, JobState.FAILED):
+        job_counts[job_state.value] = (await api.get("/jobs", {"state": job_state.value, "limit": 1}))[
+            "total"
+        ]
+    active: list[dict[str, Any]] = []
+    for campaign_state in (CampaignState.RUNNING, CampaignState.PAUSED):
+        active += (await api.get("/campaigns", {"state": campaign_state.value, "limit": 20}))["items"]
+    for item in active:
+        item["progress"] = _progress(item["counters"])
+    recent = (await api.get("/jobs", {"limit": 10}))["items"]
+    running = any(item["state"] == CampaignState.RUNNING.value for item in active)
+    return console.render(
+        "dashboard.html",
+        devices=device_counts,
+        jobs=job_counts,
+        campaigns=active,
+        recent=recent,
+        refresh=5 if running else 0,
+    )
+
+
+async def devices(console: Console) -> Response:
+    params = {**console.query("state", "tag", "q"), "limit": PAGE_SIZE, "offset": console.offset()}
+    result = await console.api.get("/devices", params)
+    return console.render(
+        "devices.html",
+        page=result,
+        pager=console.pager(result),
+        filters=console.query("state", "tag", "q"),
+        states=[s.value for s in DeviceState],
+    )
+
+
+async def device(console: Console) -> Response:
+    device_id = str(console.request.path_params["device_id"])
+    base = f"/devices/{_pathpart(device_id)}"
+    api = console.api
+    found = await api.get(base)
+    inventory = await api.get(f"{base}/inventory")
+    jobs = await api.get("/jobs", {"device": device_id, "limit": 20})
+    history = await api.get(f"{base}/history", {"limit": 30})
+    return console.render("device.html", device=found, inventory=inventory, jobs=jobs, history=history)
+
+
+async def packages(console: Console) -> Response:
+    params = {**console.query("package_id", "version"), "limit": PAGE_SIZE, "offset": console.offset()}
+    result = await console.api.get("/packages", params)
+    return console.render(
+        "packages.html",
+        page=result,
+        pager=console.pager(result),
+        filters=console.query("package_id", "version"),
+    )
+
+
+async def package(console: Console) -> Response:
+    found = await console.api.get(f"/packages/{_pathpart(console.request.path_params['package_id'])}")
+    return console.render("package.html", package=found)
+
+
+async def jobs(console: Console) -> Response:
+    params = {**console.query("device", "state", "kind"), "limit": PAGE_SIZE, "offset": console.offset()}
+    result = await console.api.get("/jobs", params)
+    return console.render(
+        "jobs.html",
+        page=result,
+        pager=console.pager(result),
+        filters=console.query("device", "state", "kind"),
+        states=[s.value for s in JobState],
+        kinds=[k.value for k in JobKind],
+    )
+
+
+async def job(console: Console) -> Response:
+    found = await console.api.get(f"/jobs/{_pathpart(console.request.path_params['job_id'])}")
+    return console.render("job.html", job=found)
+
+
+async def campaigns(console: Console) -> Response:
+    params = {**console.query("state"), "limit": PAGE_SIZE, "offset": console.offset()}
+    result = await console.api.get("/campaigns", params)
+    for item in result["items"]:
+        item["progress"] = _progress(item["counters"])
+    return console.render(
+        "campaigns.html",
+        page=result,
+        pager=console.pager(result),
+        filters=console.query("state"),
+        states=[s.value for s in CampaignState],
+    )
+
+
+async def campaign(console: Console) -> Response:
+    found = await console.api.get(f"/campaigns/{_pathpart(console.request.path_params['campaign_id'])}")
+    found["progress"] = _progress(found["counters"])
+    for wave in found["wave_counters"]:
+        wave["progress"] = _progress(wave, wave["size"])
+    running = found["state"] == CampaignState.RUNNING.value
+    return console.render("campaign.html", campaign=found, refresh=2 if running else 0)
+
+
+async def audit(console: Console) -> Response:
+    params = {**console.query("actor", "action", "target"), "limit": PAGE_SIZE, "offset": console.offset()}
+    try:
+        result = await console.api.get("/audit", params)
+    except ApiError as exc:
+        if exc.status != 403:
+            raise
+        return console.render("audit.html", status=403, refused=exc, page=None, pager=None, filters={})
+    return console.render(
+        "audit.html",
+        refused=None,
+        page=result,
+        pager=console.pager(result),
+        filters=console.query("actor", "action", "target"),
+    )
+
+
+# ------------------------------------------------------------------ actions
+
+
+async def accept_device(console: Console, form: dict[str, str]) -> str:
+    device_id = str(console.request.path_params["device_id"])
+    username, password = form.get("username", ""), form.get("password", "")
+    body = {"username": username, "password": password} if username or password else None
+    await console.api.post(f"/devices/{_pathpart(device_id)}/accept", body)
+    return f"Device {device_id} accepted."
+
+
+async def reject_device(console: Console, form: dict[str, str]) -> str:
+    device_id = str(console.request.path_params["device_id"])
+    await console.api.post(f"/devices/{_pathpart(device_id)}/reject")
+    return f"Device {device_id} rejected."
+
+
+async def cancel_job(console: Console, form: dict[str, str]) -> str:
+    job_id = str(console.request.path_params["job_id"])
+    await console.api.post(f"/jobs/{_pathpart(job_id)}/cancel")
+    return f"Job {job_id} cancelled."
+
+
+_CAMPAIGN_DONE = {"start": "started", "pause": "paused", "resume": "resumed", "cancel": "cancelled"}
+
+
+def _campaign_action(verb: str) -> Action:
+    async def act(console: Console, form: dict[str, str]) -> str:
+        campaign_id = str(console.request.path_params["campaign_id"])
+        result = await console.api.post(f"/campaigns/{_pathpart(campaign_id)}/{verb}")
+        return f"Campaign {campaign_id} {_CAMPAIGN_DONE[verb]}: it is {result['state']}."
+
+    act.__name__ = f"{verb}_campaign"
+    return act
+
+
+#: ``(path, handler)`` of every page, below ``/console``.
+PAGES: list[tuple[str, Page]] = [
+    ("/dashboard", dashboard),
+    ("/devices", devices),
+    ("/devices/{device_id}", device),
+    ("/packages", packages),
+    ("/packages/{package_id}", package),
+    ("/jobs", jobs),
+    ("/jobs/{job_id}", job),
+    ("/campaigns", campaigns),
+    ("/campaigns/{campaign_id}", campaign),
+    ("/audit", audit),
+]
+
+#: ``(path, handler)`` of every action (``POST``), below ``/console``.
+ACTIONS: list[tuple[str, Action]] = [
+    ("/devices/{device_id}/accept", accept_device),
+    ("/devices/{device_id}/reject", reject_device),
+    ("/jobs/{job_id}/cancel", cancel_job),
+    *[(f"/campaigns/{{campaign_id}}/{verb}", _campaign_action(verb)) for verb in _CAMPAIGN_DONE],
+]
