@@ -55,7 +55,7 @@ class Harness:
     ) -> ClientSession:
         config = ClientConfig(
             device_id=kw.pop("device_id", DEVICE),
-            server_uri=f"{BASE}/dm",
+            server_uri=kw.pop("server_uri", f"{BASE}/dm"),
             credentials=Credentials(kw.pop("auth", AuthType.MD5), kw.pop("username", "dev"), password),
             client_nonce=kw.pop("nonce", self.nonce),
             session_id=kw.pop("session_id", "1"),

@@ -41,7 +41,7 @@ from omadm.server.app import create_app
 from omadm.server.cli import _as_env
 from omadm.server.config import ConfigError, ServerConfig, load_server_config
 from omadm.server.notify import notify_device, notify_due, send_package0
-from omadm.server.registry import add_device, create_job, find_device
+from omadm.server.registry import add_authority, add_device, create_job, find_device
 from omadm.server.store.models import Device, DeviceEvent, DmSession, Job, JobKind, JobState, utc_now
 from omadm.server.sweeper import sweep
 
@@ -206,6 +206,31 @@ async def test_a_device_with_queued_jobs_gets_a_verifiable_package0_over_udp(
     (event,) = await events(sessions, "notified", "notify-failed")
     assert event.kind == "notified"
     assert event.detail == {"address": udp_address(udp), "session_id": session_id}
+
+
+async def test_a_device_of_another_authority_is_woken_in_that_authority_s_name(
+    sessions: async_sessionmaker[AsyncSession], udp: socket.socket
+) -> None:
+    async with sessions() as db, db.begin():
+        oem = await add_authority(db, "oem", "oem-dm", configured_server_id="omadm-test")
+        device = await add_device(
+            db,
+            DEVICE,
+            username="dev",
+            password="secret",
+            server_password=SERVER_PASSWORD,
+            notify_address=udp_address(udp),
+            authority_pk=oem.id,
+        )
+        device.server_nonce = NONCE
+        await create_job(db, device, JobKind.REFRESH_INVENTORY, {})
+    report = await sweep(sessions, config(), utc_now())
+    assert report.notified == 1
+    (data,) = datagrams(udp)
+    check_package0(data, server_id="oem-dm")  # signed as oem-dm: what the device's DMAcc knows
+    woken = await notify_device(sessions, config(), DEVICE, force=True, authority_pk=oem.id)
+    assert woken.sent
+    assert "no device" in (await notify_device(sessions, config(), DEVICE, force=True)).reason
 
 
 async def test_the_http_receiver_gets_the_package0_as_a_post(

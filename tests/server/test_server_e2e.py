@@ -125,3 +125,48 @@ def test_every_scomo_job_type_runs_to_completion(
     connect(config)
     assert last_job(server)[2:4] == ["refresh-inventory", "succeeded"]
     assert all(job[3] in ("succeeded", "failed") for job in server.jobs())
+
+
+def test_two_authorities_share_one_device(
+    server: ServerProcess, packages: dict[str, Path], tmp_path: Path
+) -> None:
+    """One real agent with two DMAcc accounts: the default authority and ``oem`` (``/dm/oem``).
+
+    Each authority has its own device row and credentials; oem's job runs on the device;
+    both see the component in their inventory (the agent's SCOMO ACL grants every server),
+    and neither sees the other's job.
+    """
+    from dataclasses import replace  # noqa: PLC0415
+
+    from omadm.agent.config import AccountConfig, load_config, save_config  # noqa: PLC0415
+
+    config = make_agent(tmp_path, server, packages, Encoding.XML)
+    server.run("authority", "add", "oem", "--server-id", "oem-dm")
+    server.run(
+        "device", "add", DEVICE, "--username", "oemdev", "--password", "oem-secret", "--authority", "oem"
+    )  # fmt: skip
+    settings = load_config(config)
+    oem_account = AccountConfig("oem-dm", f"{server.url}/dm/oem", "oemdev", "oem-secret")
+    save_config(replace(settings, accounts=(*settings.accounts, oem_account)), config)
+    v1 = server.run("artifact", "add", str(packages["v1"]), "--authority", "oem").split()[1].rstrip(":")
+    server.run("job", "add", DEVICE, "install", "--artifact", v1, "--authority", "oem")
+
+    agent_connect(config)  # the default account: nothing for it to do
+    assert "install" in server.run("job", "list", "--authority", "oem")
+    assert "install" not in server.run("job", "list")  # the default authority has no such job
+    done = subprocess.run(
+        [*agent_connect_args(config), "--server-id", "oem-dm"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    oem_jobs = [line.split("  ") for line in server.run("job", "list", "--authority", "oem").splitlines()]
+    assert oem_jobs[-1][2:5] == ["install", "succeeded", "1200"]
+    assert "(version 1.0.0)" in hello(tmp_path)
+    agent_connect(config)  # the default authority reads the shared device's inventory too
+    assert "com.example.hello" in server.run("device", "show", DEVICE)
+    assert "com.example.hello" in server.run("device", "show", DEVICE, "--authority", "oem")
+
+
+def agent_connect_args(config: Path) -> list[str]:
+    import sys  # noqa: PLC0415
+
+    return [sys.executable, "-m", "omadm", "agent", "connect", "--config", str(config)]

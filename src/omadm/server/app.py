@@ -101,6 +101,8 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
         redoc_url=None,
     )
     app.router.routes.append(Route("/dm", dm, methods=["POST"], include_in_schema=False))
+    # Another management authority's devices: /dm/<authority name> (docs/authorities.md).
+    app.router.routes.append(Route("/dm/{authority}", dm, methods=["POST"], include_in_schema=False))
     app.router.routes.append(Route("/health", health, methods=["GET"], include_in_schema=False))
     app.router.routes.extend(
         artifact_routes(

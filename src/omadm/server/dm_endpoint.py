@@ -64,9 +64,9 @@ from omadm.protocol.session import (
 
 from . import jobs as jobplan
 from .config import ServerConfig
-from .dm_store import FastUnit, FullPathNeeded, OrmUnit, Unit
+from .dm_store import AuthorityRef, FastUnit, FullPathNeeded, OrmUnit, Unit
 from .inventory import InventoryRecord, inventory_uri, normalize_path, parse_inventory
-from .registry import deployed_node, record_event
+from .registry import deployed_node, record_event, resolve_authority
 from .store.models import (
     Device,
     DeviceState,
@@ -99,6 +99,7 @@ _INVENTORY_LEAVES = {
     "Delivered": ("PkgID", "Name", "State", "Status"),
 }
 _MAC_SIZE = 32
+_AUTHORITY_TTL = 30.0  # seconds an authority's name is trusted without looking again
 
 
 class _Refusal(Exception):
@@ -132,6 +133,8 @@ class DMEndpoint:
         #: The fast path's writer (None: every message takes the general path).
         self.writer = writer
         self._secret = hashlib.sha256(b"omadm-session-snapshot:" + config.secret_bytes()).digest()
+        # Authority name -> (what it is, when to look again); None: no such authority.
+        self._authorities: dict[str, tuple[AuthorityRef | None, float]] = {}
 
     async def __call__(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -146,7 +149,14 @@ class DMEndpoint:
             log.warning("dm refused: unreadable body (%d bytes, %s): %s", len(body), content_type, exc)
             return _text(400, f"not a DM message: {exc}")
         token = request.query_params.get("s", "")
-        note: dict[str, Any] = {"encoding": encoding}
+        name = request.path_params.get("authority", "")
+        authority = await self._authority(name)
+        if authority is None:
+            log.warning(
+                "dm refused device=%s: no management authority %r", message.header.source.loc_uri, name
+            )
+            return _text(404, f"no management authority {name!r} on this server")
+        note: dict[str, Any] = {"encoding": encoding, "authority": authority}
         try:
             reply = await self._serve(message, body, token, request.headers.get(HMAC_HEADER), note)
         except _Refusal as refusal:
@@ -177,8 +187,9 @@ class DMEndpoint:
         self, message: Message, body: bytes, token: str, hmac_header: str | None, note: dict[str, Any]
     ) -> Any:
         """The fast path when it can serve the message, else the general path (``dm_store``)."""
+        authority: AuthorityRef = note["authority"]
         if self.writer is not None:
-            unit = FastUnit(self.writer)
+            unit = FastUnit(self.writer, authority)
             try:
                 reply = await self._handle(unit, message, body, token, hmac_header=hmac_header, note=note)
                 await self.writer.commit(unit.write())
@@ -186,7 +197,7 @@ class DMEndpoint:
                 log.debug("dm general path: %r", why)
                 encoding = note["encoding"]
                 note.clear()  # what the abandoned attempt noted did not happen
-                note["encoding"] = encoding
+                note.update(encoding=encoding, authority=authority)
             else:
                 note["path"] = "fast"
                 return reply
@@ -201,7 +212,7 @@ class DMEndpoint:
             try:
                 # Changes are flushed once, at commit: no statement per attribute change.
                 with db.no_autoflush:
-                    unit = OrmUnit(db)
+                    unit = OrmUnit(db, note["authority"])
                     return await self._handle(unit, message, body, token, hmac_header=hmac_header, note=note)
             except _Refusal as refusal:
                 if not refusal.keep:
@@ -252,7 +263,7 @@ class DMEndpoint:
             return record, session, device
         device = await self._admit(unit, message)
         token = secrets.token_urlsafe(18)
-        session = ServerSession(self._session_config(device, token))
+        session = ServerSession(self._session_config(device, token, unit.authority))
         record = DmSession(
             token=token,
             device_pk=device.id,
@@ -298,7 +309,25 @@ class DMEndpoint:
             raise _Refusal(403, f"device {device_id} is pending acceptance by an operator")
         return device
 
-    def _session_config(self, device: Device, token: str) -> SessionConfig:
+    async def _authority(self, name: str) -> AuthorityRef | None:
+        """The authority named in the URL (``/dm``: the default one), looked up at most every 30 s."""
+        cached = self._authorities.get(name)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        config = self.config
+        async with self.sessions() as db:
+            found = await resolve_authority(db, name, configured_server_id=config.server_id)
+        ref = None
+        if found is not None and (not name or found.name == name):
+            dm_url = config.dm_url if not name else f"{config.dm_url}/{name}"
+            ref = AuthorityRef(found.id, found.server_id or config.server_id, dm_url)
+        if len(self._authorities) > 1024:  # names come from URLs: keep the cache bounded
+            self._authorities.clear()
+        self._authorities[name] = (ref, now + _AUTHORITY_TTL)
+        return ref
+
+    def _session_config(self, device: Device, token: str, authority: AuthorityRef) -> SessionConfig:
         config = self.config
         client: Credentials | None = None
         scheme = AuthType(device.auth_type) if device.auth_type else None
@@ -306,10 +335,10 @@ class DMEndpoint:
             client = Credentials(scheme, device.username, device.password)
         server: Credentials | None = None
         if device.server_password:
-            server = Credentials(scheme or AuthType.MD5, config.server_id, device.server_password)
+            server = Credentials(scheme or AuthType.MD5, authority.server_id, device.server_password)
         return SessionConfig(
-            server_uri=config.dm_url,
-            resp_uri=f"{config.dm_url}?s={token}",
+            server_uri=authority.dm_url,
+            resp_uri=f"{authority.dm_url}?s={token}",
             client_credentials=client,
             client_nonce=device.client_nonce or b"",
             server_credentials=server,

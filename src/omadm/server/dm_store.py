@@ -17,19 +17,29 @@ decides, and the rarer work keeps its single transaction and row locks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .registry import find_device
-from .store.models import DEFAULT_AUTHORITY_PK, Device, DeviceEvent, DmSession, utc_now
+from .store.models import Device, DeviceEvent, DmSession, utc_now
 from .store.writer import DEVICE_COLUMNS, DmWriter, MessageWrite
 
-__all__ = ["FastUnit", "FullPathNeeded", "OrmUnit", "Unit"]
+__all__ = ["AuthorityRef", "FastUnit", "FullPathNeeded", "OrmUnit", "Unit"]
 
 _DEVICE_NAMES = tuple(c.name for c in Device.__table__.columns)
 _SESSION_NAMES = tuple(c.name for c in DmSession.__table__.columns)
+
+
+@dataclass(frozen=True)
+class AuthorityRef:
+    """The management authority a DM message is addressed to (its URL says which)."""
+
+    pk: int
+    server_id: str  # the DM ServerID its devices know it by (sent in server credentials)
+    dm_url: str  # where its devices send DM messages (the session's server URI and RespURI)
 
 
 class FullPathNeeded(Exception):
@@ -38,6 +48,8 @@ class FullPathNeeded(Exception):
 
 class Unit:
     """One DM message's view of the store. Every call here needs the general path."""
+
+    authority: AuthorityRef
 
     async def session_for(self, token: str) -> tuple[DmSession, Device] | None:
         """The session of ``token`` (locked for this message) and its device."""
@@ -66,25 +78,25 @@ class Unit:
 class OrmUnit(Unit):
     """The general path: the message's one ORM transaction."""
 
-    def __init__(self, db: AsyncSession, authority_pk: int = DEFAULT_AUTHORITY_PK) -> None:
+    def __init__(self, db: AsyncSession, authority: AuthorityRef) -> None:
         self.db = db
-        self.authority_pk = authority_pk
+        self.authority = authority
 
     async def session_for(self, token: str) -> tuple[DmSession, Device] | None:
         found = await self.db.execute(
             select(DmSession, Device)
             .join(Device, Device.id == DmSession.device_pk)
-            .where(DmSession.token == token)
+            .where(DmSession.token == token, Device.authority_pk == self.authority.pk)
             .with_for_update(of=DmSession)
         )
         row = found.first()
         return None if row is None else (row[0], row[1])
 
     async def device(self, device_id: str) -> Device | None:
-        return await find_device(self.db, device_id, authority_pk=self.authority_pk)
+        return await find_device(self.db, device_id, authority_pk=self.authority.pk)
 
     async def enrol(self, device: Device) -> None:
-        device.authority_pk = self.authority_pk
+        device.authority_pk = self.authority.pk
         self.db.add(device)
         await self.db.flush()
 
@@ -106,9 +118,9 @@ class FastUnit(Unit):
     the rows as loaded.
     """
 
-    def __init__(self, writer: DmWriter, authority_pk: int = DEFAULT_AUTHORITY_PK) -> None:
+    def __init__(self, writer: DmWriter, authority: AuthorityRef) -> None:
         self.writer = writer
-        self.authority_pk = authority_pk
+        self.authority = authority
         self._record: DmSession | None = None
         self._loaded_messages: int | None = None
         self._device: Device | None = None
@@ -120,14 +132,14 @@ class FastUnit(Unit):
         if rows is None:
             return None
         session_row, device_row = rows
-        if device_row["authority_pk"] != self.authority_pk:
+        if device_row["authority_pk"] != self.authority.pk:
             return None  # another authority's session: not this endpoint's
         self._record = DmSession(**session_row)
         self._loaded_messages = int(session_row["messages"] or 0)
         return self._record, self._adopt(device_row)
 
     async def device(self, device_id: str) -> Device | None:
-        row = await self.writer.device(device_id, self.authority_pk)
+        row = await self.writer.device(device_id, self.authority.pk)
         return None if row is None else self._adopt(row)
 
     def add_session(self, record: DmSession) -> None:

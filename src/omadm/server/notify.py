@@ -53,7 +53,16 @@ from omadm.protocol.notification import (
 )
 
 from .config import ServerConfig
-from .store.models import Device, DeviceEvent, DeviceState, Job, JobState, utc_now
+from .store.models import (
+    DEFAULT_AUTHORITY_PK,
+    Authority,
+    Device,
+    DeviceEvent,
+    DeviceState,
+    Job,
+    JobState,
+    utc_now,
+)
 
 __all__ = [
     "SEND_TIMEOUT",
@@ -108,10 +117,13 @@ def new_session_id() -> int:
     return secrets.randbelow(0xFFFF) + 1
 
 
-def build_package0(config: ServerConfig, device: Device, session_id: int) -> bytes:
-    """The Package #0 that asks ``device`` to open session ``session_id`` with us (background UI)."""
+def build_package0(config: ServerConfig, device: Device, session_id: int, *, server_id: str = "") -> bytes:
+    """The Package #0 that asks ``device`` to open session ``session_id`` with us (background UI).
+
+    ``server_id``: the ServerID of the device's management authority (default: ours).
+    """
     notification = Notification(
-        server_id=config.server_id,
+        server_id=server_id or config.server_id,
         session_id=session_id,
         ui_mode=UiMode.BACKGROUND,
         initiator=Initiator.SERVER,
@@ -194,15 +206,22 @@ def _due_query(now: datetime, interval: float) -> Select[Device]:
     )
 
 
-def _claim(config: ServerConfig, device: Device, now: datetime) -> _Claimed:
+async def _server_ids(db: AsyncSession, config: ServerConfig) -> dict[int, str]:
+    """Each authority's ServerID (the default one's is the configured ``server_id``)."""
+    rows = await db.execute(select(Authority.id, Authority.server_id))
+    return {pk: server_id or config.server_id for pk, server_id in rows}
+
+
+def _claim(config: ServerConfig, device: Device, now: datetime, server_ids: dict[int, str]) -> _Claimed:
     session_id = new_session_id()
     device.last_notified = now
+    server_id = server_ids.get(device.authority_pk, config.server_id)
     return _Claimed(
         device_pk=device.id,
         device_id=device.device_id,
         address=device.notify_address,
         session_id=session_id,
-        package=build_package0(config, device, session_id),
+        package=build_package0(config, device, session_id, server_id=server_id),
         verifiable=bool(device.server_password),
     )
 
@@ -223,7 +242,9 @@ async def notify_due(
             .limit(BATCH)
             .with_for_update(skip_locked=True)
         )
-        claimed = [_claim(config, device, now) for device in (await db.execute(query)).scalars()]
+        devices = list((await db.execute(query)).scalars())
+        server_ids = await _server_ids(db, config) if devices else {}
+        claimed = [_claim(config, device, now, server_ids) for device in devices]
     if not claimed:
         return []
     return await _deliver(sessions, claimed, now)
@@ -236,6 +257,7 @@ async def notify_device(
     *,
     force: bool = False,
     now: datetime | None = None,
+    authority_pk: int = DEFAULT_AUTHORITY_PK,
 ) -> NotifyResult:
     """Notify one device now (an operator's "wake up").
 
@@ -246,16 +268,18 @@ async def notify_device(
     now = now or utc_now()
     async with sessions() as db, db.begin():
         base = select(Device) if force else _due_query(now, config.notify_interval)
-        query = base.where(Device.device_id == device_id).with_for_update()
+        query = base.where(
+            Device.device_id == device_id, Device.authority_pk == authority_pk
+        ).with_for_update()
         device = (await db.execute(query)).scalar_one_or_none()
         if device is None:
-            reason = await _why_not(db, device_id, config.notify_interval)
+            reason = await _why_not(db, device_id, authority_pk, config.notify_interval)
             return NotifyResult(device_id, "", False, reason=reason)
         if not device.notify_address:
             return NotifyResult(device_id, "", False, reason=_NO_ADDRESS)
         if device.state != DeviceState.ACCEPTED.value:
             return NotifyResult(device_id, device.notify_address, False, reason=f"device is {device.state}")
-        claimed = _claim(config, device, now)
+        claimed = _claim(config, device, now, await _server_ids(db, config))
     (result,) = await _deliver(sessions, [claimed], now)
     return result
 
@@ -263,8 +287,9 @@ async def notify_device(
 _NO_ADDRESS = "no notification address: the device's next poll picks its jobs up"
 
 
-async def _why_not(db: AsyncSession, device_id: str, interval: float) -> str:
-    device = (await db.execute(select(Device).where(Device.device_id == device_id))).scalar_one_or_none()
+async def _why_not(db: AsyncSession, device_id: str, authority_pk: int, interval: float) -> str:
+    query = select(Device).where(Device.device_id == device_id, Device.authority_pk == authority_pk)
+    device = (await db.execute(query)).scalar_one_or_none()
     if device is None:
         return f"no device {device_id}"
     if not device.notify_address:
