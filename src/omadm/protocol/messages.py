@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from ._pickling import speed_up_pickling
 from .errors import LocalProtocolError
 
 __all__ = [
@@ -372,3 +373,6 @@ def _to_int(text: str | None) -> int | None:
         return int(text.strip())
     except ValueError:
         return None
+
+
+speed_up_pickling(list(globals().values()))  # sessions are pickled per message (snapshot)

@@ -31,6 +31,7 @@ from enum import Enum
 from typing import Protocol
 
 from . import auth
+from ._pickling import speed_up_pickling
 from .codec import Encoding, decode, encode
 from .codes import AlertCode, AuthType, StatusCode
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -1662,3 +1663,6 @@ def _get_ids(cmd: Command) -> Iterable[str]:
     elif isinstance(cmd, Atomic | Sequence):
         for inner in cmd.commands:
             yield from _get_ids(inner)
+
+
+speed_up_pickling(list(globals().values()))  # the session's own records, pickled with it

@@ -26,7 +26,7 @@ import base64
 import binascii
 import threading
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from lxml import etree
 
@@ -186,12 +186,15 @@ def _local(tag: object) -> str:
 
 
 def _children(el: _E) -> Iterator[tuple[str, _E]]:
+    # The hottest loop of decoding: one type test per child (an element's tag is a str;
+    # comments, PIs and entity references have lxml's factory functions as their tag).
     for child in el:
-        if isinstance(child, etree._Entity):
-            raise MalformedMessage(f"entity reference &{child.name}; in <{_local(el.tag)}> refused")
         tag = child.tag
-        if isinstance(tag, str):  # comments and PIs have a function as tag
+        if tag.__class__ is str:
             yield _LOCAL_NAMES.get(tag) or _local(tag), child
+        elif tag is etree.Entity:
+            name = getattr(child, "name", "")
+            raise MalformedMessage(f"entity reference &{name}; in <{_local(el.tag)}> refused")
 
 
 def _text(el: _E) -> str:
@@ -264,44 +267,39 @@ class _Fields:
 
 
 def _parse_meta(el: _E) -> Meta:
-    f = _Fields("Meta")
+    # On most Items (Format, Type): a dict of parsed fields, each parsed by its own function.
+    values: dict[str, Any] = {}
     emi: list[str] = []
 
     def visit(container: _E) -> None:
         for name, child in _children(container):
             if name == "MetInf":  # a wrapper some encoders emit; its children are the fields
                 visit(child)
-            elif name == "Format":
-                f.one(name, _text(child).lower())
-            elif name in ("Type", "Mark", "Version", "NextNonce"):
-                f.one(name, _text(child))
-            elif name in ("Size", "MaxMsgSize", "MaxObjSize"):
-                f.one(name, _int(child))
             elif name == "EMI":
                 emi.append((child.text or "").strip())
-            elif name == "FieldLevel":
-                f.one(name, True)
-            elif name == "Anchor":
-                f.one(name, _parse_anchor(child))
-            elif name == "Mem":
-                f.one(name, _parse_mem(child))
             else:
-                raise _unknown("Meta", name)
+                parse = _META_PARTS.get(name)
+                if parse is None:
+                    raise _unknown("Meta", name)
+                if name in values:
+                    raise MalformedMessage(f"<Meta> has more than one <{name}>")
+                values[name] = parse(child)
 
     visit(el)
+    get = values.get
     return Meta(
-        format=f.get("Format", str),
-        type=f.get("Type", str),
-        mark=f.get("Mark", str),
-        size=f.get("Size", int),
-        anchor=f.get("Anchor", Anchor),
-        version=f.get("Version", str),
-        next_nonce=f.get("NextNonce", str),
-        max_msg_size=f.get("MaxMsgSize", int),
-        max_obj_size=f.get("MaxObjSize", int),
+        format=get("Format"),
+        type=get("Type"),
+        mark=get("Mark"),
+        size=get("Size"),
+        anchor=get("Anchor"),
+        version=get("Version"),
+        next_nonce=get("NextNonce"),
+        max_msg_size=get("MaxMsgSize"),
+        max_obj_size=get("MaxObjSize"),
         emi=tuple(emi),
-        mem=f.get("Mem", Mem),
-        field_level=bool(f.get("FieldLevel", bool)),
+        mem=get("Mem"),
+        field_level="FieldLevel" in values,
     )
 
 
@@ -331,15 +329,39 @@ def _parse_mem(el: _E) -> Mem:
     )
 
 
+_META_PARTS: dict[str, Callable[[_E], Any]] = {
+    "Format": lambda child: _text(child).lower(),
+    "Type": _text,
+    "Mark": _text,
+    "Version": _text,
+    "NextNonce": _text,
+    "Size": _int,
+    "MaxMsgSize": _int,
+    "MaxObjSize": _int,
+    "FieldLevel": lambda child: True,
+    "Anchor": _parse_anchor,
+    "Mem": _parse_mem,
+}
+
+
 def _parse_locator(el: _E, kind: Callable[[str, str | None], _T]) -> _T:
-    parent = _local(el.tag)
-    f = _Fields(parent)
+    # Every Item has one or two: plain locals instead of _Fields (same checks, same errors).
+    uri: str | None = None
+    name_: str | None = None
     for name, child in _children(el):
-        if name in ("LocURI", "LocName"):
-            f.one(name, _text(child))
+        if name == "LocURI":
+            if uri is not None:
+                raise MalformedMessage(f"<{_local(el.tag)}> has more than one <LocURI>")
+            uri = _text(child)
+        elif name == "LocName":
+            if name_ is not None:
+                raise MalformedMessage(f"<{_local(el.tag)}> has more than one <LocName>")
+            name_ = _text(child)
         else:
-            raise _unknown(parent, name)
-    return kind(f.required("LocURI", str), f.get("LocName", str))
+            raise _unknown(_local(el.tag), name)
+    if uri is None:
+        raise MalformedMessage(f"<{_local(el.tag)}> lacks the mandatory <LocURI>")
+    return kind(uri, name_)
 
 
 def _parse_cred(el: _E) -> Cred:
@@ -371,6 +393,8 @@ def _parse_data(el: _E) -> str | bytes:
             return base64.b64decode(el.text or "", validate=True)
         except (binascii.Error, ValueError):
             raise MalformedMessage("<Data> holds undecodable binary content") from None
+    if not len(el):  # the usual case: plain text
+        return el.text or ""
     elements = [child for child in el if isinstance(child.tag, str)]
     for child in el:
         if isinstance(child, etree._Entity):
@@ -387,28 +411,32 @@ def _parse_data(el: _E) -> str | bytes:
 
 
 def _parse_item(el: _E) -> Item:
-    f = _Fields("Item")
+    # The most frequent element of a message (inventory Results carry dozens): each child is
+    # parsed by its own function, kept in a local, and refused when it comes twice.
+    values: dict[str, Any] = {}
     for name, child in _children(el):
-        if name == "Target":
-            f.one(name, _parse_locator(child, Target))
-        elif name == "Source":
-            f.one(name, _parse_locator(child, Source))
-        elif name == "Meta":
-            f.one(name, _parse_meta(child))
-        elif name == "Data":
-            f.one(name, _parse_data(child))
-        elif name == "MoreData":
-            f.one(name, True)
-        else:
+        parse = _ITEM_PARTS.get(name)
+        if parse is None:
             raise _unknown("Item", name)
-    data = f.values.get("Data")
+        if name in values:
+            raise MalformedMessage(f"<Item> has more than one <{name}>")
+        values[name] = parse(child)
     return Item(
-        target=f.get("Target", Target),
-        source=f.get("Source", Source),
-        meta=f.get("Meta", Meta),
-        data=data if isinstance(data, str | bytes) else None,
-        more_data=bool(f.get("MoreData", bool)),
+        target=values.get("Target"),
+        source=values.get("Source"),
+        meta=values.get("Meta"),
+        data=values.get("Data"),
+        more_data="MoreData" in values,
     )
+
+
+_ITEM_PARTS: dict[str, Callable[[_E], Any]] = {
+    "Target": lambda child: _parse_locator(child, Target),
+    "Source": lambda child: _parse_locator(child, Source),
+    "Meta": _parse_meta,
+    "Data": _parse_data,
+    "MoreData": lambda child: True,
+}
 
 
 _ITEM_COMMANDS: dict[str, type[ItemCommand]] = {

@@ -100,6 +100,7 @@ _INVENTORY_LEAVES = {
 }
 _MAC_SIZE = 32
 _AUTHORITY_TTL = 30.0  # seconds an authority's name is trusted without looking again
+_UNKNOWN_AUTHORITY_TTL = 2.0
 
 
 class _Refusal(Exception):
@@ -324,7 +325,8 @@ class DMEndpoint:
             ref = AuthorityRef(found.id, found.server_id or config.server_id, dm_url)
         if len(self._authorities) > 1024:  # names come from URLs: keep the cache bounded
             self._authorities.clear()
-        self._authorities[name] = (ref, now + _AUTHORITY_TTL)
+        # An unknown name is looked up again soon: an authority created a moment ago must work.
+        self._authorities[name] = (ref, now + (_AUTHORITY_TTL if ref is not None else _UNKNOWN_AUTHORITY_TTL))
         return ref
 
     def _session_config(self, device: Device, token: str, authority: AuthorityRef) -> SessionConfig:

@@ -32,6 +32,14 @@ async def test_missing_or_unknown_token_is_401(api: Api) -> None:
     problem(response, 401)
 
 
+async def test_whoami_names_the_token_its_role_and_authority(api: Api) -> None:
+    for role in ("viewer", "operator", "admin"):
+        response = await api.get("/whoami", role)
+        assert response.status_code == 200
+        assert response.json() == {"name": f"{role}-bot", "role": role, "authority": "default"}
+    problem(await api.http.get(f"{V1}/whoami"), 401)
+
+
 async def test_roles_are_ordered_viewer_operator_admin(api: Api) -> None:
     body = problem(await api.post("/jobs", "viewer", json={"device_id": "IMEI:1", "kind": "install"}), 403)
     assert body["detail"] == "token 'viewer-bot' has the role viewer; this needs operator"

@@ -277,8 +277,10 @@ async def test_a_viewer_is_refused_an_action_with_a_clear_message(console: Conso
     data = await seed(console, package)
     browser = await console.login("viewer")
     url = f"/console/jobs/{data['job']['id']}"
-    await browser.get(url)
-    response = await browser.post(f"{url}/cancel")
+    shown = (await browser.get(url)).text
+    assert "Cancel job" not in shown  # no button a viewer could only be refused
+    assert "viewer-bot · viewer · default" in shown  # who is logged in (GET /api/v1/whoami)
+    response = await browser.post(f"{url}/cancel")  # posted anyway: the API refuses it
     assert response.status_code == 303 and response.headers["location"] == url
     page = (await browser.follow(response)).text
     assert (
@@ -296,7 +298,7 @@ async def test_an_operator_cancels_a_job_and_accepts_and_rejects_devices(
     data = await seed(console, package)
     browser = await console.login("operator")
     url = f"/console/jobs/{data['job']['id']}"
-    await browser.get(url)
+    assert "Cancel job" in (await browser.get(url)).text
     page = (await browser.follow(await browser.post(f"{url}/cancel"))).text
     assert f"Job {data['job']['id']} cancelled." in page and "Cancel job" not in page
     assert (await console.api.get(f"/jobs/{data['job']['id']}")).json()["state"] == "cancelled"

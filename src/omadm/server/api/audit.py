@@ -16,14 +16,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..registry import get_authority, list_authorities
 from ..store.models import DEFAULT_AUTHORITY_PK, ApiToken, AuditEntry
-from .auth import Actor, Admin, Db, audit, create_token, list_tokens
+from .auth import Actor, Admin, Db, Viewer, audit, create_token, list_tokens
 from .problems import Problem
-from .schemas import AuditOut, Page, Paging, RowId, TokenCreate, TokenCreated, TokenOut
+from .schemas import AuditOut, Page, Paging, RowId, TokenCreate, TokenCreated, TokenOut, WhoAmIOut
 
-__all__ = ["router", "tokens_router"]
+__all__ = ["router", "tokens_router", "whoami_router"]
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 tokens_router = APIRouter(prefix="/tokens", tags=["tokens"])
+whoami_router = APIRouter(prefix="/whoami", tags=["tokens"])
+
+
+@whoami_router.get(
+    "", response_model=WhoAmIOut, summary="The token making the request: name, role, authority"
+)
+async def whoami(actor: Viewer) -> WhoAmIOut:
+    return WhoAmIOut(name=actor.name, role=actor.role.value, authority=actor.authority)
 
 
 @router.get("", response_model=Page[AuditOut], summary="The audit log of the token's authority, newest first")

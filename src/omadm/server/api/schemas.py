@@ -204,6 +204,12 @@ class TokenOut(_Out):
     last_used: datetime | None
 
 
+class WhoAmIOut(_Out):
+    name: str = Field(description="The token's name: the actor in the audit log.")
+    role: str = Field(description="viewer, operator or admin.")
+    authority: str = Field(description="The management authority whose devices it sees.")
+
+
 class TokenCreated(TokenOut):
     token: str = Field(description="The bearer token: shown this once, only its hash is kept.")
 

@@ -176,9 +176,20 @@ class Console:
     request: Request
     api: ApiClient
     csrf: str
+    me: dict[str, Any]  # the token: name, role, authority (GET /api/v1/whoami)
 
     def render(self, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
-        return render(self.request, template, status=status, csrf=self.csrf, **context)
+        # Buttons a viewer could only get a 403 from are not shown (the API decides anyway).
+        may_change = self.me.get("role") in ("operator", "admin")
+        return render(
+            self.request,
+            template,
+            status=status,
+            csrf=self.csrf,
+            me=self.me,
+            may_change=may_change,
+            **context,
+        )
 
     def query(self, *names: str) -> Params:
         """The non-empty filters among ``names`` in the page's query, to pass to the API."""
@@ -224,8 +235,9 @@ def page(handler: Page) -> Callable[[Request], Awaitable[Response]]:
         if not token:
             return _to_login(request)
         async with ApiClient(request.app, token) as api:
-            console = Console(request, api, csrf_token(_secret(request), token))
+            console = Console(request, api, csrf_token(_secret(request), token), {})
             try:
+                console.me = await api.get("/whoami")
                 return await handler(console)
             except ApiError as exc:
                 if exc.status == 401:
@@ -265,7 +277,7 @@ def action(handler: Action) -> Callable[[Request], Awaitable[Response]]:
             )
         back = _safe_next(form.get("next"), request.url.path.rsplit("/", 1)[0])
         async with ApiClient(request.app, token) as api:
-            console = Console(request, api, csrf_token(secret, token))
+            console = Console(request, api, csrf_token(secret, token), {})
             try:
                 flash = Flash("ok", await handler(console, form))
             except ApiError as exc:
