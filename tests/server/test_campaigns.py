@@ -498,3 +498,18 @@ async def test_a_campaign_targets_and_packages_only_its_authoritys(sessions: Ses
         await start_campaign(db, campaign, NOON)
         jobs = (await db.scalars(select(Job.device_pk).where(Job.campaign_id == campaign.id))).all()
         assert jobs == [twin.id]
+
+
+async def test_a_staged_install_campaign_installs_inactive_then_an_activate_campaign_follows(
+    sessions: Sessions,
+) -> None:
+    artifact = await fleet(sessions, 2)
+    staged = await new_campaign(sessions, artifact, kind="install-inactive", waves=["100%"])
+    await act(sessions, staged, start_campaign)
+    async with sessions() as db:
+        jobs = list((await db.scalars(select(Job).where(Job.campaign_id == staged))).all())
+    assert [j.kind for j in jobs] == ["install-inactive"] * 2
+    assert all(j.params["artifact_id"] == artifact for j in jobs)
+    # The component is busy until the staged campaign ends: an activate waits for it.
+    with pytest.raises(RegistryError, match="campaign"):
+        await new_campaign(sessions, None, kind="activate", component_id=COMPONENT)

@@ -6,10 +6,11 @@ Everything runs on this machine, in a temporary directory, over HTTP on 127.0.0.
 2. ``omadm server`` on SQLite, with the devices registered and the packages uploaded;
 3. a few ``omadm agent run`` processes, each a device with its own tree and install root,
    listening for Package #0 on UDP;
-4. a campaign that installs version 1.0.0 in two waves (one device first, then the others,
-   released when the first succeeded), then a campaign that updates to 2.0.0: for each
-   device the server queues a SCOMO job, wakes the device with a Package #0, the device
-   downloads from a signed per-device URL, verifies and installs, and reports with a
+4. three campaigns, each in two waves (one device first, then the others, released when the
+   first succeeded): install version 1.0.0 without activating it
+   (DownloadInstallInactive), activate it, then update it to 2.0.0. For each device the
+   server queues a SCOMO job and wakes the device with a Package #0; the device downloads
+   from a signed per-device URL, verifies, installs (or activates), and reports with a
    Generic Alert.
 
 The table shows each job as the server sees it. Afterwards the demo prints what each device
@@ -256,8 +257,11 @@ async def upload(fleet_: Fleet, package: Path) -> Artifact:
         await engine.dispose()
 
 
-async def start_campaign(fleet_: Fleet, name: str, kind: JobKind, artifact: Artifact) -> int:
-    """A campaign over every device, in two waves: one device first, then the rest."""
+async def start_campaign(fleet_: Fleet, name: str, kind: JobKind, artifact: Artifact | None) -> int:
+    """A campaign over every device, in two waves: one device first, then the rest.
+
+    ``artifact`` for the package kinds; None for activate (the demo's component).
+    """
     engine = make_engine(fleet_.db)
     try:
         async with session_factory(engine)() as db, db.begin():
@@ -266,7 +270,8 @@ async def start_campaign(fleet_: Fleet, name: str, kind: JobKind, artifact: Arti
                 name,
                 kind,
                 target={"devices": fleet_.devices},
-                artifact_id=artifact.id,
+                artifact_id=artifact.id if artifact is not None else None,
+                component_id=None if artifact is not None else COMPONENT,
                 waves=[1, "100%"],
                 success_threshold=1.0,
                 error_threshold=0.0,
@@ -373,11 +378,15 @@ def main(argv: list[str] | None = None) -> int:
         with fleet(root, args.devices, console) as fleet_:
             first = asyncio.run(upload(fleet_, packages / "hello-1.0.0.omp"))
             second = asyncio.run(upload(fleet_, packages / "hello-2.0.0.omp"))
-            console.rule("campaign 1: install 1.0.0 (wave 1: one device; wave 2: the others)")
-            install = asyncio.run(start_campaign(fleet_, "hello 1.0.0", JobKind.INSTALL, first))
-            ok = watch(console, fleet_, "install 1.0.0", install, 90)
+            console.rule("campaign 1: install 1.0.0, not yet active (wave 1: one device; wave 2: the others)")
+            install = asyncio.run(start_campaign(fleet_, "hello 1.0.0", JobKind.INSTALL_INACTIVE, first))
+            ok = watch(console, fleet_, "install 1.0.0 (inactive)", install, 90)
             if ok:
-                console.rule("campaign 2: update to 2.0.0 (the same component, upgraded in place)")
+                console.rule("campaign 2: activate it, in two waves again")
+                activate = asyncio.run(start_campaign(fleet_, "activate hello", JobKind.ACTIVATE, None))
+                ok = watch(console, fleet_, "activate", activate, 90)
+            if ok:
+                console.rule("campaign 3: update to 2.0.0 (the same component, upgraded in place)")
                 update = asyncio.run(start_campaign(fleet_, "hello 2.0.0", JobKind.UPDATE, second))
                 ok = watch(console, fleet_, "update to 2.0.0", update, 90)
             console.rule("what the devices run now")

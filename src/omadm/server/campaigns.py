@@ -72,8 +72,15 @@ __all__ = [
 ]
 
 #: The operations a campaign can apply.
-CAMPAIGN_KINDS = (JobKind.INSTALL, JobKind.UPDATE, JobKind.REMOVE, JobKind.ACTIVATE, JobKind.DEACTIVATE)
-_PACKAGE_KINDS = {JobKind.INSTALL, JobKind.UPDATE}
+CAMPAIGN_KINDS = (
+    JobKind.INSTALL,
+    JobKind.INSTALL_INACTIVE,  # staged: installed everywhere first, activated by a later campaign
+    JobKind.UPDATE,
+    JobKind.REMOVE,
+    JobKind.ACTIVATE,
+    JobKind.DEACTIVATE,
+)
+_PACKAGE_KINDS = {JobKind.INSTALL, JobKind.INSTALL_INACTIVE, JobKind.UPDATE}
 #: Kinds that act on a deployed component: only devices that have it are targeted.
 _NEEDS_COMPONENT = {JobKind.UPDATE, JobKind.REMOVE, JobKind.ACTIVATE, JobKind.DEACTIVATE}
 #: What a target filter may say (all given conditions must hold).
