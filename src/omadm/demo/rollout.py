@@ -434,8 +434,9 @@ def explore(console: Console, root: Path, fleet_: Fleet) -> None:
     console.rule("look around (the fleet keeps running; Ctrl-C to stop)")
     console.print(
         f"{ctl} campaigns list\n"
-        f"{ctl} campaigns show 2\n"
+        f"{ctl} campaigns show 3\n"
         f"{ctl} devices show {fleet_.devices[0]}\n"
+        f"{fleet_.url}/console  (the web console: log in with the token above)\n"
         f"{fleet_.url}/api/docs  (the REST API; the token above authorises it)\n"
         f"{server} job list\n"
         f"{server} device show {fleet_.devices[0]}\n"
