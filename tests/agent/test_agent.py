@@ -71,6 +71,7 @@ def generic_alert(correlator: str) -> Alert:
 
 def test_config_round_trips_through_toml_and_is_private(tmp_path: Path) -> None:
     config = make_config(tmp_path)
+    config = replace(config, scomo=replace(config.scomo, servers=("omadm", "oem-dm")))
     save_config(config, tmp_path / "omadm.toml")
     assert (tmp_path / "omadm.toml").stat().st_mode & 0o777 == 0o600
     loaded = load_config(tmp_path / "omadm.toml")
@@ -92,6 +93,7 @@ def test_config_round_trips_through_toml_and_is_private(tmp_path: Path) -> None:
             "auth must be one of",
         ),
         ("[device\n", "cannot read"),
+        ("[device]\nid='x'\n[scomo]\nservers=['a+b']\n", "[scomo] servers: 'a+b' is not a ServerID"),
     ],
 )
 def test_bad_configuration_is_refused_with_a_clear_reason(tmp_path: Path, toml: str, words: str) -> None:

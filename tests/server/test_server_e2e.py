@@ -170,3 +170,47 @@ def agent_connect_args(config: Path) -> list[str]:
     import sys  # noqa: PLC0415
 
     return [sys.executable, "-m", "omadm", "agent", "connect", "--config", str(config)]
+
+
+def test_a_device_s_acl_decides_what_each_authority_may_do(
+    server: ServerProcess, packages: dict[str, Path], tmp_path: Path
+) -> None:
+    """The device reserves SCOMO for the default authority (``[scomo] servers``): ``oem`` still
+    manages its account and reads DevInfo, but sees no software and its install is refused."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from omadm.agent.config import AccountConfig, load_config, save_config  # noqa: PLC0415
+
+    config = make_agent(tmp_path, server, packages, Encoding.XML)
+    server.run("authority", "add", "oem", "--server-id", "oem-dm")
+    server.run(
+        "device", "add", DEVICE, "--username", "oemdev", "--password", "oem-secret", "--authority", "oem"
+    )  # fmt: skip
+    settings = load_config(config)
+    oem_account = AccountConfig("oem-dm", f"{server.url}/dm/oem", "oemdev", "oem-secret")
+    save_config(
+        replace(
+            settings,
+            accounts=(*settings.accounts, oem_account),
+            scomo=replace(settings.scomo, servers=("omadm",)),
+        ),
+        config,
+    )
+    v1 = server.run("artifact", "add", str(packages["v1"])).split()[1].rstrip(":")
+    server.run("job", "add", DEVICE, "install", "--artifact", v1)
+    agent_connect(config)  # the default authority installs
+    assert last_job(server)[2:5] == ["install", "succeeded", "1200"]
+
+    oem_v1 = server.run("artifact", "add", str(packages["v1"]), "--authority", "oem").split()[1].rstrip(":")
+    server.run("job", "add", DEVICE, "install", "--artifact", oem_v1, "--authority", "oem")
+    done = subprocess.run(
+        [*agent_connect_args(config), "--server-id", "oem-dm"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    oem_jobs = [line.split("  ") for line in server.run("job", "list", "--authority", "oem").splitlines()]
+    assert [job[2:4] for job in oem_jobs] == [["install", "failed"]], oem_jobs
+    assert "Add answered 425" in oem_jobs[0][-1]  # the device's answer: permission denied
+    shown = server.run("device", "show", DEVICE, "--authority", "oem")
+    assert "last contact never" not in shown.splitlines()[0]  # oem's session itself went well
+    assert "com.example.hello" not in shown  # and it sees no software
+    assert "(version 1.0.0)" in hello(tmp_path)  # the default authority's install stands

@@ -104,9 +104,14 @@ class ScomoConfig:
     confirm_command: str = ""
     #: Extra installer plug-ins as "module:factory" (besides the omadm.installers entry points).
     installers: tuple[str, ...] = ()
+    #: The ServerIDs that may use SCOMO (its root's ACL, set at every start). Empty: the ACL is
+    #: left as it is, every server with an account at first (``Add=*&...``). On a device shared
+    #: by several management authorities this says which of them manages its software.
+    servers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "installers", tuple(self.installers))  # TOML gives a list
+        object.__setattr__(self, "servers", tuple(self.servers))
 
 
 @dataclass(frozen=True)
@@ -249,6 +254,9 @@ def _validate(config: AgentConfig) -> None:
     for spec in config.scomo.installers:
         if not isinstance(spec, str) or spec.count(":") != 1:
             raise ConfigError(f"[scomo] installers: {spec!r} is not 'module:factory'")
+    for server in config.scomo.servers:
+        if not isinstance(server, str) or not server or any(c in server for c in "+&= \t"):
+            raise ConfigError(f"[scomo] servers: {server!r} is not a ServerID (no +, &, = or spaces)")
     if config.max_msg_size < 1024:
         raise ConfigError("max_msg_size must be at least 1024 bytes")
     seen: set[str] = set()
@@ -283,7 +291,11 @@ def save_config(config: AgentConfig, path: str | Path) -> None:
         "device": asdict(config.device),
         "agent": agent,
         "tls": asdict(config.tls),
-        "scomo": {**asdict(config.scomo), "installers": list(config.scomo.installers)},
+        "scomo": {
+            **asdict(config.scomo),
+            "installers": list(config.scomo.installers),
+            "servers": list(config.scomo.servers),
+        },
         "server": [asdict(a) for a in config.accounts],
     }
     path.parent.mkdir(parents=True, exist_ok=True)

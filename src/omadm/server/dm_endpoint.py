@@ -445,7 +445,7 @@ class DMEndpoint:
                     await self._move(db, device, job, outcome)
             return
         if step == "prep":
-            if code not in (200, 418):
+            if code not in (200, 418) and not job.detail:  # the first refusal is the cause
                 job.detail = f"{event.command.name} answered {code} before the Exec"
             return
         if step != "exec" or JobState(job.state) is not JobState.SENT:

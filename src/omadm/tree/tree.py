@@ -395,6 +395,17 @@ class DMTree:
                 record.with_(format=fmt, type=type or record.type, value=encoded, tstamp=self._stamp())
             )
 
+    def system_set_acl(self, path: str, acl: str) -> None:
+        """Set the ACL of an existing node (the device's own policy, e.g. at start-up)."""
+        uri = parse_uri(path)
+        acl_text = str(parse_acl(acl))
+        with self.store.transaction():
+            existing = self.store.get(uri.path)
+            if existing is None:
+                raise _fail(StatusCode.NOT_FOUND, f"{uri.path} does not exist")
+            if existing.acl != acl_text:
+                self.store.put(existing.with_(acl=acl_text, tstamp=self._stamp()))
+
     def system_add_interior(self, path: str, *, type: str | None = None, acl: str = "") -> None:
         """Create an interior node (and missing parents); an existing one is left as it is."""
         uri = parse_uri(path)

@@ -97,6 +97,10 @@ class ScomoService:
         self.root = parse_uri(config.scomo.path).path
         self.mo = scomo_mo(config.scomo.version, self.root)
         self.tree.mount(self.mo, self.root)
+        if config.scomo.servers:  # only these management authorities may manage software here
+            who = "+".join(config.scomo.servers)
+            commands = ("Add", "Delete", "Exec", "Get", "Replace")  # SCOMO_DEFAULT_ACL's, narrowed
+            self.tree.system_set_acl(self.root, "&".join(f"{c}={who}" for c in commands))
         self.packages = config.data_dir / "packages"
         self.packages.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(agent.alerts)
