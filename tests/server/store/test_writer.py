@@ -20,6 +20,8 @@ from omadm.server.store.engine import sqlite_pragmas
 from omadm.server.store.models import DeviceEvent, DmSession, utc_now
 from omadm.server.store.writer import DmWriter, MessageWrite, WriteConflict, WriterUnavailable, sync_url
 
+from ..conftest import _admin
+
 pytestmark = pytest.mark.anyio
 
 
@@ -113,10 +115,34 @@ async def test_a_failing_write_fails_alone(
     duplicate = MessageWrite(_session("dup", pk, 1), None, pk)  # the token exists: unique violation
     fine = MessageWrite(_session("fine", pk, 1), None, pk)
     results = await asyncio.gather(writer.commit(duplicate), writer.commit(fine), return_exceptions=True)
-    assert isinstance(results[0], Exception) and not isinstance(results[0], WriteConflict)
+    assert isinstance(results[0], WriterUnavailable)  # the endpoint serves it the general way
     assert results[1] is None
     assert await writer.session_and_device("fine") is not None
     await writer.commit(MessageWrite(_session("after", pk, 1), None, pk))  # still serving
+
+
+async def test_the_writer_outlives_a_lost_connection(
+    writer: DmWriter, sessions: async_sessionmaker[AsyncSession], db_url: str
+) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("a connection cut from outside is a PostgreSQL event (pg_terminate_backend)")
+    pk = await _device(sessions, "IMEI:d")
+    await writer.commit(MessageWrite(_session("before", pk, 1), None, pk))
+    assert await writer.session_and_device("before") is not None
+    await _admin(
+        db_url,
+        (
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        ),
+    )  # as a database restart would
+    with pytest.raises(WriterUnavailable):
+        await writer.commit(MessageWrite(_session("lost", pk, 1), None, pk))
+    with pytest.raises(WriterUnavailable):
+        await writer.session_and_device("before")
+    await writer.commit(MessageWrite(_session("after", pk, 1), None, pk))  # reconnected
+    assert await writer.session_and_device("after") is not None
+    assert await writer.session_and_device("lost") is None  # nothing half-written
 
 
 async def test_a_writer_that_cannot_connect_says_so(tmp_path: Path) -> None:

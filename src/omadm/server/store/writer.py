@@ -63,7 +63,10 @@ class WriteConflict(Exception):
 
 
 class WriterUnavailable(Exception):
-    """The writer cannot serve (its connection failed): serve the message on the general path."""
+    """The writer could not serve this (no connection, a statement failed): take the general path.
+
+    The writer itself goes on: its next round opens a new connection.
+    """
 
 
 @dataclass
@@ -231,9 +234,10 @@ class DmWriter:
     ) -> None:
         """Take what has queued, serve it as one round, hand the outcomes back; until None.
 
-        If the connection cannot be opened or fails outside a round, the writer stops serving:
-        what is queued and what comes later fails with WriterUnavailable (the endpoint then
-        serves those messages on the general path), and the reason is logged once.
+        A round that cannot connect, or whose statements fail, answers WriterUnavailable (the
+        endpoint serves those messages on the general path) and the next round connects anew,
+        so the writer outlives a database restart. Only a bug outside a round stops it: then
+        what is queued and what comes later fails with WriterUnavailable, logged once.
         """
         try:
             self._serve_on(source, round_)
@@ -257,8 +261,8 @@ class DmWriter:
         source: queue.SimpleQueue[_Item | None],
         round_: Callable[[Connection, list[_Item]], list[_Outcome]],
     ) -> None:
-        with self._engine.connect() as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn: Connection | None = None
+        try:
             while True:
                 first = source.get()
                 if first is None:
@@ -274,7 +278,23 @@ class DmWriter:
                         stop = True
                         break
                     items.append(more)
-                outcomes = round_(conn, items)
+                if conn is None:
+                    try:
+                        conn = self._connect()
+                    except Exception as exc:  # the database is unreachable: try again next round
+                        failed = _unavailable(exc)
+                        outcomes: list[_Outcome] = [(item.future, None, failed) for item in items]
+                    else:
+                        outcomes = round_(conn, items)
+                else:
+                    outcomes = round_(conn, items)
+                if conn is not None and any(
+                    error is not None and not isinstance(error, WriteConflict) for _, _, error in outcomes
+                ):
+                    # The connection may be what failed (the database restarted, a network
+                    # cut): the next round starts on a new one.
+                    conn.close()
+                    conn = None
                 assert self._loop is not None
                 try:
                     self._loop.call_soon_threadsafe(_resolve, outcomes)
@@ -282,6 +302,12 @@ class DmWriter:
                     return
                 if stop:
                     return
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _connect(self) -> Connection:
+        return self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     def _read_round(self, conn: Connection, items: list[_Item]) -> list[_Outcome]:
         outcomes: list[_Outcome] = []
@@ -291,7 +317,7 @@ class DmWriter:
                 outcomes.append((item.future, item.run(conn), None))
             except Exception as exc:
                 self._recover(conn)
-                outcomes.append((item.future, None, exc))
+                outcomes.append((item.future, None, _unavailable(exc)))
         return outcomes
 
     def _write_round(self, conn: Connection, items: list[_Item]) -> list[_Outcome]:
@@ -317,7 +343,7 @@ class DmWriter:
             return item.future, None, WriteConflict()
         except Exception as exc:
             self._recover(conn)
-            return item.future, None, exc
+            return item.future, None, _unavailable(exc)
         self.batches += 1
         self.writes += 1
         return item.future, None, None
@@ -354,6 +380,14 @@ def _session_update(write: MessageWrite) -> dict[str, Any]:
     params = {**write.session, "b_token": write.session["token"], "b_messages": write.expected_messages}
     del params["token"]
     return params
+
+
+def _unavailable(exc: Exception) -> WriterUnavailable:
+    """What the endpoint gets for a statement that failed: serve this message the general way."""
+    log.warning("dm writer: %s: %s", type(exc).__name__, exc)
+    error = WriterUnavailable(f"the DM writer failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 def _resolve(outcomes: list[_Outcome]) -> None:
