@@ -314,8 +314,10 @@ class Instruments:
 
         core.Connection._execute = execute  # type: ignore[method-assign,assignment]
 
-    def dump(self, path: Path) -> None:
-        data = {"statements": self.statements, "commits": self.commits, "driver": self.driver}
+    def dump(self, path: Path, writer: Any = None) -> None:
+        data: dict[str, Any] = {"statements": self.statements, "commits": self.commits, "driver": self.driver}
+        if writer is not None:  # the DM writer's group commit: messages and the transactions they shared
+            data["writer"] = {"writes": writer.writes, "batches": writer.batches}
         path.write_text(json.dumps(data))
 
 
@@ -437,7 +439,7 @@ def serve(args: argparse.Namespace) -> int:
         pass
     finally:
         profile.dump_stats(args.profile)
-        instruments.dump(Path(args.profile + ".json"))
+        instruments.dump(Path(args.profile + ".json"), getattr(app.state, "writer", None))
     return 0
 
 
@@ -1056,6 +1058,12 @@ def profile_report(path: Path, messages: int) -> list[str]:
             + ", ".join(f"{verb} {n / max(messages, 1):.2f}" for verb, n in statements)
             + f"), {data['commits'] / max(messages, 1):.2f} commits"
         )
+        writer = data.get("writer")
+        if writer and writer["batches"]:
+            lines.append(
+                f"DM writer (group commit): {writer['writes']:,} messages in {writer['batches']:,}"
+                f" transactions, {writer['writes'] / writer['batches']:.1f} per commit"
+            )
         if data["driver"]:
             lines.append("")
             lines.append("aiosqlite worker threads (beside the main thread; BEGIN IMMEDIATE includes")

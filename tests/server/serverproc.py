@@ -100,8 +100,9 @@ class ServerProcess:
         assert done.returncode == 0, f"{args}: {done.stderr}"
         return done.stdout
 
-    def jobs(self) -> list[list[str]]:
-        return [line.split("  ") for line in self.run("job", "list").splitlines()]
+    def jobs(self, authority: str = "default") -> list[list[str]]:
+        """``job list`` of ``authority``, a row of fields per job."""
+        return [line.split("  ") for line in self.run("job", "list", "--authority", authority).splitlines()]
 
 
 class RoundRobin:
@@ -195,9 +196,13 @@ def agent_config(
     return config
 
 
-def agent_connect(config: Path, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+def agent_connect(
+    config: Path, *, check: bool = True, server_id: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``omadm agent connect``: one session with the first account, or with ``server_id``'s."""
+    account = ["--server-id", server_id] if server_id is not None else []
     done = subprocess.run(
-        [sys.executable, "-m", "omadm", "agent", "connect", "--config", str(config)],
+        [sys.executable, "-m", "omadm", "agent", "connect", "--config", str(config), *account],
         capture_output=True,
         text=True,
         timeout=120,

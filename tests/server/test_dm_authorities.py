@@ -17,6 +17,7 @@ from sqlalchemy import select
 from omadm.protocol import codec
 from omadm.protocol.codes import AuthType
 from omadm.protocol.session import Credentials, SessionAborted
+from omadm.server import dm_endpoint
 from omadm.server.registry import add_authority, add_device, create_job, find_device
 from omadm.server.store.models import DEFAULT_AUTHORITY_PK, Device, Job, JobKind, JobState
 
@@ -92,6 +93,21 @@ async def test_an_unknown_authority_is_http_404_and_changes_nothing(harness: Har
     assert response.status_code == 404 and "nosuch" in response.text
     default, oem = await _rows(h)
     assert default.last_contact is None and oem.last_contact is None
+
+
+async def test_an_authority_created_after_a_404_is_found_once_the_short_cache_expires(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    monkeypatch.setattr(dm_endpoint, "_UNKNOWN_AUTHORITY_TTL", 0.0)  # "soon" is now, for the test
+    out = h.client(server_uri=f"{BASE}/dm/late").start()
+    assert (await h.post(f"{BASE}/dm/late", out.body, out.content_type)).status_code == 404
+    async with h.sessions() as db, db.begin():
+        late = await add_authority(db, "late", "late-dm", configured_server_id=h.config.server_id)
+        await add_device(db, DEVICE, username="latedev", password="late-secret", authority_pk=late.id)
+    h.nonce = b""
+    responses = await h.run(h.client("late-secret", username="latedev", server_uri=f"{BASE}/dm/late"))
+    assert [r.status_code for r in responses] == [200] * len(responses)
 
 
 async def test_a_job_goes_only_to_its_authority_s_sessions(harness: Harness) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from omadm.agent.config import AccountConfig, load_config, save_config
 from omadm.package.build import build_package
 from omadm.package.signing import generate_key, save_public_key
 from omadm.protocol.codec import Encoding
@@ -127,6 +129,21 @@ def test_every_scomo_job_type_runs_to_completion(
     assert all(job[3] in ("succeeded", "failed") for job in server.jobs())
 
 
+def add_oem(server: ServerProcess, config: Path, *, scomo_servers: tuple[str, ...] = ()) -> None:
+    """Authority ``oem`` (ServerID ``oem-dm``) registers the device, which gets an account for it.
+
+    ``scomo_servers``: the ServerIDs the device lets use SCOMO (``[scomo] servers``).
+    """
+    server.run("authority", "add", "oem", "--server-id", "oem-dm")
+    server.run(
+        "device", "add", DEVICE, "--username", "oemdev", "--password", "oem-secret", "--authority", "oem"
+    )  # fmt: skip
+    settings = load_config(config)
+    oem_account = AccountConfig("oem-dm", f"{server.url}/dm/oem", "oemdev", "oem-secret")
+    scomo = replace(settings.scomo, servers=scomo_servers)
+    save_config(replace(settings, accounts=(*settings.accounts, oem_account), scomo=scomo), config)
+
+
 def test_two_authorities_share_one_device(
     server: ServerProcess, packages: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -136,40 +153,20 @@ def test_two_authorities_share_one_device(
     both see the component in their inventory (the agent's SCOMO ACL grants every server),
     and neither sees the other's job.
     """
-    from dataclasses import replace  # noqa: PLC0415
-
-    from omadm.agent.config import AccountConfig, load_config, save_config  # noqa: PLC0415
-
     config = make_agent(tmp_path, server, packages, Encoding.XML)
-    server.run("authority", "add", "oem", "--server-id", "oem-dm")
-    server.run(
-        "device", "add", DEVICE, "--username", "oemdev", "--password", "oem-secret", "--authority", "oem"
-    )  # fmt: skip
-    settings = load_config(config)
-    oem_account = AccountConfig("oem-dm", f"{server.url}/dm/oem", "oemdev", "oem-secret")
-    save_config(replace(settings, accounts=(*settings.accounts, oem_account)), config)
+    add_oem(server, config)
     v1 = server.run("artifact", "add", str(packages["v1"]), "--authority", "oem").split()[1].rstrip(":")
     server.run("job", "add", DEVICE, "install", "--artifact", v1, "--authority", "oem")
 
     agent_connect(config)  # the default account: nothing for it to do
     assert "install" in server.run("job", "list", "--authority", "oem")
     assert "install" not in server.run("job", "list")  # the default authority has no such job
-    done = subprocess.run(
-        [*agent_connect_args(config), "--server-id", "oem-dm"], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    oem_jobs = [line.split("  ") for line in server.run("job", "list", "--authority", "oem").splitlines()]
-    assert oem_jobs[-1][2:5] == ["install", "succeeded", "1200"]
+    agent_connect(config, server_id="oem-dm")
+    assert server.jobs("oem")[-1][2:5] == ["install", "succeeded", "1200"]
     assert "(version 1.0.0)" in hello(tmp_path)
     agent_connect(config)  # the default authority reads the shared device's inventory too
     assert "com.example.hello" in server.run("device", "show", DEVICE)
     assert "com.example.hello" in server.run("device", "show", DEVICE, "--authority", "oem")
-
-
-def agent_connect_args(config: Path) -> list[str]:
-    import sys  # noqa: PLC0415
-
-    return [sys.executable, "-m", "omadm", "agent", "connect", "--config", str(config)]
 
 
 def test_a_device_s_acl_decides_what_each_authority_may_do(
@@ -177,25 +174,8 @@ def test_a_device_s_acl_decides_what_each_authority_may_do(
 ) -> None:
     """The device reserves SCOMO for the default authority (``[scomo] servers``): ``oem`` still
     manages its account and reads DevInfo, but sees no software and its install is refused."""
-    from dataclasses import replace  # noqa: PLC0415
-
-    from omadm.agent.config import AccountConfig, load_config, save_config  # noqa: PLC0415
-
     config = make_agent(tmp_path, server, packages, Encoding.XML)
-    server.run("authority", "add", "oem", "--server-id", "oem-dm")
-    server.run(
-        "device", "add", DEVICE, "--username", "oemdev", "--password", "oem-secret", "--authority", "oem"
-    )  # fmt: skip
-    settings = load_config(config)
-    oem_account = AccountConfig("oem-dm", f"{server.url}/dm/oem", "oemdev", "oem-secret")
-    save_config(
-        replace(
-            settings,
-            accounts=(*settings.accounts, oem_account),
-            scomo=replace(settings.scomo, servers=("omadm",)),
-        ),
-        config,
-    )
+    add_oem(server, config, scomo_servers=("omadm",))
     v1 = server.run("artifact", "add", str(packages["v1"])).split()[1].rstrip(":")
     server.run("job", "add", DEVICE, "install", "--artifact", v1)
     agent_connect(config)  # the default authority installs
@@ -203,11 +183,8 @@ def test_a_device_s_acl_decides_what_each_authority_may_do(
 
     oem_v1 = server.run("artifact", "add", str(packages["v1"]), "--authority", "oem").split()[1].rstrip(":")
     server.run("job", "add", DEVICE, "install", "--artifact", oem_v1, "--authority", "oem")
-    done = subprocess.run(
-        [*agent_connect_args(config), "--server-id", "oem-dm"], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    oem_jobs = [line.split("  ") for line in server.run("job", "list", "--authority", "oem").splitlines()]
+    agent_connect(config, server_id="oem-dm")
+    oem_jobs = server.jobs("oem")
     assert [job[2:4] for job in oem_jobs] == [["install", "failed"]], oem_jobs
     assert "Add answered 425" in oem_jobs[0][-1]  # the device's answer: permission denied
     shown = server.run("device", "show", DEVICE, "--authority", "oem")

@@ -30,9 +30,9 @@ from .artifacts.urls import descriptor_url, download_url
 from .config import ServerConfig
 from .console import console_routes
 from .dm_endpoint import DMEndpoint, PackageLocator
-from .store.engine import check_schema, database_url, make_engine, session_factory, sqlite_pragmas
+from .store.engine import check_schema, database_url, make_engine, make_sync_engine, session_factory
 from .store.models import Device, Job, JobKind, JobState, utc_now
-from .store.writer import DmWriter, sync_url
+from .store.writer import DmWriter
 from .sweeper import run_sweeper
 
 __all__ = ["create_app"]
@@ -53,8 +53,8 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
     sessions = session_factory(engine)
     storage = LocalArtifactStorage(config.artifacts_path)
     secret = config.secret_bytes()
-    writer_url = sync_url(engine.url.render_as_string(hide_password=False)) if config.group_commit else None
-    writer = DmWriter(writer_url, sqlite_pragmas=sqlite_pragmas()) if writer_url else None
+    sync = make_sync_engine(engine.url.render_as_string(hide_password=False)) if config.group_commit else None
+    writer = DmWriter(sync) if sync is not None else None
     endpoint = DMEndpoint(config, sessions, locate=artifact_locator(config, storage, secret), writer=writer)
 
     @asynccontextmanager

@@ -324,7 +324,7 @@ def artifact_add(
     authority: AuthorityOption = DEFAULT_AUTHORITY,
 ) -> None:
     """Upload a package; prints its artifact id (what jobs name)."""
-    from .artifacts.service import ArtifactError, add_artifact  # noqa: PLC0415
+    from .artifacts.service import ArtifactError, add_artifact, added_facts  # noqa: PLC0415
     from .artifacts.storage import LocalArtifactStorage  # noqa: PLC0415
     from .store.models import utc_now  # noqa: PLC0415
 
@@ -346,11 +346,7 @@ def artifact_add(
                 "package.add",
                 f"package {artifact.id}",
                 authority_pk=authority_pk,
-                filename=artifact.filename,
-                package_id=artifact.package_id,
-                version=artifact.version,
-                sha256=artifact.sha256,
-                size=artifact.size,
+                **added_facts(artifact),
             )
             await db.commit()
         return artifact

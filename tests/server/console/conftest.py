@@ -1,6 +1,6 @@
 """The web console over ASGI on each engine: browsers (cookie jars) logged in per role.
 
-The app is built as ``tests/server/api/conftest.py`` builds it (one token per role); the
+The app is the ``api`` fixture's (``tests/server/api/conftest.py``: one token per role); the
 REST API, through :class:`~tests.server.api.conftest.Api`, puts real data in first.
 """
 
@@ -16,14 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from omadm.package.build import build_package
-from omadm.server.api.auth import create_token
-from omadm.server.app import create_app
-from omadm.server.config import ServerConfig
 
+from ..api import conftest as api_conftest
 from ..api.conftest import EXAMPLES, Api
+
+api = api_conftest.api  # the REST API tests' app and tokens, reused as they are
 
 _CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 
@@ -81,20 +80,10 @@ class Console:
 
 
 @pytest.fixture
-async def console(db_url: str, tmp_path: Path) -> AsyncIterator[Console]:
-    app = create_app(ServerConfig(db=db_url, data_dir=tmp_path / "srv", sweep_interval=0))
-    sessions: async_sessionmaker[AsyncSession] = app.state.sessions
-    tokens = {}
-    async with sessions() as db, db.begin():
-        for role in ("viewer", "operator", "admin"):
-            _, tokens[role] = await create_token(db, f"{role}-bot", role)
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
-            result = Console(app, Api(http, sessions, tokens), tokens)
-            async with result._stack:
-                yield result
-    finally:
-        await app.state.engine.dispose()
+async def console(api: Api) -> AsyncIterator[Console]:
+    result = Console(api.app, api, api.tokens)
+    async with result._stack:
+        yield result
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from omadm.server.registry import add_device
-from omadm.server.store.engine import sqlite_pragmas
+from omadm.server.store.engine import make_sync_engine, sync_url
 from omadm.server.store.models import DeviceEvent, DmSession, utc_now
-from omadm.server.store.writer import DmWriter, MessageWrite, WriteConflict, WriterUnavailable, sync_url
+from omadm.server.store.writer import DmWriter, MessageWrite, WriteConflict, WriterUnavailable
 
 from ..conftest import _admin
 
@@ -27,9 +27,9 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 async def writer(db_url: str) -> AsyncIterator[DmWriter]:
-    url = sync_url(db_url)
-    assert url is not None
-    dm_writer = DmWriter(url, sqlite_pragmas=sqlite_pragmas())
+    engine = make_sync_engine(db_url)
+    assert engine is not None
+    dm_writer = DmWriter(engine)
     yield dm_writer
     await dm_writer.close()
 
@@ -146,7 +146,9 @@ async def test_the_writer_outlives_a_lost_connection(
 
 
 async def test_a_writer_that_cannot_connect_says_so(tmp_path: Path) -> None:
-    broken = DmWriter(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'db.sqlite'}")
+    engine = make_sync_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'db.sqlite'}")
+    assert engine is not None
+    broken = DmWriter(engine)
     try:
         with pytest.raises(WriterUnavailable):
             await broken.session_and_device("x")

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..artifacts.service import add_artifact, delete_artifact, get_artifact, list_artifacts
+from ..artifacts.service import add_artifact, added_facts, delete_artifact, get_artifact, list_artifacts
 from ..artifacts.storage import ArtifactStorage, LocalArtifactStorage
 from ..store.models import Artifact, Campaign, CampaignState, Job, JobState, utc_now
 from .auth import Db, Operator, Viewer, audit
@@ -100,11 +100,7 @@ async def upload_package(
             actor,
             "package.add",
             f"package {artifact.id}",
-            filename=artifact.filename,
-            package_id=artifact.package_id,
-            version=artifact.version,
-            sha256=artifact.sha256,
-            size=artifact.size,
+            **added_facts(artifact),
         )
         await db.commit()
     else:

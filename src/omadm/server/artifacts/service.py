@@ -48,6 +48,7 @@ __all__ = [
     "ArtifactError",
     "ReferenceCheck",
     "add_artifact",
+    "added_facts",
     "delete_artifact",
     "get_artifact",
     "list_artifacts",
@@ -94,6 +95,17 @@ def safe_filename(filename: str) -> str:
     if name == "dd":
         return "dd.omp"
     return name
+
+
+def added_facts(artifact: Artifact) -> dict[str, Any]:
+    """What the audit log keeps of an upload (the API's and the server shell's alike)."""
+    return {
+        "filename": artifact.filename,
+        "package_id": artifact.package_id,
+        "version": artifact.version,
+        "sha256": artifact.sha256,
+        "size": artifact.size,
+    }
 
 
 def manifest_summary(verified: VerifiedPackage) -> dict[str, Any]:

@@ -200,6 +200,17 @@ class Console:
                 params[name] = values if len(values) > 1 else values[0]
         return params
 
+    async def listing(self, path: str, *filters: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One page of the API list at ``path``, filtered by the page's query on ``filters``.
+
+        Returns the API's page and what a list template needs (page, pager, filters).
+        """
+        chosen = self.query(*filters)
+        result: dict[str, Any] = await self.api.get(
+            path, {**chosen, "limit": PAGE_SIZE, "offset": self.offset()}
+        )
+        return result, {"page": result, "pager": self.pager(result), "filters": chosen}
+
     def offset(self) -> int:
         try:
             return max(0, int(self.request.query_params.get("offset", "0")))
@@ -395,15 +406,8 @@ async def dashboard(console: Console) -> Response:
 
 
 async def devices(console: Console) -> Response:
-    params = {**console.query("state", "tag", "q"), "limit": PAGE_SIZE, "offset": console.offset()}
-    result = await console.api.get("/devices", params)
-    return console.render(
-        "devices.html",
-        page=result,
-        pager=console.pager(result),
-        filters=console.query("state", "tag", "q"),
-        states=[s.value for s in DeviceState],
-    )
+    _, listed = await console.listing("/devices", "state", "tag", "q")
+    return console.render("devices.html", **listed, states=[s.value for s in DeviceState])
 
 
 async def device(console: Console) -> Response:
@@ -418,14 +422,8 @@ async def device(console: Console) -> Response:
 
 
 async def packages(console: Console) -> Response:
-    params = {**console.query("package_id", "version"), "limit": PAGE_SIZE, "offset": console.offset()}
-    result = await console.api.get("/packages", params)
-    return console.render(
-        "packages.html",
-        page=result,
-        pager=console.pager(result),
-        filters=console.query("package_id", "version"),
-    )
+    _, listed = await console.listing("/packages", "package_id", "version")
+    return console.render("packages.html", **listed)
 
 
 async def package(console: Console) -> Response:
@@ -434,16 +432,9 @@ async def package(console: Console) -> Response:
 
 
 async def jobs(console: Console) -> Response:
-    params = {**console.query("device", "state", "kind"), "limit": PAGE_SIZE, "offset": console.offset()}
-    result = await console.api.get("/jobs", params)
-    return console.render(
-        "jobs.html",
-        page=result,
-        pager=console.pager(result),
-        filters=console.query("device", "state", "kind"),
-        states=[s.value for s in JobState],
-        kinds=[k.value for k in JobKind],
-    )
+    _, listed = await console.listing("/jobs", "device", "state", "kind")
+    states, kinds = [s.value for s in JobState], [k.value for k in JobKind]
+    return console.render("jobs.html", **listed, states=states, kinds=kinds)
 
 
 async def job(console: Console) -> Response:
@@ -452,17 +443,10 @@ async def job(console: Console) -> Response:
 
 
 async def campaigns(console: Console) -> Response:
-    params = {**console.query("state"), "limit": PAGE_SIZE, "offset": console.offset()}
-    result = await console.api.get("/campaigns", params)
+    result, listed = await console.listing("/campaigns", "state")
     for item in result["items"]:
         item["progress"] = _progress(item["counters"])
-    return console.render(
-        "campaigns.html",
-        page=result,
-        pager=console.pager(result),
-        filters=console.query("state"),
-        states=[s.value for s in CampaignState],
-    )
+    return console.render("campaigns.html", **listed, states=[s.value for s in CampaignState])
 
 
 async def campaign(console: Console) -> Response:
@@ -475,20 +459,13 @@ async def campaign(console: Console) -> Response:
 
 
 async def audit(console: Console) -> Response:
-    params = {**console.query("actor", "action", "target"), "limit": PAGE_SIZE, "offset": console.offset()}
     try:
-        result = await console.api.get("/audit", params)
+        _, listed = await console.listing("/audit", "actor", "action", "target")
     except ApiError as exc:
         if exc.status != 403:
             raise
         return console.render("audit.html", status=403, refused=exc, page=None, pager=None, filters={})
-    return console.render(
-        "audit.html",
-        refused=None,
-        page=result,
-        pager=console.pager(result),
-        filters=console.query("actor", "action", "target"),
-    )
+    return console.render("audit.html", refused=None, **listed)
 
 
 # ------------------------------------------------------------------ actions

@@ -10,6 +10,10 @@ read-only transactions queue too; rule 4 of the design already says: one worker 
 PostgreSQL (``asyncpg``) is for more than one worker; it keeps its own defaults (READ
 COMMITTED), so code that reads then writes a row locks it (``with_for_update``).
 
+``make_sync_engine`` opens the same database with a synchronous driver (stdlib ``sqlite3``,
+``psycopg``) for the DM writer's threads (``store/writer.py``), its SQLite connections set up
+like the async engine's.
+
 The server never creates tables itself: ``omadm server migrate`` (``store.migrate``) does,
 and ``check_schema`` refuses a database that is not at this omadm's revision.
 """
@@ -20,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -32,9 +36,10 @@ __all__ = [
     "check_schema",
     "database_url",
     "make_engine",
+    "make_sync_engine",
     "mask_url",
     "session_factory",
-    "sqlite_pragmas",
+    "sync_url",
 ]
 
 #: The SQLite file ``database_url`` chooses inside the data directory when no URL is given.
@@ -48,6 +53,8 @@ _DRIVERS = {
     "postgres": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
+#: The synchronous driver of each backend, for the DM writer's threads (``store/writer.py``).
+_SYNC_DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+psycopg"}
 _SUPPORTED = "sqlite:///PATH, postgresql://USER:PASSWORD@HOST:PORT/DATABASE (or postgres://)"
 
 #: SQLite's busy timeout, in milliseconds: how long a writer waits for the write lock.
@@ -126,8 +133,34 @@ def make_engine(url: str, *, pool_size: int = 10, foreign_keys: bool = True) -> 
     return create_async_engine(parsed, **options)
 
 
-def sqlite_pragmas(*, foreign_keys: bool = True) -> tuple[str, ...]:
-    """What every SQLite connection of the server runs first (the DM writer's too)."""
+def sync_url(url: str) -> str | None:
+    """The synchronous driver's URL for the same database, or None when there is none.
+
+    An in-memory SQLite database exists only inside its own connection: no second one there.
+    """
+    parsed = make_url(database_url(url, Path()))
+    driver = _SYNC_DRIVERS.get(parsed.get_backend_name())
+    if driver is None or (_is_sqlite(parsed) and _sqlite_in_memory(parsed)):
+        return None
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def make_sync_engine(url: str, *, pool_size: int = 2) -> Engine | None:
+    """A synchronous engine on the database of ``url`` (the DM writer's), None for in-memory SQLite.
+
+    Its SQLite connections are set up as the async engine's (pragmas, no driver-begun
+    transactions); its users begin their transactions themselves.
+    """
+    sync = sync_url(url)
+    if sync is None:
+        return None
+    engine = create_engine(sync, pool_size=pool_size, max_overflow=0, pool_pre_ping=False)
+    if engine.dialect.name == "sqlite":
+        _run_pragmas_on_connect(engine, _sqlite_pragmas(foreign_keys=True))
+    return engine
+
+
+def _sqlite_pragmas(*, foreign_keys: bool) -> tuple[str, ...]:
     return (
         "PRAGMA journal_mode=WAL",
         "PRAGMA synchronous=FULL",
@@ -136,10 +169,8 @@ def sqlite_pragmas(*, foreign_keys: bool = True) -> tuple[str, ...]:
     )
 
 
-def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
-    pragmas = sqlite_pragmas(foreign_keys=foreign_keys)
-
-    @event.listens_for(engine.sync_engine, "connect")
+def _run_pragmas_on_connect(engine: Engine, pragmas: tuple[str, ...]) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # The driver's own transaction handling begins transactions late (before the first
         # INSERT/UPDATE/DELETE, never before DDL); switch it off and begin them ourselves.
@@ -150,6 +181,10 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
                 cursor.execute(pragma)
         finally:
             cursor.close()
+
+
+def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
+    _run_pragmas_on_connect(engine.sync_engine, _sqlite_pragmas(foreign_keys=foreign_keys))
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:

@@ -37,12 +37,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, insert, select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
 
 from .models import Device, DeviceEvent, DmSession
 
-__all__ = ["DmWriter", "MessageWrite", "WriteConflict", "WriterUnavailable", "sync_url"]
+__all__ = ["DmWriter", "MessageWrite", "WriteConflict", "WriterUnavailable"]
 
 log = logging.getLogger("omadm.server.writer")
 
@@ -53,7 +52,6 @@ _EVENTS = cast(Table, DeviceEvent.__table__)
 #: The device columns a steady-state message may change; anything else takes the ORM path.
 DEVICE_COLUMNS = ("client_nonce", "server_nonce", "devinfo", "devdetail", "last_contact", "auth_failures")
 _SESSION_COLUMNS = tuple(c.name for c in _SESSIONS.columns)
-_SYNC_DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+psycopg"}
 #: How many queued items one round takes at most (bounds one transaction's size).
 _MAX_BATCH = 256
 
@@ -78,20 +76,6 @@ class MessageWrite:
     device_id: int
     device: dict[str, Any] = field(default_factory=dict)  # a subset of DEVICE_COLUMNS
     events: list[dict[str, Any]] = field(default_factory=list)  # device_pk, at, kind, detail
-
-
-def sync_url(async_url: str) -> str | None:
-    """The synchronous driver's URL for the server's database, or None when it has none.
-
-    An in-memory SQLite database exists only inside its own connection: no writer there.
-    """
-    url = make_url(async_url)
-    backend = url.get_backend_name()
-    if backend not in _SYNC_DRIVERS:
-        return None
-    if backend == "sqlite" and (url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"):
-        return None
-    return url.set(drivername=_SYNC_DRIVERS[backend]).render_as_string(hide_password=False)
 
 
 class _Item:
@@ -120,9 +104,9 @@ class DmWriter:
     that awaits it; ``close()`` stops both threads.
     """
 
-    def __init__(self, url: str, *, sqlite_pragmas: tuple[str, ...] = ()) -> None:
-        self.url = url
-        self._engine = _sync_engine(url, sqlite_pragmas)
+    def __init__(self, engine: Engine) -> None:
+        """``engine``: a synchronous one with two connections (``store.engine.make_sync_engine``)."""
+        self._engine = engine
         self._sqlite = self._engine.dialect.name == "sqlite"
         self._reads: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._writes: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
@@ -147,7 +131,7 @@ class DmWriter:
         )
         self._update_device = update(_DEVICES).where(_DEVICES.c.id == bindparam("b_id"))
         self._insert_event = insert(_EVENTS)
-        # Transactions committed and the messages in them (the benchmark prints the ratio).
+        # Messages written and the transactions they shared (bench/server.py prints the ratio).
         self.batches = 0
         self.writes = 0
 
@@ -398,21 +382,3 @@ def _resolve(outcomes: list[_Outcome]) -> None:
             future.set_exception(error)
         else:
             future.set_result(value)
-
-
-def _sync_engine(url: str, sqlite_pragmas: tuple[str, ...]) -> Engine:
-    # Two connections: the reading thread's and the writing thread's.
-    engine = create_engine(url, pool_size=2, max_overflow=0, pool_pre_ping=False)
-    if engine.dialect.name == "sqlite":
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None  # transactions are begun explicitly
-            cursor = dbapi_connection.cursor()
-            try:
-                for pragma in sqlite_pragmas:
-                    cursor.execute(pragma)
-            finally:
-                cursor.close()
-
-    return engine
