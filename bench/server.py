@@ -314,10 +314,14 @@ class Instruments:
 
         core.Connection._execute = execute  # type: ignore[method-assign,assignment]
 
-    def dump(self, path: Path, writer: Any = None) -> None:
+    def dump(self, path: Path, writer: Any = None, rows: Any = None) -> None:
         data: dict[str, Any] = {"statements": self.statements, "commits": self.commits, "driver": self.driver}
         if writer is not None:  # the DM writer's group commit: messages and the transactions they shared
-            data["writer"] = {"writes": writer.writes, "batches": writer.batches}
+            data["writer"] = {
+                "writes": writer.writes,
+                "batches": writer.batches,
+                "kept": rows.hits if rows is not None else 0,
+            }
         path.write_text(json.dumps(data))
 
 
@@ -439,7 +443,11 @@ def serve(args: argparse.Namespace) -> int:
         pass
     finally:
         profile.dump_stats(args.profile)
-        instruments.dump(Path(args.profile + ".json"), getattr(app.state, "writer", None))
+        instruments.dump(
+            Path(args.profile + ".json"),
+            getattr(app.state, "writer", None),
+            getattr(app.state, "dm_rows", None),
+        )
     return 0
 
 
@@ -596,6 +604,20 @@ async def device_client(post: Post, index: int, port: int, nonces: dict[str, str
         window.without_get += session.commands_received == 0
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of each thread of process ``pid`` by thread name (the main one as "main")."""
+    found: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            text = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = "main" if task.name == str(pid) else text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rpartition(")")[2].split()
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
 def process_cpu(pid: int) -> float | None:
     """User + system CPU seconds of process ``pid`` (all threads), from /proc; None elsewhere."""
     try:
@@ -637,6 +659,7 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
     now = time.perf_counter()
     window = Window(start=now + args.warmup, stop=now + args.warmup + args.seconds)
     samples: dict[str, float] = {}
+    threads: dict[str, dict[str, float]] = {}
 
     async def sample() -> None:
         for name, moment in (("start", window.start), ("stop", window.stop)):
@@ -646,6 +669,7 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
             server = process_cpu(args.server_pid) if args.server_pid else None
             if server is not None:
                 samples[f"{name}_server"] = server
+                threads[name] = thread_cpu(args.server_pid)
 
     if args.endpoint == "omadm":
         clients = [
@@ -671,6 +695,10 @@ async def load(args: argparse.Namespace) -> dict[str, Any]:
         "loadgen_cpu": (samples["stop_own"] - samples["start_own"]) / wall,
         "server_cpu": server_cpu if "stop_server" in samples else None,
         "server_cpu_share": server_cpu / wall if "stop_server" in samples else None,
+        "server_threads": {
+            name: cpu - threads.get("start", {}).get(name, 0.0)
+            for name, cpu in threads.get("stop", {}).items()
+        },
         "sessions": window.sessions,
         "retried": window.retried,
         "without_get": window.without_get,
@@ -893,6 +921,15 @@ class Figures:
         """Median server CPU µs per message: steadier than the rate when the machine is shared."""
         return self.median_of(lambda r: r["server_cpu"] / r["messages"] * 1e6 if r["server_cpu"] else None)
 
+    def thread_cpu(self) -> dict[str, float]:
+        """Median server CPU µs per message of each thread that did work."""
+        names = {name for run in self.runs for name in run.get("server_threads", {})}
+
+        def per_message(name: str) -> Callable[[dict[str, Any]], float]:
+            return lambda run: run["server_threads"].get(name, 0.0) / run["messages"] * 1e6
+
+        return {name: self.median_of(per_message(name)) for name in sorted(names)}
+
     def cells(self, reference: Figures | None) -> tuple[str, ...]:
         rates = self.rates()
         spread = f"{min(rates):,.0f}-{max(rates):,.0f}" if len(rates) > 1 else "-"
@@ -1062,7 +1099,8 @@ def profile_report(path: Path, messages: int) -> list[str]:
         if writer and writer["batches"]:
             lines.append(
                 f"DM writer (group commit): {writer['writes']:,} messages in {writer['batches']:,}"
-                f" transactions, {writer['writes'] / writer['batches']:.1f} per commit"
+                f" transactions, {writer['writes'] / writer['batches']:.1f} per commit;"
+                f" {writer.get('kept', 0):,} decided on the rows kept from the device's previous message"
             )
         if data["driver"]:
             lines.append("")
@@ -1368,6 +1406,13 @@ def main(argv: list[str] | None = None) -> int:
             f"echo+tx {echo_tx.cpu_per_message() / 1e3:.2f} ms: "
             f"{echo_tx.cpu_per_message() / omadm.cpu_per_message():.0%} of the reference's rate at equal CPU"
         )
+    for figure in figures:
+        if figure.endpoint == "omadm":
+            busy = {name: us for name, us in figure.thread_cpu().items() if us >= 1}
+            print(
+                f"{figure.engine}: omadm's server CPU µs per message by thread: "
+                + ", ".join(f"{name} {us:,.0f}" for name, us in busy.items())
+            )
     print("challenged: DM sessions that needed a second Pkg#1 (a device's very first, with no nonce yet)")
     if checks:
         print()

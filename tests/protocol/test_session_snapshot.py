@@ -137,4 +137,6 @@ def test_a_snapshot_refuses_uncollected_events_and_foreign_bytes() -> None:
     with pytest.raises(LocalProtocolError, match="not a ServerSession snapshot"):
         ServerSession.restore(b"\x80\x04K\x01.")
     with pytest.raises(LocalProtocolError, match="unreadable"):
-        ServerSession.restore(b"omadm-server-session:1\ngarbage")
+        ServerSession.restore(b"omadm-server-session:2\ngarbage")
+    with pytest.raises(LocalProtocolError, match="not a ServerSession snapshot of this omadm version"):
+        ServerSession.restore(b"omadm-server-session:1\n" + b"\x80\x05K\x01.")  # an earlier shape

@@ -260,6 +260,37 @@ def test_round_trip(msg: Message) -> None:
 
 
 @given(messages())
+@settings(max_examples=400, deadline=None)
+def test_the_text_writer_writes_the_element_tree_s_bytes(msg: Message) -> None:
+    # xml_writer (every reply) and message_to_element + lxml (WBXML, pretty output) agree
+    # byte for byte, so the HMAC and the interop tests hold for both.
+    assert xml_codec.serialize(msg) == xml_codec.tree_bytes(msg)
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",)), max_size=20))
+@settings(max_examples=400, deadline=None)
+def test_the_text_writer_accepts_and_refuses_any_text_as_lxml_does(text: str) -> None:
+    msg = Message(SyncHdr("1", "1", Target("http://s/dm"), Source("IMEI:1")), (Alert("1", data=text),))
+    try:
+        expected = xml_codec.tree_bytes(msg)
+    except ValueError:
+        with pytest.raises(ValueError, match="XML compatible"):
+            xml_codec.serialize(msg)
+    else:
+        assert xml_codec.serialize(msg) == expected
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "\x0b", "x\ufffe", "\uffff", "bell\x07"])
+def test_the_text_writer_refuses_what_xml_cannot_carry_as_lxml_does(text: str) -> None:
+    msg = Message(SyncHdr("1", "1", Target("http://s/dm"), Source("IMEI:1")), (Alert("1", data=text),))
+    with pytest.raises(ValueError, match="XML compatible") as by_lxml:
+        xml_codec.tree_bytes(msg)
+    with pytest.raises(ValueError, match="XML compatible") as by_writer:
+        xml_codec.serialize(msg)
+    assert str(by_writer.value) == str(by_lxml.value)
+
+
+@given(messages())
 @settings(max_examples=50, deadline=None)
 def test_pretty_printed_output_parses_to_the_same_message(msg: Message) -> None:
     # Indentation goes only between elements, never into text, and identifiers are trimmed.

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from lxml import etree
 
+from . import xml_writer
 from .errors import LocalProtocolError, MalformedMessage, RemoteProtocolError, UnsupportedElement
 from .messages import (
     Add,
@@ -69,6 +70,7 @@ __all__ = [
     "parse_element",
     "parse_fragment",
     "serialize",
+    "tree_bytes",
 ]
 
 SYNCML_NS = "SYNCML:SYNCML1.2"
@@ -270,22 +272,9 @@ def _parse_meta(el: _E) -> Meta:
     # On most Items (Format, Type): a dict of parsed fields, each parsed by its own function.
     values: dict[str, Any] = {}
     emi: list[str] = []
-
-    def visit(container: _E) -> None:
-        for name, child in _children(container):
-            if name == "MetInf":  # a wrapper some encoders emit; its children are the fields
-                visit(child)
-            elif name == "EMI":
-                emi.append((child.text or "").strip())
-            else:
-                parse = _META_PARTS.get(name)
-                if parse is None:
-                    raise _unknown("Meta", name)
-                if name in values:
-                    raise MalformedMessage(f"<Meta> has more than one <{name}>")
-                values[name] = parse(child)
-
-    visit(el)
+    _meta_fields(el, values, emi)
+    if not emi and len(values) == 1 and "Format" in values:  # the usual Item Meta
+        return Meta(format=values["Format"])
     get = values.get
     return Meta(
         format=get("Format"),
@@ -301,6 +290,27 @@ def _parse_meta(el: _E) -> Meta:
         mem=get("Mem"),
         field_level="FieldLevel" in values,
     )
+
+
+def _meta_fields(container: _E, values: dict[str, Any], emi: list[str]) -> None:
+    for child in container:
+        tag = child.tag
+        if tag.__class__ is not str:
+            if tag is etree.Entity:
+                raise MalformedMessage(f"entity reference &{getattr(child, 'name', '')}; in <Meta> refused")
+            continue  # a comment or processing instruction
+        name = _LOCAL_NAMES.get(tag) or _local(tag)
+        if name == "MetInf":  # a wrapper some encoders emit; its children are the fields
+            _meta_fields(child, values, emi)
+        elif name == "EMI":
+            emi.append((child.text or "").strip())
+        else:
+            parse = _META_PARTS.get(name)
+            if parse is None:
+                raise _unknown("Meta", name)
+            if name in values:
+                raise MalformedMessage(f"<Meta> has more than one <{name}>")
+            values[name] = parse(child)
 
 
 def _parse_anchor(el: _E) -> Anchor:
@@ -345,10 +355,18 @@ _META_PARTS: dict[str, Callable[[_E], Any]] = {
 
 
 def _parse_locator(el: _E, kind: Callable[[str, str | None], _T]) -> _T:
-    # Every Item has one or two: plain locals instead of _Fields (same checks, same errors).
+    # Every Item has one or two: the child loop inline (no generator), same checks, same errors.
     uri: str | None = None
     name_: str | None = None
-    for name, child in _children(el):
+    for child in el:
+        tag = child.tag
+        if tag.__class__ is not str:
+            if tag is etree.Entity:
+                raise MalformedMessage(
+                    f"entity reference &{getattr(child, 'name', '')}; in <{_local(el.tag)}> refused"
+                )
+            continue  # a comment or processing instruction
+        name = _LOCAL_NAMES.get(tag) or _local(tag)
         if name == "LocURI":
             if uri is not None:
                 raise MalformedMessage(f"<{_local(el.tag)}> has more than one <LocURI>")
@@ -411,32 +429,34 @@ def _parse_data(el: _E) -> str | bytes:
 
 
 def _parse_item(el: _E) -> Item:
-    # The most frequent element of a message (inventory Results carry dozens): each child is
-    # parsed by its own function, kept in a local, and refused when it comes twice.
-    values: dict[str, Any] = {}
-    for name, child in _children(el):
-        parse = _ITEM_PARTS.get(name)
-        if parse is None:
-            raise _unknown("Item", name)
-        if name in values:
+    # The most frequent element of a message (inventory Results carry dozens): the child loop
+    # inline, each part in a local, refused when it comes twice.
+    target: Target | None = None
+    source: Source | None = None
+    meta: Meta | None = None
+    data: str | bytes | None = None
+    seen: set[str] = set()
+    for child in el:
+        tag = child.tag
+        if tag.__class__ is not str:
+            if tag is etree.Entity:
+                raise MalformedMessage(f"entity reference &{getattr(child, 'name', '')}; in <Item> refused")
+            continue  # a comment or processing instruction
+        name = _LOCAL_NAMES.get(tag) or _local(tag)
+        if name in seen:
             raise MalformedMessage(f"<Item> has more than one <{name}>")
-        values[name] = parse(child)
-    return Item(
-        target=values.get("Target"),
-        source=values.get("Source"),
-        meta=values.get("Meta"),
-        data=values.get("Data"),
-        more_data="MoreData" in values,
-    )
-
-
-_ITEM_PARTS: dict[str, Callable[[_E], Any]] = {
-    "Target": lambda child: _parse_locator(child, Target),
-    "Source": lambda child: _parse_locator(child, Source),
-    "Meta": _parse_meta,
-    "Data": _parse_data,
-    "MoreData": lambda child: True,
-}
+        seen.add(name)
+        if name == "Source":
+            source = _parse_locator(child, Source)
+        elif name == "Data":
+            data = _parse_data(child)
+        elif name == "Meta":
+            meta = _parse_meta(child)
+        elif name == "Target":
+            target = _parse_locator(child, Target)
+        elif name != "MoreData":
+            raise _unknown("Item", name)
+    return Item(target=target, source=source, meta=meta, data=data, more_data="MoreData" in seen)
 
 
 _ITEM_COMMANDS: dict[str, type[ItemCommand]] = {
@@ -844,8 +864,17 @@ def serialize(msg: Message, *, pretty: bool = False) -> bytes:
     """Encode a message as UTF-8 XML bytes (the exact bytes to send and to MAC).
 
     Binary item data (``bytes``) is written as base64 text and its item's ``Meta/Format``
-    becomes ``b64``: OMA DM requires binary values to travel as b64 over XML.
+    becomes ``b64``: OMA DM requires binary values to travel as b64 over XML. The compact
+    form is written as text by ``xml_writer`` (the same bytes as :func:`tree_bytes`, faster);
+    the pretty one, for people, goes through the element tree.
     """
+    if not pretty:
+        return xml_writer.to_bytes(msg)
+    return tree_bytes(msg, pretty=True)
+
+
+def tree_bytes(msg: Message, *, pretty: bool = False) -> bytes:
+    """``serialize`` through the element tree (``message_to_element``) and lxml's writer."""
     root = message_to_element(msg)
     binary = [data for data in root.iter(f"{{{SYNCML_NS}}}Data") if data.get(OPAQUE_ATTR) is not None]
     for data in binary:

@@ -115,6 +115,7 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
     app.state.config = config
     app.state.engine = engine
     app.state.writer = writer
+    app.state.dm_rows = endpoint.rows  # the fast path's kept rows (bench/server.py reads its hits)
     app.state.sessions = sessions
     app.state.storage = storage
     return app

@@ -64,7 +64,7 @@ from omadm.protocol.session import (
 
 from . import jobs as jobplan
 from .config import ServerConfig
-from .dm_store import AuthorityRef, FastUnit, FullPathNeeded, OrmUnit, Unit
+from .dm_store import AuthorityRef, FastUnit, FullPathNeeded, OrmUnit, RowCache, Unit
 from .inventory import InventoryRecord, inventory_uri, normalize_path, parse_inventory
 from .registry import deployed_node, record_event, resolve_authority
 from .store.models import (
@@ -133,6 +133,8 @@ class DMEndpoint:
         self.locate = locate or _external_url_only
         #: The fast path's writer (None: every message takes the general path).
         self.writer = writer
+        #: The rows the fast path last wrote: a device's next message need not load them.
+        self.rows = RowCache()
         self._secret = hashlib.sha256(b"omadm-session-snapshot:" + config.secret_bytes()).digest()
         # Authority name -> (what it is, when to look again); None: no such authority.
         self._authorities: dict[str, tuple[AuthorityRef | None, float]] = {}
@@ -190,19 +192,28 @@ class DMEndpoint:
         """The fast path when it can serve the message, else the general path (``dm_store``)."""
         authority: AuthorityRef = note["authority"]
         if self.writer is not None:
-            unit = FastUnit(self.writer, authority)
+            unit = FastUnit(self.writer, authority, self.rows)
             try:
                 reply = await self._handle(unit, message, body, token, hmac_header=hmac_header, note=note)
                 await self.writer.commit(unit.write())
-            except (FullPathNeeded, WriteConflict, WriterUnavailable) as why:
+            except (FullPathNeeded, WriteConflict, WriterUnavailable, _Refusal) as why:
+                if isinstance(why, _Refusal) and not unit.cached:
+                    raise  # decided on rows just loaded: the general path would refuse it too
                 log.debug("dm general path: %r", why)
+                self.rows.forget(unit.device_pk, token)
                 encoding = note["encoding"]
                 note.clear()  # what the abandoned attempt noted did not happen
                 note.update(encoding=encoding, authority=authority)
             else:
+                unit.committed()
                 note["path"] = "fast"
                 return reply
-        return await self._transaction(message, body, token, hmac_header, note)
+        try:
+            return await self._transaction(message, body, token, hmac_header, note)
+        finally:
+            # The general path changed the device's row (its version moved on): what the
+            # fast path kept of it would only cost a refused write.
+            self.rows.forget(note.get("device_pk"), token)
 
     async def _transaction(
         self, message: Message, body: bytes, token: str, hmac_header: str | None, note: dict[str, Any]
@@ -234,6 +245,7 @@ class DMEndpoint:
     ) -> Any:
         record, session, device = await self._load(unit, message, token)
         note["token"] = record.token
+        note["device_pk"] = device.id
         try:
             events = session.receive_message(
                 message, body, hmac_header=hmac_header, encoding=note["encoding"]

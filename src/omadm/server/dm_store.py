@@ -13,22 +13,32 @@ the store). Two units serve it:
 
 So the fast path cannot change what a message does, only what it costs: the same code
 decides, and the rarer work keeps its single transaction and row locks.
+
+The fast path need not even load: :class:`RowCache` keeps the session and device rows as its
+last write left them, so a device's next message is decided on those copies. That is safe
+because the write is conditional on the rows being unchanged (the session's ``messages``, the
+device's ``row_version``, which every other UPDATE moves on): a message decided on an outdated
+copy writes nothing and is served again on the general path, which reads the rows afresh.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import configure_mappers
 
 from .registry import find_device
 from .store.models import Device, DeviceEvent, DmSession, utc_now
 from .store.writer import DEVICE_COLUMNS, DmWriter, MessageWrite
 
-__all__ = ["AuthorityRef", "FastUnit", "FullPathNeeded", "OrmUnit", "Unit"]
+__all__ = ["AuthorityRef", "FastUnit", "FullPathNeeded", "OrmUnit", "RowCache", "Unit"]
 
+configure_mappers()  # _transient builds instances without the ORM's first-use hook
+_Row = TypeVar("_Row", Device, DmSession)
 _DEVICE_NAMES = tuple(c.name for c in Device.__table__.columns)
 _SESSION_NAMES = tuple(c.name for c in DmSession.__table__.columns)
 
@@ -110,36 +120,115 @@ class OrmUnit(Unit):
         return self.db
 
 
+class RowCache:
+    """The rows the fast path last wrote, per device and per open session (bounded, LRU).
+
+    Only rows as a committed fast-path write left them go in, so each copy is exactly what
+    the database held at that moment; the next write on it is conditional on that still
+    being so. Finished sessions are dropped; the least recently used entries go first.
+    """
+
+    def __init__(self, max_devices: int = 16384, max_sessions: int = 4096) -> None:
+        self.max_devices = max_devices
+        self.max_sessions = max_sessions
+        self._devices: OrderedDict[int, dict[str, Any]] = OrderedDict()  # pk -> row
+        self._by_name: dict[tuple[int, str], int] = {}  # (authority pk, DevId) -> pk
+        self._sessions: OrderedDict[str, dict[str, Any]] = OrderedDict()  # token -> row
+        self.hits = 0  # messages decided without loading (bench/server.py prints it)
+
+    def device(self, authority_pk: int, device_id: str) -> dict[str, Any] | None:
+        pk = self._by_name.get((authority_pk, device_id))
+        row = None if pk is None else self._device(pk)
+        self.hits += row is not None
+        return row
+
+    def session(self, token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        row = self._sessions.get(token)
+        if row is None:
+            return None
+        device = self._device(row["device_pk"])
+        if device is None:
+            return None
+        self._sessions.move_to_end(token)
+        self.hits += 1
+        return row, device
+
+    def store(self, session: dict[str, Any], device: dict[str, Any]) -> None:
+        """Remember the rows a committed write left (a finished session is forgotten)."""
+        pk = device["id"]
+        self._devices[pk] = device
+        self._devices.move_to_end(pk)
+        self._by_name[(device["authority_pk"], device["device_id"])] = pk
+        while len(self._devices) > self.max_devices:
+            _, old = self._devices.popitem(last=False)
+            self._by_name.pop((old["authority_pk"], old["device_id"]), None)
+        token = session["token"]
+        if session["finished"]:
+            self._sessions.pop(token, None)
+            return
+        self._sessions[token] = session
+        self._sessions.move_to_end(token)
+        while len(self._sessions) > self.max_sessions:
+            self._sessions.popitem(last=False)
+
+    def forget(self, device_pk: int | None, token: str = "") -> None:
+        """Drop what is kept of a device (and a session): the next message loads them."""
+        if token:
+            self._sessions.pop(token, None)
+        if device_pk is not None:
+            old = self._devices.pop(device_pk, None)
+            if old is not None:
+                self._by_name.pop((old["authority_pk"], old["device_id"]), None)
+
+    def _device(self, pk: int) -> dict[str, Any] | None:
+        row = self._devices.get(pk)
+        if row is not None:
+            self._devices.move_to_end(pk)
+        return row
+
+
 class FastUnit(Unit):
-    """The fast path: rows loaded through the writer, changes collected for its next commit.
+    """The fast path: rows from the cache or loaded through the writer, changes for its next commit.
 
     The objects it hands out are *transient* ORM instances (never attached to a session), so
     the endpoint's code reads and sets them as usual; :meth:`write` then compares them with
     the rows as loaded.
     """
 
-    def __init__(self, writer: DmWriter, authority: AuthorityRef) -> None:
+    def __init__(self, writer: DmWriter, authority: AuthorityRef, cache: RowCache | None = None) -> None:
         self.writer = writer
         self.authority = authority
+        self.cache = cache
+        #: Whether the message was decided on kept rows (a refusal then must be checked afresh).
+        self.cached = False
         self._record: DmSession | None = None
         self._loaded_messages: int | None = None
         self._device: Device | None = None
         self._device_row: dict[str, Any] = {}
         self._events: list[dict[str, Any]] = []
+        self._written: MessageWrite | None = None
 
     async def session_for(self, token: str) -> tuple[DmSession, Device] | None:
-        rows = await self.writer.session_and_device(token)
-        if rows is None:
-            return None
+        rows = self.cache.session(token) if self.cache is not None else None
+        if rows is not None:
+            self.cached = True
+        else:
+            rows = await self.writer.session_and_device(token)
+            if rows is None:
+                return None
         session_row, device_row = rows
         if device_row["authority_pk"] != self.authority.pk:
             return None  # another authority's session: not this endpoint's
-        self._record = DmSession(**session_row)
+        self._record = _transient(DmSession, session_row)
         self._loaded_messages = int(session_row["messages"] or 0)
         return self._record, self._adopt(device_row)
 
     async def device(self, device_id: str) -> Device | None:
-        row = await self.writer.device(device_id, self.authority.pk)
+        row = self.cache.device(self.authority.pk, device_id) if self.cache is not None else None
+        if row is not None:
+            self.cached = True
+        else:
+            row = await self.writer.device(device_id, self.authority.pk)
         return None if row is None else self._adopt(row)
 
     def add_session(self, record: DmSession) -> None:
@@ -148,6 +237,11 @@ class FastUnit(Unit):
 
     def event(self, device: Device, what: str, **detail: Any) -> None:
         self._events.append({"device_pk": device.id, "kind": what, "detail": detail, "at": utc_now()})
+
+    @property
+    def device_pk(self) -> int | None:
+        """The message's device, once known (what to forget when the message goes elsewhere)."""
+        return self._device.id if self._device is not None else None
 
     def write(self) -> MessageWrite:
         """The message's changes for the writer; FullPathNeeded if it changed more than it may."""
@@ -161,15 +255,36 @@ class FastUnit(Unit):
                 if name not in DEVICE_COLUMNS:
                     raise FullPathNeeded(f"device column {name} changed")
                 changed[name] = value
-        return MessageWrite(
+        self._written = MessageWrite(
             session={name: getattr(record, name) for name in _SESSION_NAMES},
             expected_messages=self._loaded_messages,
             device_id=device.id,
+            device_version=int(self._device_row["row_version"]),
             device=changed,
             events=self._events,
         )
+        return self._written
+
+    def committed(self) -> None:
+        """The write is durable: keep its rows for the device's next message."""
+        if self.cache is None or self._written is None:
+            return
+        written = self._written
+        device = {**self._device_row, **written.device, "row_version": written.device_version + 1}
+        self.cache.store(written.session, device)
 
     def _adopt(self, row: dict[str, Any]) -> Device:
         self._device_row = row
-        self._device = Device(**row)
+        self._device = _transient(Device, row)
         return self._device
+
+
+def _transient(cls: type[_Row], row: dict[str, Any]) -> _Row:
+    """An instance holding ``row``, as the ORM's own loading makes one.
+
+    The constructor would set each column through the attribute instrumentation (about 30
+    events per row); a message only reads most of them.
+    """
+    instance: _Row = cls._sa_class_manager.new_instance()  # type: ignore[attr-defined]
+    instance.__dict__.update(row)
+    return instance

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Boolean,
@@ -33,6 +34,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy import (
     text as sa_text,
@@ -188,11 +190,40 @@ class Device(Base):
     # Whether the device may have unfinished jobs (set when one is created, cleared when a
     # session finds none): devices without work cost no job query per message.
     has_open_jobs: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
+    # Moved on by every UPDATE (a trigger, migration 0006): the DM fast path writes from a
+    # copy of the row kept in memory only while the row still has the version it wrote.
+    row_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         UniqueConstraint("authority_pk", "device_id", name="uq_devices_authority_device_id"),
         Index("ix_devices_device_id", "device_id"),  # which authorities know a DevId
     )
+
+
+# The trigger that moves ``devices.row_version`` on (migration 0006 creates it; these make
+# ``create_all``, used by some tests, create it too). An UPDATE that sets the version itself
+# (the DM fast path's) keeps what it set.
+_ROW_VERSION_DDL = {
+    "sqlite": (
+        "CREATE TRIGGER devices_row_version AFTER UPDATE ON devices "
+        "FOR EACH ROW WHEN NEW.row_version = OLD.row_version "
+        "BEGIN UPDATE devices SET row_version = OLD.row_version + 1 WHERE id = OLD.id; END",
+    ),
+    "postgresql": (
+        "CREATE FUNCTION devices_row_version() RETURNS trigger AS $$ "
+        "BEGIN NEW.row_version := OLD.row_version + 1; RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER devices_row_version BEFORE UPDATE ON devices "
+        "FOR EACH ROW WHEN (NEW.row_version = OLD.row_version) EXECUTE FUNCTION devices_row_version()",
+    ),
+}
+for _dialect, _statements in _ROW_VERSION_DDL.items():
+    for _statement in _statements:
+        event.listen(Device.__table__, "after_create", DDL(_statement).execute_if(dialect=_dialect))  # type: ignore[no-untyped-call]
+event.listen(
+    Device.__table__,
+    "after_drop",
+    DDL("DROP FUNCTION IF EXISTS devices_row_version()").execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
+)
 
 
 class DmSession(Base):

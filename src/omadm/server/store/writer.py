@@ -16,8 +16,11 @@ sessions' changes together, each reply sent only after its own change is durable
   their futures together - so a reply waits for its own change to be durable, and one
   ``COMMIT`` is shared by every message that arrived meanwhile;
 * a write that finds its session row changed since it was loaded (``messages`` moved on: a
-  repeated message served elsewhere) is refused with :class:`WriteConflict` and nothing
-  of that message is written; the caller serves it on the general path instead. A batch
+  repeated message served elsewhere), or its device row (``row_version`` moved on: an
+  operator, the general path or another worker updated it), is refused with
+  :class:`WriteConflict` and nothing of that message is written; the caller serves it on
+  the general path instead. So a message may be decided on rows kept in memory from the
+  device's previous message (``dm_store.RowCache``) without loading them again. A batch
   that fails is rolled back and its writes retried one transaction each, so one bad write
   fails alone.
 
@@ -30,8 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +56,7 @@ _EVENTS = cast(Table, DeviceEvent.__table__)
 
 #: The device columns a steady-state message may change; anything else takes the ORM path.
 DEVICE_COLUMNS = ("client_nonce", "server_nonce", "devinfo", "devdetail", "last_contact", "auth_failures")
+# (``row_version`` is set by every write: the version it was decided on, plus one.)
 _SESSION_COLUMNS = tuple(c.name for c in _SESSIONS.columns)
 #: How many queued items one round takes at most (bounds one transaction's size).
 _MAX_BATCH = 256
@@ -74,6 +80,7 @@ class MessageWrite:
     session: dict[str, Any]  # every column of dm_sessions
     expected_messages: int | None  # None: a new session (INSERT); else the loaded count
     device_id: int
+    device_version: int  # the device's row_version the message was decided on
     device: dict[str, Any] = field(default_factory=dict)  # a subset of DEVICE_COLUMNS
     events: list[dict[str, Any]] = field(default_factory=list)  # device_pk, at, kind, detail
 
@@ -129,7 +136,9 @@ class DmWriter:
         self._update_session = update(_SESSIONS).where(
             _SESSIONS.c.token == bindparam("b_token"), _SESSIONS.c.messages == bindparam("b_messages")
         )
-        self._update_device = update(_DEVICES).where(_DEVICES.c.id == bindparam("b_id"))
+        self._update_device = update(_DEVICES).where(
+            _DEVICES.c.id == bindparam("b_id"), _DEVICES.c.row_version == bindparam("b_version")
+        )
         self._insert_event = insert(_EVENTS)
         # Messages written and the transactions they shared (bench/server.py prints the ratio).
         self.batches = 0
@@ -223,6 +232,7 @@ class DmWriter:
         so the writer outlives a database restart. Only a bug outside a round stops it: then
         what is queued and what comes later fails with WriterUnavailable, logged once.
         """
+        _name_os_thread(threading.current_thread().name)
         try:
             self._serve_on(source, round_)
         except Exception as exc:
@@ -341,12 +351,20 @@ class DmWriter:
         updates = [_session_update(w) for w in writes if w.expected_messages is not None]
         if updates and conn.execute(self._update_session, updates).rowcount != len(updates):
             raise _Stale
+        # Every write moves its device's row version on, and only from the version it was
+        # decided on: a device changed meanwhile makes the batch stale.
         devices: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for w in writes:
-            if w.device:
-                devices.setdefault(tuple(sorted(w.device)), []).append({**w.device, "b_id": w.device_id})
+            row = {
+                **w.device,
+                "row_version": w.device_version + 1,
+                "b_id": w.device_id,
+                "b_version": w.device_version,
+            }
+            devices.setdefault(tuple(sorted(w.device)), []).append(row)
         for rows in devices.values():
-            conn.execute(self._update_device, rows)
+            if conn.execute(self._update_device, rows).rowcount != len(rows):
+                raise _Stale
         events = [event for w in writes for event in w.events]
         if events:
             conn.execute(self._insert_event, events)
@@ -358,6 +376,14 @@ class DmWriter:
             conn.exec_driver_sql("ROLLBACK")
         except Exception:
             log.debug("dm writer: nothing to roll back")
+
+
+def _name_os_thread(name: str) -> None:
+    """Show the thread's name to the OS too (``top -H``, ``/proc/<pid>/task``), on Linux."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # 15: PR_SET_NAME
 
 
 def _session_update(write: MessageWrite) -> dict[str, Any]:
