@@ -95,6 +95,22 @@ async def test_an_unknown_authority_is_http_404_and_changes_nothing(harness: Har
     assert default.last_contact is None and oem.last_contact is None
 
 
+async def test_only_post_to_dm_or_dm_name_reaches_the_endpoint(harness: Harness) -> None:
+    # DM messages skip FastAPI's middleware and routing (app.DmFirst); everything else on
+    # those paths is still the router's: 405 for another method, its redirect for a
+    # trailing slash, 404 for deeper paths.
+    h = harness
+    out = h.client().start()
+    assert (await h.http.get("/dm")).status_code == 405
+    assert (await h.http.get("/dm/oem")).status_code == 405
+    assert (await h.post(f"{BASE}/dm/", out.body, out.content_type)).status_code == 307
+    assert (await h.post(f"{BASE}/dm/oem/more", out.body, out.content_type)).status_code == 404
+    response = await h.post(f"{BASE}/dm", out.body, out.content_type)
+    assert response.status_code == 200 and response.headers["content-type"].startswith(
+        "application/vnd.syncml.dm+xml"
+    )
+
+
 async def test_an_authority_created_after_a_404_is_found_once_the_short_cache_expires(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

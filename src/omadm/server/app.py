@@ -20,7 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .api import API_PREFIX, api_router, install_problem_handlers
 from .artifacts.routes import artifact_routes
@@ -112,6 +113,7 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
     app.include_router(api_router, prefix=API_PREFIX)
     app.router.routes.extend(console_routes())
     install_problem_handlers(app)
+    app.add_middleware(DmFirst, dm=request_response(dm))
     app.state.config = config
     app.state.engine = engine
     app.state.writer = writer
@@ -119,6 +121,38 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
     app.state.sessions = sessions
     app.state.storage = storage
     return app
+
+
+class DmFirst:
+    """Hands ``POST /dm`` and ``POST /dm/<authority>`` to the DM endpoint before anything else.
+
+    Every DM message is one request, and FastAPI's own middleware (exception telemetry, body
+    limits, the exit stack) and the router's walk over the REST routes cost a few percent of
+    a message for nothing the endpoint uses. Installed inside Starlette's error middleware,
+    so an unexpected exception still becomes a logged 500. The routes stay registered, so
+    another method on ``/dm`` gets the router's 405 as before.
+    """
+
+    def __init__(self, app: ASGIApp, dm: ASGIApp) -> None:
+        self.app = app
+        self.dm = dm
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            root: str = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            if path == "/dm":
+                scope["path_params"] = {}
+                await self.dm(scope, receive, send)
+                return
+            name = path[4:] if path.startswith("/dm/") else ""
+            if name and "/" not in name:
+                scope["path_params"] = {"authority": name}
+                await self.dm(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def artifact_locator(config: ServerConfig, storage: ArtifactStorage, secret: bytes) -> PackageLocator:
