@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from omadm.protocol import codec
 from omadm.protocol.codec import Encoding
@@ -241,6 +241,32 @@ async def _paths(h: Harness, caplog: pytest.LogCaptureFixture, session_id: str) 
     return [
         r.getMessage().rsplit(" path=", 1)[1].split()[0] for r in caplog.records if " path=" in r.getMessage()
     ]
+
+
+async def test_rows_kept_from_the_last_message_yield_to_a_change_made_elsewhere(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The fast path decides a device's next message on the rows it last wrote (RowCache);
+    # a change made meanwhile by someone else (an operator, another worker) moves the row
+    # version on, so that decision is not written and the message is decided again.
+    async for h in make_harness(db_url, tmp_path, group_commit=True):
+        async with h.sessions() as db, db.begin():
+            await add_device(db, DEVICE, username="dev", password="secret")
+        await _paths(h, caplog, "1")
+        assert set(await _paths(h, caplog, "2")) == {"fast"}
+        assert set(await _paths(h, caplog, "3")) == {"fast"}  # decided on kept rows
+        async with h.sessions() as db, db.begin():  # an operator rejects it, in another process
+            device = await find_device(db, DEVICE)
+            assert device is not None
+            device.state = DeviceState.REJECTED.value
+        out = h.client(session_id="4").start()
+        response = await h.post(f"{BASE}/dm", out.body, out.content_type)
+        assert response.status_code == 403 and "rejected" in response.text
+        async with h.sessions() as db:
+            device = await find_device(db, DEVICE)
+            assert device is not None and device.state == DeviceState.REJECTED.value
+            sessions = (await db.execute(select(func.count()).select_from(DmSession))).scalar_one()
+            assert sessions == 3  # the refused message started none
 
 
 @pytest.mark.parametrize("group_commit", [True, False])
