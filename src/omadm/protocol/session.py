@@ -1373,9 +1373,9 @@ class ServerSession(_Endpoint):
         self._own_fallback = config.server_credentials
         self._gets: dict[tuple[str, str], _Out] = {}
         self._started = False
-        self._last_reply: Outgoing | None = None
-        # The last reply as it travelled (body, content type, headers) in a restored session:
-        # its Message is decoded again only if the client repeats itself (see __getstate__).
+        # The last reply as it travelled (body, content type, headers), for a client that
+        # repeats its message: kept as bytes, not as its Message tree, which was most of a
+        # snapshot's size and time; the Message is decoded again only for a repeat.
         self._last_wire: tuple[bytes, str, dict[str, str]] | None = None
         self._repeat = False
         self._resend_on_challenge = False
@@ -1427,8 +1427,10 @@ class ServerSession(_Endpoint):
         if encoding is not None:
             self.encoding = encoding
         header = message.header
-        if (self._last_reply is not None or self._last_wire is not None) and (
-            header.msg_id == self._in_msg_id and header.session_id == self.session_id
+        if (
+            self._last_wire is not None
+            and header.msg_id == self._in_msg_id
+            and header.session_id == self.session_id
         ):
             # The client repeated its last message (a lost reply): answer the same again.
             self._repeat = True
@@ -1447,17 +1449,17 @@ class ServerSession(_Endpoint):
 
     def reply(self) -> Outgoing:
         """The server's answer to the message just received (every client message gets one)."""
-        last = self._last_outgoing()
-        if self._repeat and last is not None:
+        if self._repeat and self._last_wire is not None:
             self._repeat = False
             self._move("reply")
-            return last
+            body, content_type, headers = self._last_wire
+            message, _ = decode(body, content_type)
+            return Outgoing(body, content_type, headers, message)
         if self.state is not State.REPLY_DUE:
             raise LocalProtocolError(f"server session cannot reply while {self.state.value}")
         msg, body = self._build()
         outgoing = self._outgoing(msg, body, None)
-        self._last_reply = outgoing
-        self._last_wire = None
+        self._last_wire = (outgoing.body, outgoing.content_type, outgoing.headers)
         carries_commands = any(not isinstance(c, Status) for c in msg.commands)
         done = msg.final and not carries_commands and self._peer.authenticated and not self._outbox
         if self._give_up or done:
@@ -1499,24 +1501,6 @@ class ServerSession(_Endpoint):
         if self._events:
             raise LocalProtocolError("collect the session's events before taking a snapshot")
         return _SNAPSHOT_MAGIC + pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def __getstate__(self) -> dict[str, object]:
-        # The last reply travels as its bytes: pickling its Message tree was most of a
-        # snapshot's size and time, and it is needed only when a client repeats a message.
-        state = self.__dict__.copy()
-        last = state.pop("_last_reply")
-        if last is not None:
-            state["_last_wire"] = (last.body, last.content_type, last.headers)
-        state["_last_reply"] = None
-        return state
-
-    def _last_outgoing(self) -> Outgoing | None:
-        """The last reply, decoded again from its bytes in a restored session."""
-        if self._last_reply is None and self._last_wire is not None:
-            body, content_type, headers = self._last_wire
-            message, _ = decode(body, content_type)
-            self._last_reply = Outgoing(body, content_type, headers, message)
-        return self._last_reply
 
     @classmethod
     def restore(cls, data: bytes) -> ServerSession:

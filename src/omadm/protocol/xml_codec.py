@@ -187,16 +187,24 @@ def _local(tag: object) -> str:
     return name
 
 
-def _children(el: _E) -> Iterator[tuple[str, _E]]:
-    # The hottest loop of decoding: one type test per child (an element's tag is a str;
+def _name(child: _E, parent: _E) -> str:
+    """The local name of a child element; "" for a comment or PI; an entity reference is refused."""
+    # The hottest call of decoding: one type test per child (an element's tag is a str;
     # comments, PIs and entity references have lxml's factory functions as their tag).
+    tag = child.tag
+    if tag.__class__ is str:
+        return _LOCAL_NAMES.get(tag) or _local(tag)
+    if tag is etree.Entity:
+        name = getattr(child, "name", "")
+        raise MalformedMessage(f"entity reference &{name}; in <{_local(parent.tag)}> refused")
+    return ""
+
+
+def _children(el: _E) -> Iterator[tuple[str, _E]]:
     for child in el:
-        tag = child.tag
-        if tag.__class__ is str:
-            yield _LOCAL_NAMES.get(tag) or _local(tag), child
-        elif tag is etree.Entity:
-            name = getattr(child, "name", "")
-            raise MalformedMessage(f"entity reference &{name}; in <{_local(el.tag)}> refused")
+        name = _name(child, el)
+        if name:
+            yield name, child
 
 
 def _text(el: _E) -> str:
@@ -294,12 +302,9 @@ def _parse_meta(el: _E) -> Meta:
 
 def _meta_fields(container: _E, values: dict[str, Any], emi: list[str]) -> None:
     for child in container:
-        tag = child.tag
-        if tag.__class__ is not str:
-            if tag is etree.Entity:
-                raise MalformedMessage(f"entity reference &{getattr(child, 'name', '')}; in <Meta> refused")
+        name = _name(child, container)
+        if not name:
             continue  # a comment or processing instruction
-        name = _LOCAL_NAMES.get(tag) or _local(tag)
         if name == "MetInf":  # a wrapper some encoders emit; its children are the fields
             _meta_fields(child, values, emi)
         elif name == "EMI":
@@ -359,14 +364,9 @@ def _parse_locator(el: _E, kind: Callable[[str, str | None], _T]) -> _T:
     uri: str | None = None
     name_: str | None = None
     for child in el:
-        tag = child.tag
-        if tag.__class__ is not str:
-            if tag is etree.Entity:
-                raise MalformedMessage(
-                    f"entity reference &{getattr(child, 'name', '')}; in <{_local(el.tag)}> refused"
-                )
+        name = _name(child, el)
+        if not name:
             continue  # a comment or processing instruction
-        name = _LOCAL_NAMES.get(tag) or _local(tag)
         if name == "LocURI":
             if uri is not None:
                 raise MalformedMessage(f"<{_local(el.tag)}> has more than one <LocURI>")
@@ -437,12 +437,9 @@ def _parse_item(el: _E) -> Item:
     data: str | bytes | None = None
     seen: set[str] = set()
     for child in el:
-        tag = child.tag
-        if tag.__class__ is not str:
-            if tag is etree.Entity:
-                raise MalformedMessage(f"entity reference &{getattr(child, 'name', '')}; in <Item> refused")
+        name = _name(child, el)
+        if not name:
             continue  # a comment or processing instruction
-        name = _LOCAL_NAMES.get(tag) or _local(tag)
         if name in seen:
             raise MalformedMessage(f"<Item> has more than one <{name}>")
         seen.add(name)
