@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,7 @@ from omadm.agent.config import (
 )
 from omadm.agent.listener import NotificationGate
 from omadm.agent.runner import Agent, Outcome, SessionRequest
-from omadm.agent.transport import HTTPTransport, TransportError
+from omadm.agent.transport import HTTPTransport, TransportError, retry_after_seconds
 from omadm.protocol import wbxml, xml_codec
 from omadm.protocol.auth import RESYNC_NONCE
 from omadm.protocol.codes import AuthType
@@ -346,3 +347,46 @@ def test_init_from_a_bootstrap_document_on_the_command_line(tmp_path: Path) -> N
         check=False,
     )
     assert bad.returncode == 1 and "not a usable bootstrap TNDS document" in bad.stderr
+
+
+def test_transport_waits_out_a_busy_server_as_told_with_jitter_and_a_bound(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def busy_twice(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) <= 2:
+            return httpx.Response(503, headers={"Retry-After": "4"})
+        return httpx.Response(
+            200, content=b"<SyncML/>", headers={"Content-Type": "application/vnd.syncml.dm+xml"}
+        )
+
+    slept: list[float] = []
+    # retries=0: a busy answer is an appointment, not one of the few failures allowed.
+    config = make_config(tmp_path, retries=0, busy_retries=3)
+    transport = HTTPTransport(
+        config, sleep=slept.append, client=httpx.Client(transport=httpx.MockTransport(busy_twice))
+    )
+    reply = transport.post("http://x/dm", b"<SyncML/>", "application/vnd.syncml.dm+xml", {})
+    assert reply.body == b"<SyncML/>" and len(calls) == 3
+    assert len(slept) == 2 and all(4.0 <= s < 6.0 for s in slept)
+
+    always_busy = HTTPTransport(
+        config,
+        sleep=slept.append,
+        client=httpx.Client(
+            transport=httpx.MockTransport(lambda r: httpx.Response(503, headers={"Retry-After": "1"}))
+        ),
+    )
+    slept.clear()
+    with pytest.raises(TransportError, match="HTTP 503") as info:
+        always_busy.post("http://x/dm", b"x", "application/vnd.syncml.dm+xml", {})
+    assert info.value.retry_after == 1.0 and len(slept) == 3  # busy_retries, then it gives up
+
+
+def test_retry_after_takes_seconds_and_http_dates() -> None:
+    now = datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds("120", now) == 120.0
+    assert retry_after_seconds("Sun, 06 Dec 2026 12:00:30 GMT", now) == 30.0
+    assert retry_after_seconds("Sun, 06 Dec 2026 11:00:00 GMT", now) == 0.0  # in the past: now
+    assert retry_after_seconds("soon", now) is None
+    assert retry_after_seconds(None, now) is None

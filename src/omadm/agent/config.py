@@ -129,6 +129,10 @@ class AgentConfig:
     listen_http: str = ""  # host:port for Package #0 over HTTP POST
     retries: int = 3  # per session, on transport failures
     retry_backoff: float = 2.0  # seconds, doubled after each failure
+    # A server that answers 503/429 with Retry-After is busy, not broken: come back after
+    # that long (plus up to half again, at random), at most this many times per message.
+    busy_retries: int = 10
+    max_retry_after: float = 600.0  # seconds: a longer Retry-After is cut to this
     timeout: float = 30.0  # HTTP request timeout, seconds
     tls: TLSConfig = field(default_factory=TLSConfig)
     scomo: ScomoConfig = field(default_factory=ScomoConfig)
@@ -245,6 +249,8 @@ def _validate(config: AgentConfig) -> None:
         raise ConfigError("[device] id must not be empty")
     if config.poll_interval < 0:
         raise ConfigError("poll_interval must be 0 (never) or a positive number of seconds")
+    if config.busy_retries < 0 or config.max_retry_after < 0:
+        raise ConfigError("busy_retries and max_retry_after must not be negative")
     if config.scomo.version not in ("1.0", "1.1"):
         raise ConfigError("[scomo] version must be '1.0' or '1.1'")
     if config.scomo.reserve_bytes < 0:
@@ -285,6 +291,8 @@ def save_config(config: AgentConfig, path: str | Path) -> None:
         "listen_http": config.listen_http,
         "retries": config.retries,
         "retry_backoff": config.retry_backoff,
+        "busy_retries": config.busy_retries,
+        "max_retry_after": config.max_retry_after,
         "timeout": config.timeout,
     }
     document = {

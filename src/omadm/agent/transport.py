@@ -4,15 +4,23 @@ The protocol core produces the bytes, the content type and the ``x-syncml-hmac``
 this module only moves them (httpx) and turns every failure into a ``TransportError``
 that says what went wrong. A retry re-sends the *same* message: servers answer a repeated
 MsgID with their cached reply, so nothing runs twice.
+
+A server shedding load answers 503 (or 429) with ``Retry-After``: that is not a failure but
+an appointment, kept with jitter (up to half again, at random, so a fleet told the same
+time does not come back in the same second) and with its own bounded budget
+(``busy_retries``), apart from the few retries that real failures get.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import httpx
 
@@ -22,7 +30,7 @@ from omadm.protocol.codec import encoding_for_content_type
 
 from .config import AgentConfig, ConfigError
 
-__all__ = ["HTTPTransport", "Reply", "TransportError", "tls_context"]
+__all__ = ["HTTPTransport", "Reply", "TransportError", "retry_after_seconds", "tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +59,32 @@ def tls_context(
     return context
 
 
-class TransportError(Exception):
-    """The message could not be delivered or the answer was not a DM message."""
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """A ``Retry-After`` header in seconds (delay-seconds or an HTTP-date); None if absent or bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+
+class TransportError(Exception):
+    """The message could not be delivered or the answer was not a DM message.
+
+    ``retry_after``: the server is busy and said when to come back (seconds).
+    """
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +103,11 @@ class HTTPTransport:
         *,
         sleep: Callable[[float], None] = time.sleep,
         client: httpx.Client | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self._sleep = sleep
+        self._rng = rng or random.Random()
         tls = config.tls
         try:
             verify = tls_context(
@@ -96,21 +126,39 @@ class HTTPTransport:
         self._client.close()
 
     def post(self, url: str, body: bytes, content_type: str, headers: dict[str, str]) -> Reply:
-        """Send one message; retry transient failures with exponential backoff."""
+        """Send one message; wait out a busy server; retry transient failures with backoff."""
         delay = self.config.retry_backoff
-        attempts = max(1, self.config.retries + 1)
-        for attempt in range(1, attempts + 1):
+        failures = busy = 0
+        while True:
             try:
                 return self._post_once(url, body, content_type, headers)
             except TransportError as exc:
-                if not exc.retryable or attempt == attempts:
+                if exc.retry_after is not None and busy < self.config.busy_retries:
+                    busy += 1
+                    wait = min(exc.retry_after, self.config.max_retry_after)
+                    wait *= 1.0 + 0.5 * self._rng.random()
+                    log.info(
+                        "POST %s: the server is busy; back in %.1fs (%d/%d)",
+                        url,
+                        wait,
+                        busy,
+                        self.config.busy_retries,
+                    )
+                    self._sleep(wait)
+                    continue
+                failures += 1
+                if not exc.retryable or failures > self.config.retries:
                     raise
                 log.warning(
-                    "POST %s failed (%s); retrying in %.1fs (%d/%d)", url, exc, delay, attempt, attempts - 1
+                    "POST %s failed (%s); retrying in %.1fs (%d/%d)",
+                    url,
+                    exc,
+                    delay,
+                    failures,
+                    self.config.retries,
                 )
                 self._sleep(delay)
                 delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _post_once(self, url: str, body: bytes, content_type: str, headers: dict[str, str]) -> Reply:
         request_headers = {"Content-Type": content_type, "Accept": content_type, **headers}
@@ -123,9 +171,15 @@ class HTTPTransport:
         except httpx.TransportError as exc:
             raise TransportError(f"cannot reach {url}: {exc}", retryable=True) from None
         if response.status_code != 200:
+            retry_after = (
+                retry_after_seconds(response.headers.get("retry-after"))
+                if response.status_code in (429, 503)
+                else None
+            )
             raise TransportError(
                 f"{url} answered HTTP {response.status_code} {response.reason_phrase}",
                 retryable=response.status_code in _RETRYABLE,
+                retry_after=retry_after,
             )
         content_type_back = response.headers.get("content-type")
         if content_type_back and encoding_for_content_type(content_type_back) is None:

@@ -172,11 +172,18 @@ class Authenticated(Event):
 
 @dataclass(frozen=True, slots=True)
 class AuthenticationFailed(Event):
-    """The peer's credentials were missing or wrong; ``final`` when we gave up."""
+    """The peer's credentials were missing or wrong; ``final`` when we gave up.
+
+    ``after_challenge``: the peer had already been challenged in this session, so it
+    failed with a nonce we gave it. A first failure is most often the expected start of a
+    session (no credentials yet, or a nonce the peer kept from long ago); a failure after
+    a challenge means wrong credentials.
+    """
 
     reason: str
     status: int
     final: bool = False
+    after_challenge: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -839,7 +846,7 @@ class _PeerAuth:
         assert self.expected is not None
         self.failures += 1
         chal = self._fresh_chal()
-        self._events.append(AuthenticationFailed(reason, code))
+        self._events.append(AuthenticationFailed(reason, code, after_challenge=self.failures > 1))
         return _Verdict(code, chal, ok=False, reason=reason)
 
     def _fresh_chal(self) -> Chal:

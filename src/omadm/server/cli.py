@@ -180,6 +180,10 @@ def serve(
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=10,
+        # A fleet connects at once after an outage: queue its connections in the kernel
+        # (the DM endpoint then answers the excess 503 + Retry-After in milliseconds)
+        # rather than refuse them at uvicorn's default of 2048.
+        backlog=8192,
     )
 
 

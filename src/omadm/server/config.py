@@ -64,6 +64,10 @@ class ServerConfig:
     # Steady-state DM messages through the DM writer (one thread, group commit); false: every
     # message takes the general path (one ORM transaction each). See store/writer.py.
     group_commit: bool = True
+    # DM messages served at once per worker (0: the default, admission.DEFAULT_LIMIT); the
+    # rest are answered 503 with a Retry-After of at most max_retry_after seconds.
+    dm_max_in_flight: int = 0
+    max_retry_after: int = 60
 
     @property
     def base_url(self) -> str:
@@ -110,6 +114,10 @@ class ServerConfig:
             raise ConfigError("max_msg_size must be at least 1024 bytes")
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
+        for name in ("dm_max_in_flight", "max_retry_after"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be a whole number, 0 or more, not {value!r}")
         if not isinstance(self.group_commit, bool):
             raise ConfigError(f"group_commit must be true or false, not {self.group_commit!r}")
         for name in ("notify_interval", "sweep_interval"):
@@ -129,6 +137,7 @@ _ENV = {
     "OMADM_SERVER_PUBLIC_URL": "public_url",
     "OMADM_SERVER_SECRET": "secret",
     "OMADM_SERVER_UNKNOWN_DEVICES": "unknown_devices",
+    "OMADM_SERVER_DM_MAX_IN_FLIGHT": "dm_max_in_flight",
 }
 
 
@@ -159,11 +168,12 @@ def load_server_config(path: Path | None = None, **overrides: Any) -> ServerConf
     values.update({k: v for k, v in overrides.items() if v is not None})
     if "data_dir" in values:
         values["data_dir"] = Path(values["data_dir"])
-    if "port" in values:
-        try:
-            values["port"] = int(values["port"])
-        except ValueError:
-            raise ConfigError(f"port must be a number, not {values['port']!r}") from None
+    for name in ("port", "dm_max_in_flight"):  # from the environment they come as text
+        if isinstance(values.get(name), str):
+            try:
+                values[name] = int(values[name])
+            except ValueError:
+                raise ConfigError(f"{name} must be a number, not {values[name]!r}") from None
     config: ServerConfig = _build(ServerConfig, values, "[server]")
     return config.validate()
 

@@ -34,6 +34,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
@@ -63,6 +64,7 @@ from omadm.protocol.session import (
 )
 
 from . import jobs as jobplan
+from .admission import DEFAULT_LIMIT, Admission
 from .config import ServerConfig
 from .dm_store import AuthorityRef, FastUnit, FullPathNeeded, OrmUnit, RowCache, Unit
 from .inventory import InventoryRecord, inventory_uri, normalize_path, parse_inventory
@@ -99,6 +101,7 @@ _INVENTORY_LEAVES = {
     "Delivered": ("PkgID", "Name", "State", "Status"),
 }
 _MAC_SIZE = 32
+_OPEN_JOB_STATES = (JobState.QUEUED.value, JobState.SENT.value, JobState.ACCEPTED.value)
 _AUTHORITY_TTL = 30.0  # seconds an authority's name is trusted without looking again
 _UNKNOWN_AUTHORITY_TTL = 2.0
 
@@ -135,11 +138,49 @@ class DMEndpoint:
         self.writer = writer
         #: The rows the fast path last wrote: a device's next message need not load them.
         self.rows = RowCache()
+        #: How many messages may be served at once; the others get 503 with Retry-After.
+        self.admission = Admission(
+            config.dm_max_in_flight or DEFAULT_LIMIT, max_retry_after=config.max_retry_after
+        )
         self._secret = hashlib.sha256(b"omadm-session-snapshot:" + config.secret_bytes()).digest()
         # Authority name -> (what it is, when to look again); None: no such authority.
         self._authorities: dict[str, tuple[AuthorityRef | None, float]] = {}
 
     async def __call__(self, request: Request) -> Response:
+        # A message that continues a session carries its token (RespURI): those come first.
+        continuing = bool(request.query_params.get("s"))
+        if not self.admission.enter(continuing=continuing):
+            await _read_body(request, self.config.max_body)  # keeps the connection reusable
+            return self._busy("over the in-flight limit", continuing)
+        try:
+            return await self._message(request)
+        except SQLAlchemyTimeoutError:
+            # The database pool had no connection in time: a load problem, not a bug.
+            return self._busy("no database connection in time", continuing)
+        finally:
+            self.admission.leave()
+
+    def _busy(self, why: str, continuing: bool) -> Response:
+        """HTTP 503 with Retry-After: the device comes back later (agents and the simulator do)."""
+        retry_after = self.admission.retry_after()
+        if self.admission.shed % 1000 == 1:  # a storm would flood the log: one line in a thousand
+            log.warning(
+                "dm busy: %s (%d in flight, limit %d, %d shed so far); Retry-After %d s",
+                why,
+                self.admission.in_flight,
+                self.admission.limit,
+                self.admission.shed,
+                retry_after,
+            )
+        kind = "a session under way" if continuing else "a new session"
+        return Response(
+            f"the DM server is busy ({why}); {kind} should retry after {retry_after} s\n",
+            status_code=503,
+            media_type="text/plain",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    async def _message(self, request: Request) -> Response:
         started = time.perf_counter()
         body = await _read_body(request, self.config.max_body)
         if body is None:
@@ -384,7 +425,10 @@ class DMEndpoint:
                 device.last_contact = utc_now()
             elif isinstance(event, AuthenticationFailed):
                 device.auth_failures = (device.auth_failures or 0) + 1
-                log.warning("dm device=%s authentication failed: %s", device.device_id, event.reason)
+                if event.after_challenge or event.final:
+                    log.warning("dm device=%s authentication failed: %s", device.device_id, event.reason)
+                else:  # a session's first message often has no (or outdated) credentials
+                    log.info("dm device=%s challenged: %s", device.device_id, event.reason)
                 if event.final:
                     unit.event(device, "auth-failed", reason=event.reason)
             elif isinstance(event, StatusReceived):
@@ -729,19 +773,26 @@ class DMEndpoint:
         if not device.has_open_jobs:
             return  # the common case: nothing to send, nothing to wait for, no query
         db = unit.orm()
+        # The device row's lock first: a job created meanwhile raises the flag with an UPDATE
+        # of this row (registry.raise_open_jobs), so that job is either committed before the
+        # query below (and found) or raises the flag after this transaction clears it.
+        await db.execute(select(Device.id).where(Device.id == device.id).with_for_update())
         # One query for every unfinished job of the device: what to send, what to poll.
         found = await db.execute(
             select(Job)
-            .where(
-                Job.device_pk == device.id,
-                Job.state.in_([JobState.QUEUED.value, JobState.SENT.value, JobState.ACCEPTED.value]),
-            )
+            .where(Job.device_pk == device.id, Job.state.in_(_OPEN_JOB_STATES))
             .order_by(Job.id)
             .with_for_update(skip_locked=True)
         )
         open_jobs = list(found.scalars())
         if not open_jobs:
-            device.has_open_jobs = False
+            # A job skipped because another transaction holds it (the sweeper, a cancel)
+            # is still open: the flag stays up, and a later session looks again.
+            held = await db.scalar(
+                select(Job.id).where(Job.device_pk == device.id, Job.state.in_(_OPEN_JOB_STATES)).limit(1)
+            )
+            if held is None:
+                device.has_open_jobs = False
             return
         if record.context.get("inventory_fresh") and not record.context.get("polled"):
             overdue_since = utc_now() - timedelta(seconds=self.config.report_grace)

@@ -17,8 +17,9 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from omadm.protocol.auth import new_nonce
 from omadm.protocol.codes import AuthType
@@ -57,6 +58,7 @@ __all__ = [
     "find_device",
     "get_authority",
     "list_authorities",
+    "raise_open_jobs",
     "record_event",
     "resolve_authority",
 ]
@@ -318,10 +320,31 @@ async def create_job(
         deadline=now + timedelta(seconds=timeout) if timeout else None,
     )
     db.add(job)
-    device.has_open_jobs = True  # the DM endpoint looks for jobs only on devices with this set
+    await raise_open_jobs(db, device)
     await db.flush()
     await record_event(db, device, "job-created", job=job.id, kind=kind.value)
     return job
+
+
+async def raise_open_jobs(db: AsyncSession, device: Device) -> None:
+    """Tell the DM endpoint that ``device`` has work: an UPDATE statement, always sent.
+
+    The endpoint looks for jobs only on devices with ``has_open_jobs`` set, and clears the
+    flag when it finds none. Setting the attribute on the caller's ORM copy is not enough:
+    a copy read before a DM session cleared the flag still says True, so the ORM would
+    write nothing and the job would wait unsent (seen on PostgreSQL with the campaign
+    sweeper). The statement always writes, takes the device row's lock (the endpoint
+    locks that row before it looks for jobs, so it either sees this job or clears the
+    flag before this raises it again), and moves ``row_version`` on, so rows the fast
+    path kept of the device are refused at their next write.
+    """
+    await db.execute(
+        update(Device)
+        .where(Device.id == device.id)
+        .values(has_open_jobs=True)
+        .execution_options(synchronize_session=False)
+    )
+    set_committed_value(device, "has_open_jobs", True)  # the copy agrees, with nothing to flush
 
 
 async def cancel_job(db: AsyncSession, job: Job) -> Job:
