@@ -6,6 +6,7 @@ Every refusal must say why and change nothing: the tests count the rows before a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -21,9 +22,18 @@ from omadm.protocol.session import (
     AuthenticationFailed,
     SessionAborted,
 )
+from omadm.protocol.testing import MemoryTree
 from omadm.server.config import EnrolConfig
 from omadm.server.registry import add_device, create_job, find_device
-from omadm.server.store.models import DeviceEvent, DeviceState, DmSession, Job, JobKind, JobState
+from omadm.server.store.models import (
+    DeviceEvent,
+    DeviceState,
+    DmSession,
+    InventoryEntry,
+    Job,
+    JobKind,
+    JobState,
+)
 
 from .dmharness import BASE, DEVICE, Harness, make_harness
 
@@ -300,3 +310,49 @@ async def test_steady_state_sessions_take_the_fast_path_and_end_the_same(
             assert len(records) >= 3 and all(r.messages >= 1 for r in records)
             device = await find_device(db, DEVICE)
             assert device is not None and device.client_nonce == h.nonce  # nonces kept in step
+
+
+async def test_a_new_devices_first_contact_and_first_inventory_take_the_group_commit_path(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    tree = MemoryTree()
+    base = "./SCOMO/Inventory/Deployed/hello"
+    for node in (
+        "./SCOMO",
+        "./SCOMO/Inventory",
+        "./SCOMO/Inventory/Delivered",
+        "./SCOMO/Inventory/Deployed",
+        base,
+    ):
+        tree.nodes[node] = None
+    tree.nodes.update(
+        {
+            f"{base}/ID": "com.example.hello",
+            f"{base}/Name": "Hello",
+            f"{base}/Version": "1.0.0",
+            f"{base}/State": "20",
+            f"{base}/Status": "0",
+        }
+    )
+    caplog.set_level(logging.INFO, logger="omadm.server.dm")
+    responses = await harness.run(harness.client(tree=tree))
+    assert [r.status_code for r in responses] == [200] * len(responses)
+    paths = [
+        r.getMessage().rpartition("path=")[2].split()[0] for r in caplog.records if "path=" in r.getMessage()
+    ]
+    assert paths and set(paths) == {"fast"}, paths  # challenge, session and inventory: no ORM transaction
+    assert any("challenged" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
+    async with harness.sessions() as db:
+        entries = (await db.execute(select(InventoryEntry))).scalars().all()
+        kinds = [e.kind for e in (await db.execute(select(DeviceEvent))).scalars()]
+    assert [(e.ident, e.version) for e in entries] == [("com.example.hello", "1.0.0")]
+    assert "inventory" in kinds
+    device = await harness.device()
+    assert device.inventory_digest and device.inventory_updated is not None
+    # The same inventory again: nothing written; a changed one goes through the general path.
+    caplog.clear()
+    tree.nodes[f"{base}/Version"] = "2.0.0"
+    await harness.run(harness.client(tree=tree, session_id="2"))
+    async with harness.sessions() as db:
+        entries = (await db.execute(select(InventoryEntry))).scalars().all()
+    assert [(e.ident, e.version) for e in entries] == [("com.example.hello", "2.0.0")]

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
@@ -572,8 +572,35 @@ class DMEndpoint:
         record.context = {**record.context, "inventory_fresh": True}
         if digest == device.inventory_digest:
             return  # unchanged: the usual case, and no write at all
-        db = unit.orm()
         now = utc_now()
+        rows = [
+            {
+                "device_pk": device.id,
+                "kind": entry.kind.value,
+                "node": entry.node,
+                "ident": entry.ident,
+                "name": entry.name,
+                "version": entry.version,
+                "state": entry.state,
+                "status": entry.status,
+                "env_type": entry.env_type,
+                "pkg_id_ref": entry.pkg_id_ref,
+                "description": entry.description,
+                "updated": now,
+            }
+            for entry in records
+        ]
+        summary = {r.ident: r.version for r in records if r.kind is InventoryKind.DEPLOYED}
+        if not device.inventory_digest:
+            # The device's first inventory: nothing stored to compare with, so the fast path
+            # can write it too (a fleet's first contact needs no transaction of its own).
+            await unit.replace_inventory(device, rows)
+            device.inventory_updated = now
+            device.inventory_digest = digest
+            if summary:
+                unit.event(device, "inventory", deployed=summary)
+            return
+        db = unit.orm()
         device.inventory_updated = now  # when it last changed (last_contact says when it was read)
         device.inventory_digest = digest
         before = await db.execute(
@@ -582,25 +609,7 @@ class DMEndpoint:
             )
         )
         old_summary = {ident: version for ident, version in before.all()}
-        await db.execute(delete(InventoryEntry).where(InventoryEntry.device_pk == device.id))
-        for entry in records:
-            db.add(
-                InventoryEntry(
-                    device_pk=device.id,
-                    kind=entry.kind.value,
-                    node=entry.node,
-                    ident=entry.ident,
-                    name=entry.name,
-                    version=entry.version,
-                    state=entry.state,
-                    status=entry.status,
-                    env_type=entry.env_type,
-                    pkg_id_ref=entry.pkg_id_ref,
-                    description=entry.description,
-                    updated=now,
-                )
-            )
-        summary = {r.ident: r.version for r in records if r.kind is InventoryKind.DEPLOYED}
+        await unit.replace_inventory(device, rows)
         if summary != old_summary:
             await record_event(db, device, "inventory", deployed=summary)
 

@@ -27,12 +27,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import configure_mappers
 
 from .registry import find_device
-from .store.models import Device, DeviceEvent, DmSession, utc_now
+from .store.models import Device, DeviceEvent, DmSession, InventoryEntry, utc_now
 from .store.writer import DEVICE_COLUMNS, DmWriter, MessageWrite
 
 __all__ = ["AuthorityRef", "FastUnit", "FullPathNeeded", "OrmUnit", "RowCache", "Unit"]
@@ -80,6 +80,10 @@ class Unit:
         """Append to the device's history."""
         raise FullPathNeeded("record an event")
 
+    async def replace_inventory(self, device: Device, rows: list[dict[str, Any]]) -> None:
+        """Make the device's stored inventory exactly ``rows`` (``inventory`` table columns)."""
+        raise FullPathNeeded("replace an inventory")
+
     def orm(self) -> AsyncSession:
         """The transaction itself, for what only the general path does."""
         raise FullPathNeeded("the general path")
@@ -115,6 +119,10 @@ class OrmUnit(Unit):
 
     def event(self, device: Device, what: str, **detail: Any) -> None:
         self.db.add(DeviceEvent(device_pk=device.id, kind=what, detail=detail, at=utc_now()))
+
+    async def replace_inventory(self, device: Device, rows: list[dict[str, Any]]) -> None:
+        await self.db.execute(delete(InventoryEntry).where(InventoryEntry.device_pk == device.id))
+        self.db.add_all(InventoryEntry(**row) for row in rows)
 
     def orm(self) -> AsyncSession:
         return self.db
@@ -206,6 +214,7 @@ class FastUnit(Unit):
         self._device: Device | None = None
         self._device_row: dict[str, Any] = {}
         self._events: list[dict[str, Any]] = []
+        self._inventory: list[dict[str, Any]] | None = None
         self._written: MessageWrite | None = None
 
     async def session_for(self, token: str) -> tuple[DmSession, Device] | None:
@@ -238,6 +247,9 @@ class FastUnit(Unit):
     def event(self, device: Device, what: str, **detail: Any) -> None:
         self._events.append({"device_pk": device.id, "kind": what, "detail": detail, "at": utc_now()})
 
+    async def replace_inventory(self, device: Device, rows: list[dict[str, Any]]) -> None:
+        self._inventory = rows
+
     @property
     def device_pk(self) -> int | None:
         """The message's device, once known (what to forget when the message goes elsewhere)."""
@@ -262,6 +274,7 @@ class FastUnit(Unit):
             device_version=int(self._device_row["row_version"]),
             device=changed,
             events=self._events,
+            inventory=self._inventory,
         )
         return self._written
 

@@ -14,10 +14,14 @@ with :func:`resolve_authority` and then the device with :func:`find_device`.
 from __future__ import annotations
 
 import secrets
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Insert, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -47,9 +51,13 @@ __all__ = [
     "AUTH_TYPES",
     "DEFAULT_AUTHORITY",
     "DEFAULT_AUTHORITY_PK",
+    "MAX_BULK_DEVICES",
+    "BulkRefused",
+    "NewDevice",
     "RegistryError",
     "add_authority",
     "add_device",
+    "add_devices",
     "authority_usage",
     "cancel_job",
     "create_job",
@@ -83,6 +91,14 @@ class RegistryError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class BulkRefused(RegistryError):
+    """A batch of devices refused as a whole; ``device_ids`` are the ones at fault, in order."""
+
+    def __init__(self, status: int, message: str, device_ids: list[str]) -> None:
+        super().__init__(status, message)
+        self.device_ids = device_ids
 
 
 async def find_device(
@@ -247,11 +263,140 @@ async def add_device(
         # a captured first message could be replayed for ever. The first session is challenged.
         client_nonce=new_nonce(),
         server_nonce=b"",
+        # No job yet: its first session need not look for one (create_job raises the flag),
+        # so a fleet's first contact stays on the DM fast path.
+        has_open_jobs=False,
     )
     db.add(device)
     await db.flush()
     await record_event(db, device, "registered", state=state.value)
     return device
+
+
+#: The most devices :func:`add_devices` takes at once: one transaction of a few seconds at
+#: most on a small machine, and a request of a few MB.
+MAX_BULK_DEVICES = 10_000
+#: How many offending DevIds a refusal's message names (the exception carries them all).
+_NAMED_IN_MESSAGE = 10
+
+
+@dataclass(frozen=True, slots=True)
+class NewDevice:
+    """One device of a batch for :func:`add_devices`: what :func:`add_device` takes for one."""
+
+    device_id: str
+    username: str
+    password: str
+    auth: str = "md5"
+    server_password: str = ""
+    notify_address: str = ""
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+def _named(device_ids: list[str]) -> str:
+    shown = ", ".join(device_ids[:_NAMED_IN_MESSAGE])
+    more = len(device_ids) - _NAMED_IN_MESSAGE
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+async def add_devices(
+    db: AsyncSession,
+    devices: Sequence[NewDevice],
+    *,
+    state: DeviceState = DeviceState.ACCEPTED,
+    authority_pk: int = DEFAULT_AUTHORITY_PK,
+) -> int:
+    """Pre-register a batch of devices in one authority: all of them, or none.
+
+    The rows are those :func:`add_device` makes, one by one (same state, authentication
+    type, credentials, a fresh client nonce each, ``has_open_jobs`` clear, a ``registered``
+    history event), written with two multi-row INSERTs instead of an ORM object and a flush
+    per device, so that a fleet of 10,000 takes about a second, not minutes. Returns how many.
+
+    Refused whole (:class:`BulkRefused`, naming the DevIds at fault): an empty or too large
+    batch or an unknown ``auth`` (422), a DevId twice in the batch (422), a DevId this
+    authority has already (409). The last is found by the INSERT itself (``ON CONFLICT DO
+    NOTHING`` on the authority's unique DevIds; what it did not return existed), not by a
+    lookup first: on PostgreSQL a 1,000-value ``IN`` list over a growing table took seconds
+    per batch (measured: 2.4 s with 10,000 rows, 4.6 s with 20,000), and the INSERT also
+    sees a device a concurrent request has just registered. The caller's transaction must
+    then be rolled back (raising out of ``db.begin()`` does it): the batch's other rows are in it.
+    """
+    if not devices:
+        raise BulkRefused(422, "a batch needs at least one device", [])
+    if len(devices) > MAX_BULK_DEVICES:
+        raise BulkRefused(
+            422, f"a batch holds at most {MAX_BULK_DEVICES} devices, not {len(devices)}: split it", []
+        )
+    unnamed = [str(n) for n, d in enumerate(devices) if not d.device_id]
+    if unnamed:
+        raise BulkRefused(
+            422, f"every device needs its DevId; these (by position from 0) have none: {_named(unnamed)}", []
+        )
+    bad_auth = [d.device_id for d in devices if d.auth not in AUTH_TYPES]
+    if bad_auth:
+        raise BulkRefused(
+            422, f"auth must be one of {', '.join(AUTH_TYPES)}; not so for {_named(bad_auth)}", bad_auth
+        )
+    ids = [d.device_id for d in devices]
+    repeated = [device_id for device_id, n in Counter(ids).items() if n > 1]
+    if repeated:
+        raise BulkRefused(
+            422, f"{len(repeated)} DevId(s) appear more than once in the batch: {_named(repeated)}", repeated
+        )
+    now = utc_now()
+    rows = [
+        {
+            "authority_pk": authority_pk,
+            "device_id": d.device_id,
+            "state": state.value,
+            "auth_type": AUTH_TYPES[d.auth].value,
+            "username": d.username,
+            "password": d.password,
+            "server_password": d.server_password,
+            "notify_address": d.notify_address,
+            "tags": dict(d.tags),
+            "devinfo": {},
+            "devdetail": {},
+            "scomo_root": "./SCOMO",
+            # Never an empty nonce (see add_device): each device's first session is challenged.
+            "client_nonce": new_nonce(),
+            "server_nonce": b"",
+            "auth_failures": 0,
+            "inventory_digest": "",
+            "has_open_jobs": False,  # as add_device: no job yet (create_job raises the flag)
+            "row_version": 0,
+            "created": now,
+        }
+        for d in devices
+    ]
+    statement = _insert_new_devices(db.get_bind().dialect.name)
+    inserted = (await db.execute(statement.returning(Device.id, Device.device_id), rows)).all()
+    if len(inserted) != len(rows):
+        new = {device_id for _, device_id in inserted}
+        existing = [device_id for device_id in ids if device_id not in new]
+        raise BulkRefused(
+            409,
+            f"{len(existing)} device(s) of the batch are already registered: {_named(existing)}",
+            existing,
+        )
+    device_pks = [pk for pk, _ in inserted]
+    detail = {"state": state.value}
+    await db.execute(
+        insert(DeviceEvent),
+        [{"device_pk": pk, "kind": "registered", "detail": detail, "at": now} for pk in device_pks],
+    )
+    return len(device_pks)
+
+
+def _insert_new_devices(dialect: str) -> Insert:
+    """INSERT INTO devices that skips a DevId the authority has already (both engines say it alike)."""
+    conflict = [Device.authority_pk, Device.device_id]  # uq_devices_authority_device_id
+    if dialect == "postgresql":
+        return postgresql.insert(Device).on_conflict_do_nothing(index_elements=conflict)
+    if dialect == "sqlite":
+        return sqlite.insert(Device).on_conflict_do_nothing(index_elements=conflict)
+    raise RegistryError(500, f"bulk registration supports SQLite and PostgreSQL, not {dialect}")
 
 
 async def record_event(db: AsyncSession, device: Device, what: str, **detail: Any) -> None:

@@ -36,8 +36,32 @@ async def test_whoami_names_the_token_its_role_and_authority(api: Api) -> None:
     for role in ("viewer", "operator", "admin"):
         response = await api.get("/whoami", role)
         assert response.status_code == 200
-        assert response.json() == {"name": f"{role}-bot", "role": role, "authority": "default"}
+        assert response.json() == {
+            "name": f"{role}-bot",
+            "role": role,
+            "authority": "default",
+            "server_id": "omadm",  # the configured one: the default authority has none of its own
+            "dm_url": "http://127.0.0.1:8700/dm",
+        }
     problem(await api.http.get(f"{V1}/whoami"), 401)
+
+
+async def test_whoami_gives_another_authority_s_server_id_and_dm_url(api: Api) -> None:
+    """What a device's DMAcc account for that authority needs (``omadm sim register`` asks)."""
+    response = await api.post("/authorities", "admin", json={"name": "acme", "server_id": "acme-dm"})
+    assert response.status_code == 201, response.text
+    response = await api.post(
+        "/tokens", "admin", json={"name": "acme-eyes", "role": "viewer", "authority": "acme"}
+    )
+    token = response.json()["token"]
+    response = await api.http.get(f"{V1}/whoami", headers={"Authorization": f"Bearer {token}"})
+    assert response.json() == {
+        "name": "acme-eyes",
+        "role": "viewer",
+        "authority": "acme",
+        "server_id": "acme-dm",
+        "dm_url": "http://127.0.0.1:8700/dm/acme",
+    }
 
 
 async def test_roles_are_ordered_viewer_operator_admin(api: Api) -> None:

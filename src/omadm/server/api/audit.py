@@ -10,12 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..config import ServerConfig
 from ..registry import get_authority, list_authorities
-from ..store.models import DEFAULT_AUTHORITY_PK, ApiToken, AuditEntry
+from ..store.models import DEFAULT_AUTHORITY_PK, ApiToken, AuditEntry, Authority
 from .auth import Actor, Admin, Db, Viewer, audit, create_token, list_tokens
 from .problems import Problem
 from .schemas import AuditOut, Page, Paging, RowId, TokenCreate, TokenCreated, TokenOut, WhoAmIOut
@@ -28,10 +29,30 @@ whoami_router = APIRouter(prefix="/whoami", tags=["tokens"])
 
 
 @whoami_router.get(
-    "", response_model=WhoAmIOut, summary="The token making the request: name, role, authority"
+    "",
+    response_model=WhoAmIOut,
+    summary="The token making the request: name, role, authority, and the authority's DM identity",
 )
-async def whoami(actor: Viewer) -> WhoAmIOut:
-    return WhoAmIOut(name=actor.name, role=actor.role.value, authority=actor.authority)
+async def whoami(request: Request, db: Db, actor: Viewer) -> WhoAmIOut:
+    """Also the authority's ServerID and DM URL: what a device's DMAcc account needs to reach it.
+
+    A token holder that registers devices (``omadm sim register``) must configure them with
+    both, and could not learn them otherwise: the default authority's ServerID is the
+    server's configuration, not a row. The URLs are the DM endpoint's own
+    (``DMEndpoint._authority``): ``dm_url`` of the configuration, plus ``/<name>`` for any
+    authority but the default one.
+    """
+    config: ServerConfig = request.app.state.config
+    async with db.begin():
+        server_id = await db.scalar(select(Authority.server_id).where(Authority.id == actor.authority_pk))
+    default = actor.authority_pk == DEFAULT_AUTHORITY_PK
+    return WhoAmIOut(
+        name=actor.name,
+        role=actor.role.value,
+        authority=actor.authority,
+        server_id=server_id or config.server_id,
+        dm_url=config.dm_url if default else f"{config.dm_url}/{actor.authority}",
+    )
 
 
 @router.get("", response_model=Page[AuditOut], summary="The audit log of the token's authority, newest first")

@@ -1,4 +1,4 @@
-"""``/api/v1/devices``: pre-register, list, show, inventory, history, admission, tags.
+"""``/api/v1/devices``: pre-register (one, or a batch), list, show, inventory, history, admission, tags.
 
 Every route works within the token's management authority: its devices only; a DevId that
 only another authority registered is a 404.
@@ -12,7 +12,15 @@ from fastapi import APIRouter, Body, Depends, Query
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..registry import AUTH_TYPES, RegistryError, add_device, record_event
+from ..registry import (
+    AUTH_TYPES,
+    BulkRefused,
+    NewDevice,
+    RegistryError,
+    add_device,
+    add_devices,
+    record_event,
+)
 from ..store.models import (
     DEFAULT_AUTHORITY_PK,
     Device,
@@ -23,7 +31,19 @@ from ..store.models import (
 )
 from .auth import Db, Operator, Viewer, audit
 from .problems import Problem
-from .schemas import DeviceAccept, DeviceCreate, DeviceOut, EventOut, InventoryOut, Page, Paging, Tags
+from .schemas import (
+    DeviceAccept,
+    DeviceCreate,
+    DeviceOut,
+    DevicesCreate,
+    DevicesCreated,
+    EventOut,
+    InventoryOut,
+    Page,
+    Paging,
+    ProblemOut,
+    Tags,
+)
 
 __all__ = ["device_out", "get_device", "router"]
 
@@ -98,6 +118,49 @@ async def create_device(body: DeviceCreate, db: Db, actor: Operator) -> DeviceOu
             tags=dict(body.tags),
         )
     return device_out(device)
+
+
+@router.post(
+    "/bulk",
+    status_code=201,
+    response_model=DevicesCreated,
+    summary="Pre-register a batch of devices (all or none)",
+    responses={
+        409: {
+            "model": ProblemOut,
+            "description": "Some DevIds are registered already: the problem's `device_ids` names them all.",
+        }
+    },
+)
+async def create_devices(body: DevicesCreate, db: Db, actor: Operator) -> DevicesCreated:
+    """Up to 10,000 devices in one transaction, for fleets and the simulator (``omadm sim register``).
+
+    Each device is registered as ``POST /devices`` would; the batch is refused whole when a
+    DevId repeats in it (422) or is registered already (409), and the problem document's
+    ``device_ids`` names every such DevId. One audit entry records the batch (``device.add-bulk``:
+    how many, the first and last DevId). The answer is only the count: a client that sent
+    10,000 devices knows them.
+    """
+    batch = [
+        NewDevice(
+            device_id=d.device_id,
+            username=d.username,
+            password=d.password,
+            auth=d.auth,
+            server_password=d.server_password,
+            notify_address=d.notify_address,
+            tags=dict(d.tags),
+        )
+        for d in body.devices
+    ]
+    first, last = batch[0].device_id, batch[-1].device_id
+    try:
+        async with db.begin():
+            created = await add_devices(db, batch, authority_pk=actor.authority_pk)
+            audit(db, actor, "device.add-bulk", f"{first} .. {last}", count=created, first=first, last=last)
+    except BulkRefused as exc:
+        raise Problem(exc.status, exc.message, device_ids=exc.device_ids) from None
+    return DevicesCreated(created=created)
 
 
 @router.get("", response_model=Page[DeviceOut], summary="List devices")

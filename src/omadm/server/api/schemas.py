@@ -12,6 +12,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from ..registry import MAX_BULK_DEVICES
 from ..store.models import ApiRole, JobKind
 
 T = TypeVar("T")
@@ -79,6 +80,24 @@ class DeviceCreate(BaseModel):
     server_password: str = Field(default="", max_length=255, description="SRVCRED: proves this server.")
     notify_address: str = Field(default="", max_length=255, description="udp://host:port or http(s)://...")
     tags: Tags = Field(default_factory=dict)
+
+
+class DevicesCreate(BaseModel):
+    """A batch of devices to pre-register at once (``POST /devices/bulk``): all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    devices: list[DeviceCreate] = Field(
+        min_length=1,
+        max_length=MAX_BULK_DEVICES,
+        description=f"1 to {MAX_BULK_DEVICES} devices, each DevId once and not registered yet.",
+    )
+
+
+class DevicesCreated(BaseModel):
+    """What a batch registration did: only a count, so that the answer stays small."""
+
+    created: int = Field(description="How many devices were registered (all of the batch).")
 
 
 class DeviceAccept(BaseModel):
@@ -208,6 +227,14 @@ class WhoAmIOut(_Out):
     name: str = Field(description="The token's name: the actor in the audit log.")
     role: str = Field(description="viewer, operator or admin.")
     authority: str = Field(description="The management authority whose devices it sees.")
+    server_id: str = Field(
+        description="The authority's DM ServerID: what its devices' DMAcc account names and "
+        "the server signs its credentials with."
+    )
+    dm_url: str = Field(
+        description="Where the authority's devices open DM sessions (their DMAcc address): "
+        "/dm for the default authority, /dm/<name> for the others."
+    )
 
 
 class TokenCreated(TokenOut):

@@ -24,8 +24,10 @@ sessions' changes together, each reply sent only after its own change is durable
   that fails is rolled back and its writes retried one transaction each, so one bad write
   fails alone.
 
-Only the DM endpoint's steady-state messages come here (see ``dm_store``); anything else
-(jobs, alerts, inventory changes, enrolment) goes through the ORM in one transaction as
+The DM endpoint's steady-state messages come here (see ``dm_store``), and so does a new
+device's first contact: its challenge, its first session and its first inventory (which
+replaces whatever inventory rows the device had; nothing is read). Anything else (jobs,
+alerts, an inventory that changed, enrolment) goes through the ORM in one transaction as
 before. Both paths share the database's own locking, so they can interleave safely.
 """
 
@@ -42,9 +44,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, select, update
 
-from .models import Device, DeviceEvent, DmSession
+from .models import Device, DeviceEvent, DmSession, InventoryEntry
 
 __all__ = ["DmWriter", "MessageWrite", "WriteConflict", "WriterUnavailable"]
 
@@ -53,9 +55,19 @@ log = logging.getLogger("omadm.server.writer")
 _SESSIONS = cast(Table, DmSession.__table__)
 _DEVICES = cast(Table, Device.__table__)
 _EVENTS = cast(Table, DeviceEvent.__table__)
+_INVENTORY = cast(Table, InventoryEntry.__table__)
 
 #: The device columns a steady-state message may change; anything else takes the ORM path.
-DEVICE_COLUMNS = ("client_nonce", "server_nonce", "devinfo", "devdetail", "last_contact", "auth_failures")
+DEVICE_COLUMNS = (
+    "client_nonce",
+    "server_nonce",
+    "devinfo",
+    "devdetail",
+    "last_contact",
+    "auth_failures",
+    "inventory_digest",
+    "inventory_updated",
+)
 # (``row_version`` is set by every write: the version it was decided on, plus one.)
 _SESSION_COLUMNS = tuple(c.name for c in _SESSIONS.columns)
 #: How many queued items one round takes at most (bounds one transaction's size).
@@ -83,6 +95,8 @@ class MessageWrite:
     device_version: int  # the device's row_version the message was decided on
     device: dict[str, Any] = field(default_factory=dict)  # a subset of DEVICE_COLUMNS
     events: list[dict[str, Any]] = field(default_factory=list)  # device_pk, at, kind, detail
+    #: None: the inventory is untouched; a list: the device's inventory rows become exactly these.
+    inventory: list[dict[str, Any]] | None = None
 
 
 class _Item:
@@ -140,6 +154,8 @@ class DmWriter:
             _DEVICES.c.id == bindparam("b_id"), _DEVICES.c.row_version == bindparam("b_version")
         )
         self._insert_event = insert(_EVENTS)
+        self._clear_inventory = delete(_INVENTORY).where(_INVENTORY.c.device_pk == bindparam("b_device"))
+        self._insert_inventory = insert(_INVENTORY)
         # Messages written and the transactions they shared (bench/server.py prints the ratio).
         self.batches = 0
         self.writes = 0
@@ -368,6 +384,12 @@ class DmWriter:
         events = [event for w in writes for event in w.events]
         if events:
             conn.execute(self._insert_event, events)
+        replaced = [w for w in writes if w.inventory is not None]
+        if replaced:
+            conn.execute(self._clear_inventory, [{"b_device": w.device_id} for w in replaced])
+            rows = [row for w in replaced for row in w.inventory or ()]
+            if rows:
+                conn.execute(self._insert_inventory, rows)
         conn.exec_driver_sql("COMMIT")
 
     def _recover(self, conn: Connection) -> None:
