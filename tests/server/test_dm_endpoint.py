@@ -245,7 +245,7 @@ async def test_a_chunked_request_body_is_read_whole(harness: Harness) -> None:
 
 async def _paths(h: Harness, caplog: pytest.LogCaptureFixture, session_id: str) -> list[str]:
     caplog.clear()
-    with caplog.at_level("INFO", logger="omadm.server.dm"):
+    with caplog.at_level("DEBUG", logger="omadm.server.dm"):
         responses = await h.run(h.client(session_id=session_id))
     assert [r.status_code for r in responses] == [200] * len(responses)
     return [
@@ -334,7 +334,7 @@ async def test_a_new_devices_first_contact_and_first_inventory_take_the_group_co
             f"{base}/Status": "0",
         }
     )
-    caplog.set_level(logging.INFO, logger="omadm.server.dm")
+    caplog.set_level(logging.DEBUG, logger="omadm.server.dm")
     responses = await harness.run(harness.client(tree=tree))
     assert [r.status_code for r in responses] == [200] * len(responses)
     paths = [
