@@ -888,14 +888,12 @@ class DMEndpoint:
 
 def _items_digest(items: Sequence[Item]) -> str:
     """SHA-256 over the items' paths and values, in order (what ``inventory_digest`` holds)."""
-    digest = hashlib.sha256()
+    parts: list[bytes] = []
     for item in items:
         data = item.data
-        digest.update((item.source.loc_uri if item.source is not None else "").encode())
-        digest.update(b"\0")
-        digest.update(data if isinstance(data, bytes) else (data or "").encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
+        parts.append((item.source.loc_uri if item.source is not None else "").encode())
+        parts.append(data if isinstance(data, bytes) else (data or "").encode())
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
 
 def _devinfo_of(message: Message) -> dict[str, Any]:
