@@ -6,7 +6,7 @@ validation in :mod:`~omadm.protocol.codec`, summaries and lint in
 :mod:`~omadm.protocol.summary`). User errors end with one ``error: ...`` line on stderr
 and a documented exit code, never a traceback; a traceback means a bug.
 
-Commands that grow their own families (``agent``, ``server``, ``mo``, ``ctl``) are
+Commands that grow their own families (``agent``, ``server``, ``mo``, ``ctl``, ``sim``) are
 separate Typer apps attached with ``add_typer``; single actions such as ``codec`` are plain
 commands. ``main`` imports only the family the command line names (``omadm agent ...``
 does not import the server's FastAPI and SQLAlchemy: about a second less per start of
@@ -207,6 +207,7 @@ _FAMILIES: dict[str, tuple[str, str]] = {
     "package": ("omadm.package.cli", "package_app"),
     "server": ("omadm.server.cli", "server_app"),
     "ctl": ("omadm.ctl", "ctl_app"),
+    "sim": ("omadm.sim.cli", "sim_app"),
 }
 _attached: set[str] = set()
 

@@ -368,7 +368,7 @@ def test_transport_waits_out_a_busy_server_as_told_with_jitter_and_a_bound(tmp_p
     )
     reply = transport.post("http://x/dm", b"<SyncML/>", "application/vnd.syncml.dm+xml", {})
     assert reply.body == b"<SyncML/>" and len(calls) == 3
-    assert len(slept) == 2 and all(4.0 <= s < 6.0 for s in slept)
+    assert len(slept) == 2 and all(4.0 <= s < 5.4 for s in slept)
 
     always_busy = HTTPTransport(
         config,

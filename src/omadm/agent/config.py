@@ -130,7 +130,7 @@ class AgentConfig:
     retries: int = 3  # per session, on transport failures
     retry_backoff: float = 2.0  # seconds, doubled after each failure
     # A server that answers 503/429 with Retry-After is busy, not broken: come back after
-    # that long (plus up to half again, at random), at most this many times per message.
+    # that long (plus a little, at random), at most this many times per message.
     busy_retries: int = 10
     max_retry_after: float = 600.0  # seconds: a longer Retry-After is cut to this
     timeout: float = 30.0  # HTTP request timeout, seconds

@@ -6,8 +6,7 @@ that says what went wrong. A retry re-sends the *same* message: servers answer a
 MsgID with their cached reply, so nothing runs twice.
 
 A server shedding load answers 503 (or 429) with ``Retry-After``: that is not a failure but
-an appointment, kept with jitter (up to half again, at random, so a fleet told the same
-time does not come back in the same second) and with its own bounded budget
+an appointment, kept with a little jitter (``busy_wait``) and with its own bounded budget
 (``busy_retries``), apart from the few retries that real failures get.
 """
 
@@ -30,7 +29,7 @@ from omadm.protocol.codec import encoding_for_content_type
 
 from .config import AgentConfig, ConfigError
 
-__all__ = ["HTTPTransport", "Reply", "TransportError", "retry_after_seconds", "tls_context"]
+__all__ = ["HTTPTransport", "Reply", "TransportError", "busy_wait", "retry_after_seconds", "tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +72,16 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def busy_wait(retry_after: float, rng: random.Random) -> float:
+    """How long to wait for a ``Retry-After`` of ``retry_after`` s: a little more, at random.
+
+    The server books each refused device its own time (an appointment); jitter only keeps
+    the devices told the same second from arriving in the same millisecond, so it is small:
+    up to one second plus a tenth of the wait.
+    """
+    return retry_after + rng.random() * (1.0 + 0.1 * retry_after)
 
 
 class TransportError(Exception):
@@ -135,8 +144,7 @@ class HTTPTransport:
             except TransportError as exc:
                 if exc.retry_after is not None and busy < self.config.busy_retries:
                     busy += 1
-                    wait = min(exc.retry_after, self.config.max_retry_after)
-                    wait *= 1.0 + 0.5 * self._rng.random()
+                    wait = busy_wait(min(exc.retry_after, self.config.max_retry_after), self._rng)
                     log.info(
                         "POST %s: the server is busy; back in %.1fs (%d/%d)",
                         url,

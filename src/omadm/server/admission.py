@@ -12,10 +12,14 @@ Two choices make the shed load finish sooner:
   the session token from ``RespURI``) is admitted up to ``limit + limit // 2``; only new
   sessions are refused at ``limit``. Work already spent on a session is not thrown away,
   and a device that got in finishes and leaves.
-* **Retry-After follows the load.** It is the time the worker needs to serve what was
-  refused in the last second at the rate it has been completing messages, bounded to
-  ``[1, max_retry_after]`` seconds and spread by a random factor in [1, 2): a storm is spread
-  out over the time it takes to serve it instead of coming back all together a second later.
+* **Retry-After is an appointment.** The worker keeps a book of slots, one per refused
+  new session, spaced at the rate it has been admitting new sessions: the first refused
+  device is told to come back in a second, the next a little later, and so on, so a storm
+  comes back spread over the time the worker needs to serve it, at about the pace it can
+  serve it, instead of all together a second later (and instead of long waits while the
+  worker sits idle). A message of a session under way refused at the reserve's end is told
+  one second. Bounded to ``[1, max_retry_after]`` seconds; the devices add a little jitter
+  of their own.
 
 Pure logic with an injected clock and random source, so the tests need no server and no
 sleeps; ``DMEndpoint`` calls it on every POST.
@@ -59,48 +63,57 @@ class Admission:
         self.shed = 0  # refusals since the worker started (bench and logs read it)
         self._clock = clock
         self._rng = rng or random.Random()
-        # One-second windows: what was completed and what was refused.
+        # New sessions admitted: in the current one-second window, and per second (moving
+        # average of the windows before). Until a storm has shown the real pace, the guess
+        # is the limit itself: a new session's first message takes a few ms, so a worker
+        # admits at least its limit per second when busy.
         self._window = math.floor(clock())
-        self._done_now = 0
-        self._shed_now = 0
-        self._rate = 0.0  # messages completed per second (moving average)
-        self._shed_rate = 0.0  # messages refused per second (last full second)
+        self._admitted_now = 0
+        self._rate = float(limit)
+        self._next_slot = 0.0  # the clock time of the last appointment given
 
     def enter(self, *, continuing: bool) -> bool:
-        """Take a place for one message; False: refuse it (answer 503 with ``retry_after()``)."""
+        """Take a place for one message; False: refuse it (answer 503 with ``retry_after``)."""
         self._roll()
         bound = self.limit + self.reserve if continuing else self.limit
         if self.in_flight >= bound:
             self.shed += 1
-            self._shed_now += 1
             return False
         self.in_flight += 1
+        if not continuing:
+            self._admitted_now += 1
         return True
 
     def leave(self) -> None:
         """The message's place is free again (answered, refused later, or failed)."""
-        self._roll()
         self.in_flight -= 1
-        self._done_now += 1
 
-    def retry_after(self) -> int:
-        """Seconds a refused device should wait: the backlog over the service rate, with jitter."""
+    def retry_after(self, *, continuing: bool = False) -> int:
+        """Seconds a refused device should wait: its appointment (see the module's docstring)."""
+        if continuing:
+            return 1  # its session is under way: a place comes free in milliseconds
         self._roll()
-        rate = max(self._rate, float(self._done_now), 1.0)
-        backlog = max(self._shed_rate, float(self._shed_now)) + self.in_flight
-        base = min(max(backlog / rate, 1.0), float(self.max_retry_after))
-        return min(self.max_retry_after, max(1, round(base * (1.0 + self._rng.random()))))
+        now = self._clock()
+        pace = max(self._rate, float(self._admitted_now), 1.0)  # new sessions per second
+        self._next_slot = max(self._next_slot, now + 1.0) + 1.0 / pace
+        wait = self._next_slot - now
+        if wait > self.max_retry_after:
+            # Booked beyond the bound: the book restarts at the bound (these devices will
+            # meet the ones booked last; a bound exists so that nobody waits for ever).
+            self._next_slot = now + self.max_retry_after
+            wait = float(self.max_retry_after)
+        # Integer seconds on the wire: round up or down at random, so that a second's
+        # appointments do not all land at its start.
+        whole = math.floor(wait) + (self._rng.random() < wait - math.floor(wait))
+        return min(self.max_retry_after, max(1, whole))
 
     def _roll(self) -> None:
         now = math.floor(self._clock())
         if now == self._window:
             return
-        idle = now - self._window - 1  # whole seconds with nothing counted
-        self._rate = 0.5 * self._rate + 0.5 * self._done_now
-        self._shed_rate = float(self._shed_now)
-        if idle > 0:
-            self._rate *= 0.5 ** min(idle, 30)
-            self._shed_rate = 0.0
+        if self._admitted_now >= 1:
+            # Only windows that admitted anything teach the pace (an idle second says nothing
+            # about how fast a busy worker admits).
+            self._rate = 0.5 * self._rate + 0.5 * self._admitted_now
         self._window = now
-        self._done_now = 0
-        self._shed_now = 0
+        self._admitted_now = 0

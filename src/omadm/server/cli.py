@@ -184,6 +184,10 @@ def serve(
         # (the DM endpoint then answers the excess 503 + Retry-After in milliseconds)
         # rather than refuse them at uvicorn's default of 2048.
         backlog=8192,
+        # Devices told to come back (503 + Retry-After, at most max_retry_after = 60 s) keep
+        # their connection meanwhile: no new TCP connection per retry, and no race with a
+        # server closing an idle connection just as the device sends on it (uvicorn: 5 s).
+        timeout_keep_alive=75,
     )
 
 

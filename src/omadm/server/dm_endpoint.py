@@ -162,7 +162,7 @@ class DMEndpoint:
 
     def _busy(self, why: str, continuing: bool) -> Response:
         """HTTP 503 with Retry-After: the device comes back later (agents and the simulator do)."""
-        retry_after = self.admission.retry_after()
+        retry_after = self.admission.retry_after(continuing=continuing)
         if self.admission.shed % 1000 == 1:  # a storm would flood the log: one line in a thousand
             log.warning(
                 "dm busy: %s (%d in flight, limit %d, %d shed so far); Retry-After %d s",
