@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import importlib.util
 import itertools
 import logging
 import math
@@ -46,7 +45,6 @@ import os
 import random
 import resource
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -366,7 +364,6 @@ class FleetRunner:
         self.stats.started = time.time()
         cpu_before = time.process_time()
         self._build_devices()
-        _skip_missing_sniffio()
         n_workers = min(self.options.concurrency, len(self.devices))
         clients = [self._client] if self._client is not None else self._clients(n_workers)
         workers = [
@@ -626,18 +623,6 @@ class FleetRunner:
             stats.retries += 1
             await asyncio.sleep(backoff * (1 + 0.5 * self.rng.random()))
             backoff *= 2
-
-
-def _skip_missing_sniffio() -> None:
-    """Make ``import sniffio`` fail at once when sniffio is not installed.
-
-    httpcore imports sniffio inside ``current_async_library()``, on every request; without the
-    package (anyio 4 no longer needs it) each request searched ``sys.path`` for it in vain,
-    ~0.2 ms of CPU per request, measured. ``sys.modules[name] = None`` is Python's documented
-    way to say "this module does not exist"; httpcore then takes asyncio, which is right here.
-    """
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 def _result_of(alert: Alert | None, fallback: int) -> int:
