@@ -30,11 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import server as bench
 from omadm.protocol.auth import HMAC_HEADER
+from omadm.protocol.codec import Encoding
 from omadm.protocol.codes import AuthType
 from omadm.protocol.session import ClientConfig, ClientSession, Credentials, Outgoing
 
 
-async def first_contacts(port: int, pid: int, devices: int, clients: int) -> dict[str, Any]:
+async def first_contacts(
+    port: int, pid: int, devices: int, clients: int, encoding: Encoding
+) -> dict[str, Any]:
     """Every device's first session, ``clients`` at a time; the server's CPU over the run."""
     loop = asyncio.get_running_loop()
     waiting = list(range(devices))
@@ -54,6 +57,7 @@ async def first_contacts(port: int, pid: int, devices: int, clients: int) -> dic
                         client_nonce=b"",  # never talked to this server: it challenges
                         session_id="1",
                         devinfo=bench.devinfo(index),
+                        encoding=encoding,
                     ),
                     tree,
                 )
@@ -103,7 +107,11 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         bench.prepare(url, args.devices)
         server = bench.start_server("omadm", url, workdir, log="info")
         try:
-            return asyncio.run(first_contacts(server.port, server.process.pid, args.devices, args.clients))
+            return asyncio.run(
+                first_contacts(
+                    server.port, server.process.pid, args.devices, args.clients, Encoding(args.encoding)
+                )
+            )
         finally:
             server.stop()
 
@@ -114,12 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=32, help="sessions at once [32]")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--encoding", choices=("xml", "wbxml"), default="xml")
     parser.add_argument("--pg-admin", default=bench.DEFAULT_PG_ADMIN)
     args = parser.parse_args(argv)
     import omadm  # noqa: PLC0415 - which checkout is measured
 
     print(f"omadm from {Path(omadm.__file__).parent}, nproc {os.cpu_count()}")
-    print(f"{args.devices:,} devices, {args.clients} at a time; server CPU from /proc (all threads)")
+    print(
+        f"{args.devices:,} {args.encoding.upper()} devices, {args.clients} at a time; server CPU from /proc"
+    )
     kinds = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     for kind in kinds:
         for number in range(1, args.runs + 1):

@@ -20,6 +20,7 @@ from omadm.protocol.codec import Encoding
 from omadm.protocol.messages import Message
 from omadm.protocol.session import (
     AuthenticationFailed,
+    ServerSession,
     SessionAborted,
 )
 from omadm.protocol.testing import MemoryTree
@@ -356,3 +357,37 @@ async def test_a_new_devices_first_contact_and_first_inventory_take_the_group_co
     async with harness.sessions() as db:
         entries = (await db.execute(select(InventoryEntry))).scalars().all()
     assert [(e.ident, e.version) for e in entries] == [("com.example.hello", "2.0.0")]
+
+
+async def test_a_session_s_next_message_is_decided_on_the_object_its_last_write_kept(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await harness.run(harness.client())  # first contact: the nonce is known from now on
+    restored: list[bytes] = []
+    restore = ServerSession.restore
+
+    def counting(cls: type[ServerSession], data: bytes) -> ServerSession:
+        restored.append(data)
+        return restore(data)
+
+    monkeypatch.setattr(ServerSession, "restore", classmethod(counting))
+    responses = await harness.run(harness.client(session_id="2"))
+    assert len(responses) >= 2 and [r.status_code for r in responses] == [200] * len(responses)
+    assert restored == []  # no snapshot unsealed or unpickled: the kept object went on
+    # A message decided on the kept object whose write is refused (an operator queued a
+    # job meanwhile: the device row moved on) is served again from the stored snapshot, and
+    # the object the refused attempt changed is never used again.
+    client = harness.client(session_id="3")
+    out = client.start()
+    first = await harness.post(f"{BASE}/dm", out.body, out.content_type, out.headers)
+    client.receive(first.content, content_type=first.headers["content-type"])
+    async with harness.sessions() as db, db.begin():
+        device = await find_device(db, DEVICE)
+        assert device is not None
+        job = await create_job(db, device, JobKind.REFRESH_INVENTORY, {})
+    following = client.reply()
+    assert following is not None
+    second = await harness.post(following.url or f"{BASE}/dm", following.body, following.content_type)
+    assert second.status_code == 200 and len(restored) == 1
+    async with harness.sessions() as db:
+        assert (await db.get(Job, job.id)).state != JobState.QUEUED.value  # type: ignore[union-attr]

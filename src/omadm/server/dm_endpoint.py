@@ -308,6 +308,7 @@ class DMEndpoint:
         reply = session.reply()
         await self._apply(unit, record, device, session.events(), note)
         await self._save(record, session)
+        unit.keep_live(session)
         return reply
 
     async def _load(
@@ -317,10 +318,13 @@ class DMEndpoint:
         found = await unit.session_for(token) if token and header.msg_id != "1" else None
         if found is not None:
             record, device = found  # finished too: a repeated last message gets its reply again
-            try:
-                session = ServerSession.restore(self._unseal(record.snapshot))
-            except LocalProtocolError as exc:
-                raise _Refusal(410, f"session {token} cannot be resumed ({exc}); start a new one") from None
+            session = unit.live_session(token)
+            if session is None:
+                try:
+                    session = ServerSession.restore(self._unseal(record.snapshot))
+                except LocalProtocolError as exc:
+                    why = f"session {token} cannot be resumed ({exc}); start a new one"
+                    raise _Refusal(410, why) from None
             return record, session, device
         device = await self._admit(unit, message)
         token = secrets.token_urlsafe(18)

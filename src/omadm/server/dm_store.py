@@ -84,6 +84,17 @@ class Unit:
         """Make the device's stored inventory exactly ``rows`` (``inventory`` table columns)."""
         raise FullPathNeeded("replace an inventory")
 
+    def live_session(self, token: str) -> Any | None:
+        """The session object the worker's last committed write of ``token`` left, if it kept it.
+
+        None: restore it from the row's snapshot. Taken, not shared: whatever happens to this
+        message, the object is not handed out again (only a committed write keeps one).
+        """
+        return None
+
+    def keep_live(self, session: Any) -> None:
+        """The session object as this message leaves it (kept if the message's write commits)."""
+
     def orm(self) -> AsyncSession:
         """The transaction itself, for what only the general path does."""
         raise FullPathNeeded("the general path")
@@ -136,12 +147,16 @@ class RowCache:
     being so. Finished sessions are dropped; the least recently used entries go first.
     """
 
-    def __init__(self, max_devices: int = 16384, max_sessions: int = 4096) -> None:
+    def __init__(self, max_devices: int = 16384, max_sessions: int = 4096, max_live: int = 1024) -> None:
         self.max_devices = max_devices
         self.max_sessions = max_sessions
+        self.max_live = max_live
         self._devices: OrderedDict[int, dict[str, Any]] = OrderedDict()  # pk -> row
         self._by_name: dict[tuple[int, str], int] = {}  # (authority pk, DevId) -> pk
         self._sessions: OrderedDict[str, dict[str, Any]] = OrderedDict()  # token -> row
+        # token -> the ServerSession object of the session row kept above (saves unsealing and
+        # unpickling it at the session's next message; fewer, since each is ~10x its snapshot).
+        self._live: OrderedDict[str, Any] = OrderedDict()
         self.hits = 0  # messages decided without loading (bench/server.py prints it)
 
     def device(self, authority_pk: int, device_id: str) -> dict[str, Any] | None:
@@ -161,7 +176,11 @@ class RowCache:
         self.hits += 1
         return row, device
 
-    def store(self, session: dict[str, Any], device: dict[str, Any]) -> None:
+    def take_live(self, token: str) -> Any | None:
+        """The session object kept with ``token``'s row, removed from the cache (or None)."""
+        return self._live.pop(token, None)
+
+    def store(self, session: dict[str, Any], device: dict[str, Any], live: Any | None = None) -> None:
         """Remember the rows a committed write left (a finished session is forgotten)."""
         pk = device["id"]
         self._devices[pk] = device
@@ -171,18 +190,25 @@ class RowCache:
             _, old = self._devices.popitem(last=False)
             self._by_name.pop((old["authority_pk"], old["device_id"]), None)
         token = session["token"]
+        self._live.pop(token, None)
         if session["finished"]:
             self._sessions.pop(token, None)
             return
         self._sessions[token] = session
         self._sessions.move_to_end(token)
         while len(self._sessions) > self.max_sessions:
-            self._sessions.popitem(last=False)
+            dropped, _ = self._sessions.popitem(last=False)
+            self._live.pop(dropped, None)
+        if live is not None:
+            self._live[token] = live
+            while len(self._live) > self.max_live:
+                self._live.popitem(last=False)
 
     def forget(self, device_pk: int | None, token: str = "") -> None:
         """Drop what is kept of a device (and a session): the next message loads them."""
         if token:
             self._sessions.pop(token, None)
+            self._live.pop(token, None)
         if device_pk is not None:
             old = self._devices.pop(device_pk, None)
             if old is not None:
@@ -216,6 +242,7 @@ class FastUnit(Unit):
         self._events: list[dict[str, Any]] = []
         self._inventory: list[dict[str, Any]] | None = None
         self._written: MessageWrite | None = None
+        self._live: Any | None = None
 
     async def session_for(self, token: str) -> tuple[DmSession, Device] | None:
         rows = self.cache.session(token) if self.cache is not None else None
@@ -249,6 +276,15 @@ class FastUnit(Unit):
 
     async def replace_inventory(self, device: Device, rows: list[dict[str, Any]]) -> None:
         self._inventory = rows
+
+    def live_session(self, token: str) -> Any | None:
+        # Only with rows from the cache: rows loaded afresh may be newer than a kept object.
+        if not self.cached or self.cache is None:
+            return None
+        return self.cache.take_live(token)
+
+    def keep_live(self, session: Any) -> None:
+        self._live = session
 
     @property
     def device_pk(self) -> int | None:
@@ -284,7 +320,7 @@ class FastUnit(Unit):
             return
         written = self._written
         device = {**self._device_row, **written.device, "row_version": written.device_version + 1}
-        self.cache.store(written.session, device)
+        self.cache.store(written.session, device, self._live)
 
     def _adopt(self, row: dict[str, Any]) -> Device:
         self._device_row = row
