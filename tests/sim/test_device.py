@@ -28,6 +28,7 @@ from omadm.protocol.session import (
 from omadm.server.jobs import plan_job
 from omadm.server.store.models import JobKind
 from omadm.sim.device import DeviceTemplate, MemoryTreeStore, SessionResult, SimDevice
+from omadm.sim.download import Component, PackageInfo
 from omadm.sim.scomo import SIM_VERSION, Phase, phases_of
 from omadm.tree.store import NodeRecord
 
@@ -253,3 +254,42 @@ def test_idle_device_is_small(template: DeviceTemplate) -> None:
     finally:
         tracemalloc.stop()
     assert per_device < 3000, per_device
+
+
+def _package(version: str = "1.0.0", env_type: str = "archive", *, downgrade: bool = False) -> PackageInfo:
+    component = Component("com.example.hello", "Hello", version, env_type, "greets")
+    return PackageInfo("com.example.hello-package", "Hello", "", (component,), downgrade, None)
+
+
+def run_with_package(dev: SimDevice, package: PackageInfo) -> None:
+    for job in list(dev.jobs):
+        job.package = package  # what the runner's real download found
+    run_job(dev)
+
+
+def test_a_real_package_deploys_its_components_and_refuses_a_downgrade(template: DeviceTemplate) -> None:
+    dev = device(template)
+    converse(dev, install_commands(7))
+    run_with_package(dev, _package("2.0.0"))
+    deployed = f"{ROOT}/Inventory/Deployed/com.example.hello"
+    assert value(dev, f"{deployed}/Version") == "2.0.0" and value(dev, f"{deployed}/EnvType") == "archive"
+    assert value(dev, f"{deployed}/PkgIDRef") == "com.example.hello-package"
+    assert parse_scomo_alert_data(str(dev.pending_alerts[-1].items[0].data)) == (1200, "com.example.hello")
+    converse(dev)  # the report delivered
+    converse(dev, install_commands(8))
+    run_with_package(dev, _package("1.0.0"))
+    assert parse_scomo_alert_data(str(dev.pending_alerts[-1].items[0].data))[0] == ScomoResult.INSTALL_FAILED
+    assert value(dev, f"{deployed}/Version") == "2.0.0"
+    converse(dev)
+    converse(dev, install_commands(9))
+    run_with_package(dev, _package("1.0.0", downgrade=True))
+    assert value(dev, f"{deployed}/Version") == "1.0.0"
+
+
+def test_a_package_for_an_environment_without_installer_is_1413(template: DeviceTemplate) -> None:
+    dev = device(template)
+    converse(dev, install_commands(7))
+    run_with_package(dev, _package(env_type="docker"))
+    (alert,) = dev.pending_alerts
+    assert parse_scomo_alert_data(str(alert.items[0].data))[0] == ScomoResult.UNSUPPORTED_ENVIRONMENT
+    assert value(dev, f"{ROOT}/Inventory/Deployed/com.example.hello/ID") is None

@@ -14,7 +14,7 @@ from omadm.sim.scomo import Phase
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sim"
 
 
-@pytest.mark.parametrize("name", ["storm", "steady", "campaign"])
+@pytest.mark.parametrize("name", ["storm", "steady", "campaign", "real-downloads"])
 def test_the_examples_load(name: str) -> None:
     profile = load_profile(EXAMPLES / f"{name}.toml")
     assert profile.name == name and profile.seed is not None
@@ -106,3 +106,27 @@ def test_arrival_and_latency_shapes() -> None:
         parse_profile({"poll": {"interval": 100, "jitter": 0.1}}).poll.next_wait(rng) for _ in range(100)
     ]
     assert all(w is not None and 90 <= w <= 110 for w in waits)
+
+
+def test_power_cuts_and_trusted_keys(tmp_path: Path) -> None:
+    from omadm.package.signing import generate_key, public_key_pem  # noqa: PLC0415
+
+    (tmp_path / "pub.pem").write_bytes(public_key_pem(generate_key()))
+    profile = parse_profile(
+        {
+            "faults": {"power_cut": 0.5, "power_off_seconds": 2},
+            "packages": {"trusted_keys": ["pub.pem"], "require_signature": True},
+        },
+        base=tmp_path,
+    )
+    assert profile.faults.power_cut == 0.5 and profile.faults.power_off_seconds == 2.0
+    assert len(profile.packages.trusted_keys) == 1 and profile.packages.require_signature
+    assert parse_profile({}).faults.power_off_seconds == 30.0
+    with pytest.raises(ProfileError, match="power_cut must be at most 1"):
+        parse_profile({"faults": {"power_cut": 2}})
+    with pytest.raises(ProfileError, match="cannot load"):
+        parse_profile({"packages": {"trusted_keys": ["missing.pem"]}}, base=tmp_path)
+    with pytest.raises(ProfileError, match="names no key"):
+        parse_profile({"packages": {"require_signature": True}})
+    with pytest.raises(ProfileError, match="unknown key"):
+        parse_profile({"packages": {"keys": []}})

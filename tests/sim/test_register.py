@@ -193,6 +193,16 @@ def test_the_command_registers_writes_the_file_and_refuses_clearly(
     assert len(fleet.devices) == 25 and fleet.dm_url == f"{proc.url}/dm"
     listed = runner.invoke(app, ["ctl", "--url", proc.url, "--token", viewer, "devices", "list", "--json"])
     assert json.loads(listed.output)["total"] == 25
+    assert {d.notify_address for d in fleet.devices} == {""}
+
+    woken = tmp_path / "notify.json"
+    notify = ["sim", "register", "--server", proc.url, "--out", str(woken), "--token", operator]
+    done = runner.invoke(app, [*notify, "--count", "2", "--start", "500", "--notify", "4000"])
+    assert done.exit_code == 0, done.output
+    assert [d.notify_address for d in load_fleet(woken).devices] == [
+        "udp://127.1.1.244:4000",
+        "udp://127.1.1.245:4000",
+    ]
 
     again = runner.invoke(app, [*args, "--token", operator, "--count", "1", "--start", "90"])
     assert again.exit_code == 2 and "fleet.json exists: give another --out, or --force" in again.output

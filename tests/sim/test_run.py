@@ -16,7 +16,7 @@ import pytest
 
 from omadm.mo.scomo_codes import parse_scomo_alert_data
 from omadm.package.build import build_package
-from omadm.package.signing import generate_key
+from omadm.package.signing import generate_key, public_key_pem
 from omadm.protocol import auth
 from omadm.protocol.codes import AuthType
 from omadm.protocol.messages import Alert, Command
@@ -267,16 +267,20 @@ def test_the_run_command_prints_a_summary_and_refuses_bad_input(tmp_path: Path) 
     profile.write_text("[faults]\nclock_skew = 5\n")
     refused = cli.invoke(app, ["sim", "run", str(fleet), "--profile", str(profile), "--duration", "1"])
     assert refused.exit_code == 2 and "clock_skew is not supported yet" in refused.output
+    campaign = str(EXAMPLES / "sim" / "campaign.toml")
     real = cli.invoke(
-        app, ["sim", "run", str(fleet), "--profile", str(EXAMPLES / "sim" / "storm.toml"), "--duration", "1",
-              "--downloads", "real"],
-    )  # fmt: skip
-    assert real.exit_code == 2 and "not implemented yet" in real.output
+        app, ["sim", "run", str(fleet), "--profile", campaign, "--duration", "1", "--downloads", "real"]
+    )
+    assert real.exit_code == 2 and "latency.download does not apply with --downloads real" in real.output
 
 
-def test_real_downloads_are_refused_for_now() -> None:
-    with pytest.raises(RunError, match="not implemented yet"):
-        RunOptions(duration=1, downloads="real").check()
+def test_options_a_profile_cannot_honour_are_refused() -> None:
+    with pytest.raises(RunError, match=r"latency\.download does not apply"):
+        RunOptions(duration=1, downloads="real").check(
+            parse_profile({"latency": {"download": {"dist": "fixed", "value": 1}}})
+        )
+    with pytest.raises(RunError, match=r"\[packages\] only applies with --downloads real"):
+        RunOptions(duration=1).check(parse_profile({"packages": {}}))
     with pytest.raises(RunError, match="--duration"):
         RunOptions(duration=0).check()
 
@@ -360,3 +364,211 @@ def test_twenty_devices_against_a_real_server(server: tuple[ServerProcess, Path]
         inventory = api.get(f"/api/v1/devices/{devices[0].device_id}/inventory").json()
         deployed = [(c["ident"], c["pkg_id_ref"]) for c in inventory if c["kind"] == "deployed"]
         assert deployed == [("com.example.hello-package", "com.example.hello-package")], inventory
+
+
+def _register(
+    proc: ServerProcess, headers: dict[str, str], prefix: str, n: int
+) -> tuple[Fleet, list[FleetDevice]]:
+    devices = []
+    with httpx.Client(base_url=proc.url, headers=headers, timeout=30) as api:
+        who = api.get("/api/v1/whoami").json()
+        for i in range(n):
+            device = FleetDevice(f"{prefix}{i:06d}", f"{prefix.lower()}{i}", f"pw-{i}", "md5", f"srv-{i}")
+            body = {
+                "device_id": device.device_id,
+                "username": device.username,
+                "password": device.password,
+                "server_password": device.server_password,
+            }
+            response = api.post("/api/v1/devices", json=body)
+            assert response.status_code == 201, response.text
+            devices.append(device)
+    return Fleet(who["dm_url"], who["server_id"], tuple(devices)), devices
+
+
+@pytest.mark.e2e
+def test_real_downloads_and_power_cuts_against_a_real_server(server: tuple[ServerProcess, Path]) -> None:
+    """Four devices fetch a real signed package, each loses power once during its download or
+    install, comes back, and reports: the server ends with exactly one 1200 per job, and the
+    inventory holds the manifest's component and version (not the PkgID and 0.0.0-sim)."""
+    proc, base = server
+    key = generate_key()
+    build_package(EXAMPLES / "hello-package", base / "hello-cut.omp", signing_key=key)
+    (base / "publisher.pub.pem").write_bytes(public_key_pem(key))
+    artifact = int(proc.run("artifact", "add", str(base / "hello-cut.omp")).split()[1].rstrip(":"))
+    token = proc.run("token", "add", "sim-cut", "--role", "operator").strip().splitlines()[-1]
+    headers = {"Authorization": f"Bearer {token}"}
+    fleet, devices = _register(proc, headers, "CUT", 4)
+    profile = parse_profile(
+        {
+            "seed": 7,
+            "poll": {"interval": 0.5},
+            "latency": {"install": {"dist": "uniform", "min": 0.2, "max": 0.4}},
+            "faults": {"power_cut": 1.0, "power_off_seconds": 0.3},
+            "packages": {"trusted_keys": ["publisher.pub.pem"], "require_signature": True},
+        },
+        base=base,
+    )
+
+    async def main() -> Summary:
+        runner = FleetRunner(fleet, profile, RunOptions(duration=90, concurrency=4, downloads="real"))
+        task = asyncio.create_task(runner.run())
+        deadline = time.monotonic() + 40
+        while runner.stats.sessions.get("ok", 0) < 4:
+            assert time.monotonic() < deadline and not task.done(), runner.stats
+            await asyncio.sleep(0.1)
+        async with httpx.AsyncClient(base_url=proc.url, headers=headers, timeout=30) as api:
+            for device in devices:
+                body = {"device_id": device.device_id, "kind": "install", "artifact_id": artifact}
+                response = await api.post("/api/v1/jobs", json=body)
+                assert response.status_code == 201, response.text
+        while runner.stats.alerts_delivered < 4:
+            assert time.monotonic() < deadline + 20 and not task.done(), runner.stats
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)  # a few more polls: nothing may be reported twice
+        runner.stop()
+        return await task
+
+    summary = asyncio.run(main())
+    data = summary.to_json()
+    assert data["faults"]["power_cuts"] == 4, data
+    assert data["scomo"]["results"] == {"1200": 4} and data["scomo"]["alerts_delivered"] == 4, data
+    assert data["downloads"]["completed"] == 4, data
+    with httpx.Client(base_url=proc.url, headers=headers, timeout=30) as api:
+        for device in devices:
+            jobs = api.get("/api/v1/jobs", params={"device": device.device_id}).json()["items"]
+            assert [(job["state"], job["result_code"]) for job in jobs] == [("succeeded", 1200)], jobs
+            inventory = api.get(f"/api/v1/devices/{device.device_id}/inventory").json()
+            deployed = [
+                (c["ident"], c["version"], c["pkg_id_ref"]) for c in inventory if c["kind"] == "deployed"
+            ]
+            assert deployed == [("com.example.hello", "1.0.0", "com.example.hello-package")], inventory
+
+
+# -- power cuts and real downloads, in process ---------------------------------------------------
+
+
+def test_power_cuts_end_each_job_exactly_once() -> None:
+    """Every operation loses power once (download or install); each still ends with one report."""
+    mock = MockDM(install_job)
+    profile = parse_profile(
+        {
+            "seed": 11,
+            "latency": {
+                "download": {"dist": "fixed", "value": 0.1},
+                "install": {"dist": "fixed", "value": 0.1},
+            },
+            "faults": {"power_cut": 1.0, "power_off_seconds": 0.1},
+        }
+    )
+    runner, summary = run(mock, profile, n=3, until=lambda r: r.stats.alerts_delivered >= 3)
+    assert runner.stats.power_cuts == 3 and summary.to_json()["faults"] == {"power_cuts": 3}
+    assert runner.stats.scomo_results == {1200: 3}
+    assert len(mock.alerts) == 3 and len({a.correlator for a in mock.alerts}) == 3
+    for device in runner.devices:
+        assert device.jobs == [] and not device.alerts
+        with device.tree() as tree:
+            assert tree.system_value("./SCOMO/Inventory/Deployed/p1/State") == "20"
+
+
+def test_a_power_cut_abandons_the_session_in_progress() -> None:
+    mock = MockDM()
+    holder: list[FleetRunner] = []
+
+    def cut_first_message(request: httpx.Request) -> httpx.Response | None:
+        if mock.posts == 1:
+            holder[0]._power_cut(0)
+        return None
+
+    mock.before = cut_first_message
+    profile = parse_profile({"poll": {"interval": 0.2}, "faults": {"power_off_seconds": 0.1}})
+
+    async def main() -> FleetRunner:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(mock.handle)) as client:
+            runner = FleetRunner(fleet_of(1), profile, RunOptions(duration=10, concurrency=1), client=client)
+            holder.append(runner)
+            task = asyncio.create_task(runner.run())
+            while runner.stats.sessions.get("ok", 0) < 1 and not task.done():
+                await asyncio.sleep(0.01)
+            runner.stop()
+            await task
+            return runner
+
+    runner = asyncio.run(main())
+    assert runner.stats.sessions["power-cut"] == 1 and runner.stats.power_cuts == 1
+    assert runner.stats.sessions["ok"] >= 1  # it came back and polled
+
+
+class _FilesAndDM:
+    """One transport for both: the DM server (MockDM) and a file server with one package."""
+
+    def __init__(self, mock: MockDM, package: bytes) -> None:
+        self.mock, self.package = mock, package
+        self.file_status = 200
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host != "files.test":
+            return self.mock.handle(request)
+        if self.file_status != 200:
+            return httpx.Response(self.file_status)
+        return httpx.Response(200, content=self.package, headers={"Content-Type": "application/octet-stream"})
+
+
+def url_install_job(device_id: str) -> list[tuple[Command, str]]:
+    plan = plan_job(
+        1,
+        JobKind.INSTALL,
+        {"pkg_id": "hello", "name": "Hello"},
+        f"c-{device_id}",
+        "./SCOMO",
+        package_url="http://files.test/hello.omp",
+    )
+    return list(plan.commands)
+
+
+@pytest.fixture(scope="module")
+def hello_package(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("pkg") / "hello.omp"
+    build_package(EXAMPLES / "hello-package", path, signing_key=generate_key())
+    return path.read_bytes()
+
+
+def _run_real(both: _FilesAndDM, profile: Profile, n: int) -> FleetRunner:
+    async def main() -> FleetRunner:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(both.handle)) as client:
+            runner = FleetRunner(
+                fleet_of(n), profile, RunOptions(duration=20, concurrency=2, downloads="real"), client=client
+            )
+            task = asyncio.create_task(runner.run())
+            while runner.stats.alerts_delivered < n and not task.done():
+                await asyncio.sleep(0.01)
+            runner.stop()
+            await task
+            return runner
+
+    return asyncio.run(main())
+
+
+def test_a_real_download_installs_the_manifests_component(hello_package: bytes) -> None:
+    both = _FilesAndDM(MockDM(url_install_job), hello_package)
+    runner = _run_real(both, parse_profile({}), 2)
+    assert runner.stats.scomo_results == {1200: 2} and runner.stats.downloads == 2
+    assert runner.stats.download_bytes == 2 * len(hello_package)
+    for device in runner.devices:
+        assert device.jobs == [] and all(job.partial is None for job in device.jobs)
+        with device.tree() as tree:
+            node = "./SCOMO/Inventory/Deployed/com.example.hello"
+            assert tree.system_value(f"{node}/Version") == "1.0.0"
+            assert tree.system_value(f"{node}/PkgIDRef") == "hello"
+            assert tree.system_value(f"{node}/EnvType") == "archive"
+    alert = both.mock.alerts[0]
+    assert parse_scomo_alert_data(str(alert.items[0].data)) == (1200, "com.example.hello")
+
+
+def test_a_failed_real_download_reports_the_agents_code(hello_package: bytes) -> None:
+    both = _FilesAndDM(MockDM(url_install_job), hello_package)
+    both.file_status = 404
+    runner = _run_real(both, parse_profile({}), 1)
+    assert runner.stats.scomo_results == {1402: 1}
+    with runner.devices[0].tree() as tree:
+        assert tree.system_get("./SCOMO/Inventory/Deployed/com.example.hello") is None

@@ -14,6 +14,12 @@ Two steps, each its own command of ``omadm sim``:
 
 A fleet file written by hand works as well, so ``run`` can drive devices that some other
 DM server already knows.
+
+The modules: :mod:`.device` (one device: a compact record at rest, a real DM tree and
+ClientSession in a session), :mod:`.scomo` (SCOMO in memory), :mod:`.run` (the scheduler,
+HTTP, faults such as power cuts, the summary), :mod:`.download` (``--downloads real``: fetch,
+resume, verify), :mod:`.notify` (Package #0: one UDP socket, a loopback address per device),
+:mod:`.profile` and :mod:`.fleet` (the two input files), :mod:`.register` and :mod:`.cli`.
 """
 
 from __future__ import annotations

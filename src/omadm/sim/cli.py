@@ -75,6 +75,17 @@ def register_command(
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing fleet file.")] = False,
+    notify: Annotated[
+        int | None,
+        typer.Option(
+            "--notify",
+            metavar="PORT",
+            min=1,
+            max=65535,
+            help="Give each device a Package #0 address udp://127.A.B.C:PORT (run listens there).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Register COUNT new devices on an omadm server and write their fleet file.
 
@@ -111,6 +122,7 @@ def register_command(
                 batch_size=batch_size,
                 dm_url=dm_url,
                 server_id=server_id,
+                notify_port=notify,
                 on_batch=progress,
             )
         )
@@ -146,11 +158,19 @@ def run_command(
         int, typer.Option("--concurrency", min=1, help="Sessions (and HTTP connections) at once.")
     ] = 100,
     downloads: Annotated[
-        str, typer.Option("--downloads", help=f"{' or '.join(DOWNLOAD_MODES)}; skip: no fetching.")
+        str,
+        typer.Option(
+            "--downloads",
+            help=f"{' or '.join(DOWNLOAD_MODES)}; skip: no fetching; real: fetch and verify packages.",
+        ),
     ] = "skip",
     seed: Annotated[
         int | None, typer.Option("--seed", help="Overrides the profile's seed.", show_default=False)
     ] = None,
+    processes: Annotated[
+        int,
+        typer.Option("--processes", min=1, help="Spread the fleet over this many processes (cores)."),
+    ] = 1,
 ) -> None:
     """Drive every device of FLEET.json against its DM server for --duration seconds.
 
@@ -161,21 +181,25 @@ def run_command(
     from rich.live import Live  # noqa: PLC0415
 
     from .fleet import load_fleet  # noqa: PLC0415
+    from .multi import run_processes  # noqa: PLC0415
     from .profile import ProfileError, load_profile  # noqa: PLC0415
-    from .run import RunError, RunOptions, progress_line, run_fleet, summary_table  # noqa: PLC0415
+    from .run import RunError, RunOptions, progress_line, summary_table  # noqa: PLC0415
 
     try:
         fleet = load_fleet(fleet_file)
         profile = load_profile(profile_file)
-        options = RunOptions(duration, concurrency, downloads, seed)
-        options.check()
+        options = RunOptions(duration, concurrency, downloads, seed, processes)
+        options.check(profile)
     except (FleetError, ProfileError, RunError) as exc:
         _fail(EXIT_USAGE, str(exc))
     err = Console(stderr=True)
-    with Live(console=err, refresh_per_second=4, transient=False) as live:
-        summary = asyncio.run(
-            run_fleet(fleet, profile, options, on_progress=lambda s: live.update(progress_line(s, duration)))
-        )
+    try:
+        with Live(console=err, refresh_per_second=4, transient=False) as live:
+            summary = run_processes(
+                fleet, profile, options, on_progress=lambda s: live.update(progress_line(s, duration))
+            )
+    except RunError as exc:  # found when the run starts: notification addresses, a port taken
+        _fail(EXIT_USAGE, str(exc))
     if as_json:
         typer.echo(json.dumps(summary.to_json(), indent=2))
     else:

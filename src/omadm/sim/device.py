@@ -20,6 +20,10 @@ the new overlay; the tree is dropped. Nothing here does I/O: :class:`DeviceSessi
 server bytes into the next client bytes (the runner, ``omadm.sim.run``, moves them), exactly as
 the agent's ``Agent.connect`` drives ``ClientSession`` over its transport.
 
+A Package #0 is checked as the agent's ``NotificationGate`` checks it
+(:meth:`SimDevice.accept_trigger`), and answered with a server-initiated session carrying the
+trigger's session-id (``session(AlertCode.SERVER_INITIATED_MGMT, session_id=...)``).
+
 The DM behaviour is the real one: ``omadm.protocol.session.ClientSession`` for the protocol
 (auth, nonces, chunking, XML and WBXML), ``omadm.tree.tree.DMTree`` for every command (ACLs,
 MO checks, status codes), ``omadm.mo`` for the MOs, ``omadm.sim.scomo`` for SCOMO.
@@ -40,9 +44,12 @@ from omadm.mo.devinfo import DEVINFO
 from omadm.mo.dmacc import DMACC
 from omadm.mo.model import MODef
 from omadm.mo.scomo import scomo_mo
+from omadm.protocol.auth import RESYNC_NONCE
 from omadm.protocol.codec import Encoding
 from omadm.protocol.codes import AlertCode, AuthType
+from omadm.protocol.errors import MalformedMessage
 from omadm.protocol.messages import Alert
+from omadm.protocol.notification import VerifyResult, decode_notification, verify_with_resync
 from omadm.protocol.session import (
     AuthenticationFailed,
     ClientConfig,
@@ -297,6 +304,7 @@ class SimDevice:
     """
 
     __slots__ = (
+        "_last_trigger",
         "_scomo",
         "_tree_open",
         "alerts",
@@ -344,6 +352,7 @@ class SimDevice:
         self.alerts: list[Alert] | None = None
         self._scomo: SimScomo | None = None
         self._tree_open = False
+        self._last_trigger = 0  # the session-id of the last Package #0 acted on
 
     @classmethod
     def from_fleet(cls, template: DeviceTemplate, device: FleetDevice, encoding: Encoding) -> SimDevice:
@@ -439,15 +448,46 @@ class SimDevice:
         finally:
             self._close_tree(tree, base)
 
+    # -- Package #0 ----------------------------------------------------------------------
+
+    def accept_trigger(self, data: bytes) -> str | None:
+        """The session-id (hex) to open a server-initiated session with, or None to ignore ``data``.
+
+        The agent's ``NotificationGate``: a malformed trigger, one from another server, one
+        whose digest does not verify with our server password and the nonce we last issued
+        (or the resync nonce: then both nonces restart from it), and a repeat of the last
+        session-id are ignored, as the standard asks (nobody may make devices call out).
+        """
+        try:
+            decoded = decode_notification(data)
+        except MalformedMessage:
+            return None
+        note = decoded.notification
+        if note.server_id != self.template.server_id or not self.server_password:
+            return None
+        result = verify_with_resync(
+            decoded, self.server_password, self.server_nonce or None, server_name=self.template.server_id
+        )
+        if result is VerifyResult.FAILED or note.session_id == self._last_trigger:
+            return None
+        self._last_trigger = note.session_id
+        if result is VerifyResult.OK_RESYNC:
+            self.client_nonce = self.server_nonce = RESYNC_NONCE
+        return note.session_id_hex
+
     # -- sessions ------------------------------------------------------------------------
 
     def session(
         self,
         alert_code: int = AlertCode.CLIENT_INITIATED_MGMT,
         *,
+        session_id: str | None = None,
         nonce_factory: Callable[[], bytes] | None = None,
     ) -> DeviceSession:
-        """Open one DM session (build the tree, queue pending alerts); drive it with the result."""
+        """Open one DM session (build the tree, queue pending alerts); drive it with the result.
+
+        ``session_id``: a Package #0's (hex), for a server-initiated session (Alert 1200).
+        """
         self.session_counter = self.session_counter % 0xFFFF + 1
         tree, base = self._open_tree()
         server = None
@@ -461,7 +501,7 @@ class SimDevice:
             server_credentials=server,
             server_nonce=self.server_nonce,
             require_server_auth=server is not None,
-            session_id=format(self.session_counter, "X"),
+            session_id=session_id or format(self.session_counter, "X"),
             alert_code=alert_code,
             devinfo=self.template.devinfo(self.device_id),
             encoding=self.encoding,

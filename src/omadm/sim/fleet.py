@@ -9,7 +9,8 @@ A JSON document (version 1), written by ``omadm sim register`` and read by ``oma
       "server_id": "omadm",
       "devices": [
         {"device_id": "IMEI:350000000000001", "username": "imei350000000000001",
-         "password": "...", "auth": "md5", "server_password": "..."},
+         "password": "...", "auth": "md5", "server_password": "...",
+         "notify_address": "udp://127.1.0.1:2948"},
         ...
       ]
     }
@@ -18,7 +19,10 @@ A JSON document (version 1), written by ``omadm sim register`` and read by ``oma
 default authority, ``/dm/<name>`` for another), ``server_id`` the ServerID the devices must
 expect (the AAuthName of the server's credentials). ``auth`` is the scheme of the client
 credentials (``md5``, ``hmac`` or ``basic``); ``server_password`` proves the server to the
-device (empty: the server does not authenticate itself). The file holds passwords, so
+device (empty: the server does not authenticate itself). ``notify_address`` (optional) is
+where the server sends the device's Package #0: ``omadm sim register --notify PORT`` gives
+every device its own loopback address on one port (see :mod:`omadm.sim.notify`), and ``run``
+listens there. The file holds passwords, so
 :func:`save_fleet` writes it readable by its owner only (0600).
 
 :func:`load_fleet` checks everything and refuses a bad file with one :class:`FleetError`
@@ -47,7 +51,7 @@ FLEET_VERSION = 1
 AUTH_SCHEMES = {"md5": AuthType.MD5, "hmac": AuthType.HMAC, "basic": AuthType.BASIC}
 
 _FLEET_KEYS = ("version", "dm_url", "server_id", "devices")
-_DEVICE_KEYS = ("device_id", "username", "password", "auth", "server_password")
+_DEVICE_KEYS = ("device_id", "username", "password", "auth", "server_password", "notify_address")
 
 
 class FleetError(Exception):
@@ -63,6 +67,7 @@ class FleetDevice:
     password: str
     auth: str = "md5"
     server_password: str = ""
+    notify_address: str = ""
 
     @property
     def auth_type(self) -> AuthType:
@@ -70,7 +75,11 @@ class FleetDevice:
         return AUTH_SCHEMES[self.auth]
 
     def to_json(self) -> dict[str, str]:
-        return {key: getattr(self, key) for key in _DEVICE_KEYS}
+        """The device as the fleet file and the bulk endpoint spell it (no empty notify_address)."""
+        out = {key: getattr(self, key) for key in _DEVICE_KEYS}
+        if not self.notify_address:
+            del out["notify_address"]
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +180,7 @@ def _device(data: Any, source: str, n: int) -> FleetDevice:
         server_password=_text(data, "server_password", source, f"{where}.")
         if "server_password" in data
         else "",
+        notify_address=_text(data, "notify_address", source, f"{where}.") if "notify_address" in data else "",
     )
 
 

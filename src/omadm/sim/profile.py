@@ -28,7 +28,13 @@ A profile says *how* the devices of a fleet file behave (the fleet file says *wh
     silent = 0.05                 # share of devices that go silent ...
     silent_after = 0              # ... after this many seconds (0: never heard from at all)
     duplicate_alerts = 0.0        # chance a Generic Alert the server answered is sent once more
+    power_cut = 0.0               # chance per SCOMO operation of a power cut in its download/install
+    power_off_seconds = 30        # how long a device stays off after a power cut
     clock_skew = 0                # refused unless 0 (see below)
+
+    [packages]                    # --downloads real only: how a fetched package is verified
+    trusted_keys = ["publisher.pub.pem"]  # PEM Ed25519 public keys (relative to the profile's directory)
+    require_signature = false     # true: an unsigned package fails with 1407 (the agent's default)
 
     [http]                        # the agent's defaults (omadm.agent.config), and its rules
     timeout = 30                  # seconds per HTTP exchange
@@ -48,6 +54,12 @@ Failure codes: :data:`omadm.sim.scomo.PHASE_FAILURES` says which phase can end w
 code (1402-1404, 1407, 1500, 1501 while downloading; 1405, 1406, 1413 while installing; 1408,
 1409, 1410 for remove, activate, deactivate); 1401, 1411 and 1412 can end any operation and are
 drawn in its first phase. A rate is the chance per operation that has such a phase.
+
+Power cuts (``faults.power_cut``) are drawn per SCOMO operation that has a download or an
+install phase; what a device does when the power comes back is described in
+:mod:`omadm.sim.run`. ``[packages]`` is read only for ``--downloads real`` (a profile that has
+one is refused with ``skip``, and one with ``latency.download`` is refused with ``real``:
+see ``RunOptions.check``).
 """
 
 from __future__ import annotations
@@ -59,6 +71,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from omadm.package.errors import PackageError
+from omadm.package.signing import load_public_key
 from omadm.protocol.codes import ScomoResult
 
 from .scomo import GENERIC_FAILURES, PHASE_FAILURES, Phase
@@ -70,6 +86,7 @@ __all__ = [
     "Faults",
     "HttpSettings",
     "Latency",
+    "Packages",
     "Poll",
     "Profile",
     "ProfileError",
@@ -81,6 +98,15 @@ ARRIVAL_MODES = ("all-at-once", "spread", "poisson")
 #: The result codes a profile may give a failure rate (SCOMO digest 5: 1401-1413, 1500, 1501).
 FAILURE_CODES: tuple[int, ...] = tuple(
     sorted({int(c) for codes in PHASE_FAILURES.values() for c in codes} | {int(c) for c in GENERIC_FAILURES})
+)
+_FAULT_KEYS = (
+    "drop",
+    "silent",
+    "silent_after",
+    "duplicate_alerts",
+    "power_cut",
+    "power_off_seconds",
+    "clock_skew",
 )
 _DISTRIBUTIONS = {"fixed": ("value",), "uniform": ("min", "max"), "lognormal": ("median", "sigma")}
 
@@ -148,7 +174,24 @@ class Faults:
     silent: float = 0.0
     silent_after: float = 0.0
     duplicate_alerts: float = 0.0
+    power_cut: float = 0.0
+    power_off_seconds: float = 30.0
     clock_skew: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Packages:
+    """How a device verifies a package it really downloaded (``--downloads real``).
+
+    ``trusted_keys`` are the publishers' Ed25519 public keys (the agent's trust directory);
+    ``require_signature`` refuses an unsigned package (1407), as the agent's
+    ``scomo.require_signature`` does. ``given`` says whether the profile had a ``[packages]``
+    table at all: with ``--downloads skip`` nothing is fetched, so one is refused there.
+    """
+
+    trusted_keys: tuple[Ed25519PublicKey, ...] = ()
+    require_signature: bool = False
+    given: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +218,7 @@ class Profile:
     failures: dict[int, float] = field(default_factory=dict)
     faults: Faults = field(default_factory=Faults)
     http: HttpSettings = field(default_factory=HttpSettings)
+    packages: Packages = field(default_factory=Packages)
 
     def latency_of(self, phase: Phase) -> Latency:
         return self.latency.get(phase, _NO_LATENCY)
@@ -204,13 +248,20 @@ def load_profile(path: Path) -> Profile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path} is not valid TOML: {exc}") from None
-    return parse_profile(data, str(path), name=path.stem)
+    return parse_profile(data, str(path), name=path.stem, base=path.parent)
 
 
-def parse_profile(data: dict[str, Any], source: str = "profile", *, name: str = "profile") -> Profile:
-    """A profile from a parsed TOML document; :class:`ProfileError` names ``source`` and the key."""
+def parse_profile(
+    data: dict[str, Any], source: str = "profile", *, name: str = "profile", base: Path | None = None
+) -> Profile:
+    """A profile from a parsed TOML document; :class:`ProfileError` names ``source`` and the key.
+
+    ``base`` is the directory relative key paths (``packages.trusted_keys``) start from.
+    """
     p = _Reader(source)
-    p.keys(data, "", ("seed", "arrival", "poll", "encoding", "latency", "failures", "faults", "http"))
+    p.keys(
+        data, "", ("seed", "arrival", "poll", "encoding", "latency", "failures", "faults", "http", "packages")
+    )
     seed = data.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ProfileError(f"{source}: seed must be an integer, not {seed!r}")
@@ -258,12 +309,18 @@ def parse_profile(data: dict[str, Any], source: str = "profile", *, name: str = 
         failures[int(key)] = p.number(failures_t, key, "failures.", 0.0, minimum=0.0, maximum=1.0)
 
     faults_t = p.table(data, "faults")
-    p.keys(faults_t, "faults.", ("drop", "silent", "silent_after", "duplicate_alerts", "clock_skew"))
+    p.keys(
+        faults_t,
+        "faults.",
+        _FAULT_KEYS,
+    )
     faults = Faults(
         drop=p.number(faults_t, "drop", "faults.", 0.0, minimum=0.0, maximum=1.0),
         silent=p.number(faults_t, "silent", "faults.", 0.0, minimum=0.0, maximum=1.0),
         silent_after=p.number(faults_t, "silent_after", "faults.", 0.0, minimum=0.0),
         duplicate_alerts=p.number(faults_t, "duplicate_alerts", "faults.", 0.0, minimum=0.0, maximum=1.0),
+        power_cut=p.number(faults_t, "power_cut", "faults.", 0.0, minimum=0.0, maximum=1.0),
+        power_off_seconds=p.number(faults_t, "power_off_seconds", "faults.", 30.0, minimum=0.0),
         clock_skew=p.number(faults_t, "clock_skew", "faults.", 0.0),
     )
     if faults.clock_skew:
@@ -283,7 +340,36 @@ def parse_profile(data: dict[str, Any], source: str = "profile", *, name: str = 
         busy_retries=p.count(http_t, "busy_retries", "http.", default.busy_retries),
         max_retry_after=p.number(http_t, "max_retry_after", "http.", default.max_retry_after, minimum=0.0),
     )
-    return Profile(name, seed, Arrival(mode, over, rate), poll, wbxml, latency, failures, faults, http)
+    packages = _packages(p, data, base or Path("."))
+    return Profile(
+        name, seed, Arrival(mode, over, rate), poll, wbxml, latency, failures, faults, http, packages
+    )
+
+
+def _packages(p: _Reader, data: dict[str, Any], base: Path) -> Packages:
+    if "packages" not in data:
+        return Packages()
+    table = p.table(data, "packages")
+    p.keys(table, "packages.", ("trusted_keys", "require_signature"))
+    paths = table.get("trusted_keys", [])
+    if not isinstance(paths, list) or not all(isinstance(x, str) for x in paths):
+        raise ProfileError(f"{p.source}: packages.trusted_keys must be a list of file names, not {paths!r}")
+    require = table.get("require_signature", False)
+    if not isinstance(require, bool):
+        raise ProfileError(f"{p.source}: packages.require_signature must be true or false, not {require!r}")
+    keys = []
+    for name in paths:
+        path = base / name
+        try:
+            keys.append(load_public_key(path))
+        except (OSError, PackageError, ValueError) as exc:
+            raise ProfileError(f"{p.source}: packages.trusted_keys: cannot load {path}: {exc}") from None
+    if require and not keys:
+        raise ProfileError(
+            f"{p.source}: packages.require_signature is true but packages.trusted_keys names no key: "
+            "every package would fail with 1407"
+        )
+    return Packages(tuple(keys), require, given=True)
 
 
 class _Reader:

@@ -5,7 +5,9 @@ passwords and server passwords from :mod:`secrets`), asks the server through the
 which DM URL and ServerID its devices must use (``GET /api/v1/whoami``), and registers them
 with ``POST /api/v1/devices/bulk`` in batches of up to 10,000: one transaction each on the
 server, so 10,000 devices take about a second, not the minutes of one request per device.
-It returns the :class:`~omadm.sim.fleet.Fleet` that ``omadm sim run`` drives.
+It returns the :class:`~omadm.sim.fleet.Fleet` that ``omadm sim run`` drives. With a
+notification port (``--notify PORT``) every device is registered with its own Package #0
+address, so that the server can wake it (:mod:`omadm.sim.notify`).
 
 A refusal or an unreachable server becomes one :class:`RegistrationError` whose message is
 the server's own reason. Batches are all or none on the server, but a batch refused after
@@ -23,6 +25,7 @@ from typing import Any
 import httpx
 
 from .fleet import AUTH_SCHEMES, Fleet, FleetDevice
+from .notify import NotifyError, notify_address
 
 __all__ = ["MAX_BATCH", "RegistrationError", "fleet_device_ids", "new_devices", "register_fleet"]
 
@@ -94,10 +97,23 @@ def _username(device_id: str) -> str:
     return re.sub(r"[^0-9a-z]", "", device_id.lower()) or "device"
 
 
-def new_devices(prefix: str, count: int, auth: str = "md5", *, start: int = 1) -> list[FleetDevice]:
-    """``count`` new devices with fresh random passwords and server passwords."""
+def new_devices(
+    prefix: str, count: int, auth: str = "md5", *, start: int = 1, notify_port: int | None = None
+) -> list[FleetDevice]:
+    """``count`` new devices with fresh random passwords and server passwords.
+
+    ``notify_port``: give each device a Package #0 address, ``udp://127.A.B.C:notify_port``
+    from its counter (:func:`omadm.sim.notify.notify_address`), where ``omadm sim run`` listens.
+    """
     if auth not in AUTH_SCHEMES:
         raise RegistrationError(f"auth must be one of {', '.join(AUTH_SCHEMES)}, not {auth!r}")
+    ids = fleet_device_ids(prefix, count, start)
+    addresses = [""] * count
+    if notify_port is not None:
+        try:
+            addresses = [notify_address(n, notify_port) for n in range(start, start + count)]
+        except NotifyError as exc:
+            raise RegistrationError(str(exc)) from None
     return [
         FleetDevice(
             device_id=device_id,
@@ -105,8 +121,9 @@ def new_devices(prefix: str, count: int, auth: str = "md5", *, start: int = 1) -
             password=secrets.token_urlsafe(_SECRET_BYTES),
             auth=auth,
             server_password=secrets.token_urlsafe(_SECRET_BYTES),
+            notify_address=address,
         )
-        for device_id in fleet_device_ids(prefix, count, start)
+        for device_id, address in zip(ids, addresses, strict=True)
     ]
 
 
@@ -151,6 +168,7 @@ async def register_fleet(
     batch_size: int = MAX_BATCH,
     dm_url: str | None = None,
     server_id: str | None = None,
+    notify_port: int | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> Fleet:
@@ -160,11 +178,13 @@ async def register_fleet(
     management authority, whose DM URL and ServerID the fleet records (``dm_url`` and
     ``server_id`` override what the server says, e.g. when devices reach it through a proxy).
     ``batch_size`` devices go in each request (at most :data:`MAX_BATCH`); ``on_batch(done,
-    total)`` is called after each. ``transport`` is for tests (an app in process).
+    total)`` is called after each. ``notify_port``: register every device with its own
+    Package #0 address on this UDP port (see :func:`new_devices`). ``transport`` is for tests
+    (an app in process).
     """
     if not 1 <= batch_size <= MAX_BATCH:
         raise RegistrationError(f"the batch size is 1 to {MAX_BATCH}, not {batch_size}")
-    devices = new_devices(prefix, count, auth, start=start)
+    devices = new_devices(prefix, count, auth, start=start, notify_port=notify_port)
     api_url = api_url.rstrip("/")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(

@@ -1,5 +1,8 @@
 """The fleet runner: every device of a fleet file, in one asyncio process, for a given time.
 
+(``--processes P`` runs P of these over slices of the fleet and merges their figures:
+:mod:`omadm.sim.multi`.)
+
 Shape, and why:
 
 * **One scheduler, a fixed number of session workers.** Each device's next wake-up (its
@@ -28,9 +31,37 @@ Shape, and why:
 SCOMO work happens between sessions, as on a real device: each phase starts (its Status node
 says "progressing"), lasts the profile's latency, and ends with a result drawn from the
 profile's failure rates; the last phase queues the Generic Alert and asks for a session to
-deliver it. ``--downloads skip`` is the only download mode: a download "succeeds" after its
-latency without fetching anything (``real`` is refused: fetching the package, checking its
-hash and signature, is a later step).
+deliver it. Downloads:
+
+* ``--downloads skip``: a download "succeeds" after its latency without fetching anything;
+* ``--downloads real``: the device fetches the PkgURL (:mod:`omadm.sim.download`: Range
+  resume, size, SHA-256, signed manifest) over one HTTP client shared by the fleet, at most
+  ``--concurrency`` downloads at once; the download phase lasts as long as the fetch does
+  (so a ``latency.download`` is refused), ends with the agent's result code when the fetch
+  fails, and otherwise with a result drawn from the profile's rates (a device can still run
+  out of memory after a good fetch). The install then deploys the manifest's components.
+
+**Power cuts** (``faults.power_cut``: the chance per SCOMO operation with a download or
+install phase). When an operation starts, the draw decides whether power will fail, in which
+of those phases, and how far into it (a fraction of its latency, or of the package's bytes).
+At that moment the device stops: a session in progress is abandoned (its next message is
+never sent; what its commands already did to the tree stays, as the agent's tree is
+durable), the phase's timers are void (:attr:`SimJob.epoch`), and the device is off for
+``faults.power_off_seconds`` (polls and reports wait). Then it does what the agent's start-up
+recovery does (``ScomoService.recover`` and the journal): every accepted job is still there
+(the journal is written before the 202), the phase that was cut starts again: a download
+resumes from the bytes it had (its ``.part`` survives; ``--downloads skip``: the rest of its
+latency), an install is rolled back by the installer and redone from the start, and its
+result is drawn again. The job still ends exactly once, with one Generic Alert; reports
+already queued before the cut are journaled and sent after it. Each cut is counted.
+
+**Package #0**: when devices of the fleet file have notification addresses (``omadm sim
+register --notify PORT``), the process listens on that UDP port with one socket
+(:mod:`omadm.sim.notify`); a trigger the addressed device accepts
+(:meth:`SimDevice.accept_trigger`: digest, nonce, session-id) starts a server-initiated
+session (Alert 1200, the trigger's session-id) as soon as a worker is free. A device whose
+power is off, or that went silent, ignores it. Triggers received, acted on and ignored are
+counted.
 """
 
 from __future__ import annotations
@@ -50,6 +81,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from multiprocessing.connection import Connection
 from typing import Any
 
 import httpx
@@ -60,14 +92,17 @@ from omadm.agent.transport import retry_after_seconds
 from omadm.mo.scomo_codes import parse_scomo_alert_data
 from omadm.protocol.auth import HMAC_HEADER
 from omadm.protocol.codec import Encoding
+from omadm.protocol.codes import AlertCode
 from omadm.protocol.errors import ProtocolError
 from omadm.protocol.messages import Alert
 from omadm.protocol.session import Outgoing
 
 from .device import DeviceSession, DeviceTemplate, SimDevice
+from .download import FetchError, PackageFetcher, Partial
 from .fleet import Fleet
+from .notify import NotifyError, Package0Listener, parse_notify_address
 from .profile import Profile
-from .scomo import SimJob, phases_of
+from .scomo import Phase, SimJob, phases_of
 
 __all__ = [
     "DOWNLOAD_MODES",
@@ -106,17 +141,27 @@ class RunOptions:
     concurrency: int = 100
     downloads: str = "skip"
     seed: int | None = None
+    processes: int = 1  # see omadm.sim.multi
 
-    def check(self) -> None:
+    def check(self, profile: Profile | None = None) -> None:
+        """Refuse options that cannot run, and a profile these options cannot honour."""
+        if profile is not None:
+            if self.downloads == "real" and Phase.DOWNLOAD in profile.latency:
+                raise RunError(
+                    f"profile {profile.name}: latency.download does not apply with --downloads real "
+                    "(a download lasts as long as the server takes to send the package); remove it"
+                )
+            if self.downloads != "real" and profile.packages.given:
+                raise RunError(
+                    f"profile {profile.name}: [packages] only applies with --downloads real "
+                    "(with skip nothing is fetched, so nothing can be verified)"
+                )
         if not self.duration > 0:
             raise RunError(f"--duration must be a positive number of seconds, not {self.duration}")
         if self.concurrency < 1:
             raise RunError(f"--concurrency must be at least 1, not {self.concurrency}")
-        if self.downloads == "real":
-            raise RunError(
-                "--downloads real is not implemented yet: simulated devices do not fetch packages; "
-                "use --downloads skip (a download succeeds after its simulated latency)"
-            )
+        if self.processes < 1:
+            raise RunError(f"--processes must be at least 1, not {self.processes}")
         if self.downloads not in DOWNLOAD_MODES:
             raise RunError(f"--downloads must be one of {', '.join(DOWNLOAD_MODES)}, not {self.downloads!r}")
 
@@ -151,6 +196,13 @@ class Stats:
     scomo_results: Counter[int] = field(default_factory=Counter)
     alerts_delivered: int = 0
     alerts_duplicated: int = 0
+    power_cuts: int = 0
+    package0_received: int = 0
+    package0_accepted: int = 0  # sessions started by a Package #0
+    package0_ignored: int = 0  # not verified, repeated, unknown address, device off or silent
+    downloads: int = 0  # packages fetched to the end (--downloads real)
+    download_bytes: int = 0
+    downloads_resumed: int = 0  # 206 answers to a Range request
     rss_baseline: int = 0
     rss_devices: int = 0  # RSS after the devices were created (idle fleet)
     rss_peak: int = 0
@@ -241,6 +293,17 @@ class Summary:
                 "alerts_delivered": s.alerts_delivered,
                 "alerts_duplicated": s.alerts_duplicated,
             },
+            "faults": {"power_cuts": s.power_cuts},
+            "package0": {
+                "received": s.package0_received,
+                "accepted": s.package0_accepted,
+                "ignored": s.package0_ignored,
+            },
+            "downloads": {
+                "completed": s.downloads,
+                "bytes": s.download_bytes,
+                "resumed": s.downloads_resumed,
+            },
             "simulator_cpu": {
                 "seconds": round(s.cpu_seconds, 3),
                 "ms_per_session": round(1000 * s.cpu_seconds / s.sessions_done, 3)
@@ -275,6 +338,12 @@ class _Kind(IntEnum):
     POLL = 1  # arrival or poll: a session, and the next poll scheduled
     SESSION = 2  # reports to deliver: a session
     PHASE = 3  # a SCOMO phase ends
+    CUT = 4  # the power fails during a SCOMO phase
+    POWER_ON = 5  # the power comes back
+
+
+class _PowerCut(Exception):
+    """Raised from a download's progress callback: the power fails at this byte."""
 
 
 class _SessionFailed(Exception):
@@ -295,8 +364,11 @@ class FleetRunner:
         client: httpx.AsyncClient | None = None,
         on_progress: Callable[[Stats], None] | None = None,
         template: DeviceTemplate | None = None,
+        triggers: Connection | None = None,
     ) -> None:
-        options.check()
+        """``triggers``: Package #0 datagrams ``(device index, bytes)`` from a parent process that
+        listens for the whole fleet (``omadm.sim.multi``); without it the runner listens itself."""
+        options.check(profile)
         self.fleet = fleet
         self.profile = profile
         self.options = options
@@ -307,13 +379,34 @@ class FleetRunner:
         self._client = client
         self._template = template or DeviceTemplate(fleet.server_id, fleet.dm_url)
         self.devices: list[SimDevice] = []
-        self._heap: list[tuple[float, int, _Kind, int, SimJob | None]] = []
+        self._heap: list[tuple[float, int, _Kind, int, SimJob | None, int]] = []
         self._seq = itertools.count()
         self._ready: asyncio.Queue[int] = asyncio.Queue()
         self._busy: bytearray = bytearray()  # 1: queued or in a session
         self._again: bytearray = bytearray()  # 1: wants another session when this one ends
         self._active: bytearray = bytearray()  # 1: in a session now (its tree is open)
-        self._deferred: dict[int, list[SimJob]] = {}  # phases that ended during their device's session
+        # Phases that ended during their device's session, with their result (None: draw one).
+        self._deferred: dict[int, list[tuple[SimJob, int | None]]] = {}
+        self._off: bytearray = bytearray()  # 1: the power is off
+        self._boots: bytearray = bytearray()  # power cycles (mod 256): a session outlived by one is void
+        # id(job) -> its fetch (--downloads real); a device may download for two jobs at once.
+        self._downloads: dict[int, asyncio.Task[None]] = {}
+        self._fetcher: PackageFetcher | None = None
+        self._notifies: set[asyncio.Task[None]] = set()  # DD install-notify POSTs in flight
+        self._triggers: dict[int, str] = {}  # device index -> session-id of the Package #0 to answer
+        self._listener: Package0Listener | None = None
+        self._triggers_in = triggers
+        try:
+            addresses = [
+                (i, parse_notify_address(d.notify_address))
+                for i, d in enumerate(fleet.devices)
+                if d.notify_address
+            ]
+            if addresses and triggers is None:
+                self._listener = Package0Listener(addresses, self._package0)
+        except NotifyError as exc:
+            raise RunError(str(exc)) from None
+        self._download_slots = asyncio.Semaphore(options.concurrency)
         self._silent_at: dict[int, float] = {}
         self._wake = asyncio.Event()
         self._start = 0.0
@@ -333,6 +426,8 @@ class FleetRunner:
         self._busy = bytearray(n)
         self._again = bytearray(n)
         self._active = bytearray(n)
+        self._off = bytearray(n)
+        self._boots = bytearray(n)
         self.stats.devices = n
         faults = self.profile.faults
         for index in range(n):
@@ -344,7 +439,8 @@ class FleetRunner:
         self.stats.rss_devices = rss_bytes()
 
     def _push(self, offset: float, kind: _Kind, index: int, job: SimJob | None = None) -> None:
-        heapq.heappush(self._heap, (self._start + offset, next(self._seq), kind, index, job))
+        epoch = job.epoch if job is not None else 0
+        heapq.heappush(self._heap, (self._start + offset, next(self._seq), kind, index, job, epoch))
         self._wake.set()
 
     def _now(self) -> float:
@@ -364,8 +460,27 @@ class FleetRunner:
         self.stats.started = time.time()
         cpu_before = time.process_time()
         self._build_devices()
+        if self._listener is not None:
+            try:
+                self._listener.start(loop)
+            except NotifyError as exc:
+                raise RunError(str(exc)) from None
+        if self._triggers_in is not None:
+            loop.add_reader(self._triggers_in.fileno(), self._forwarded_triggers)
         n_workers = min(self.options.concurrency, len(self.devices))
         clients = [self._client] if self._client is not None else self._clients(n_workers)
+        own_download_client: httpx.AsyncClient | None = None
+        if self.options.downloads == "real":
+            http = self.profile.http
+            if self._client is None:
+                own_download_client = self._download_client()
+            self._fetcher = PackageFetcher(
+                self._client or own_download_client or clients[0],
+                trusted_keys=self.profile.packages.trusted_keys,
+                require_signature=self.profile.packages.require_signature,
+                retries=http.retries,
+                retry_backoff=http.retry_backoff,
+            )
         workers = [
             asyncio.create_task(self._worker(clients[min(i // _PER_CLIENT, len(clients) - 1)]))
             for i in range(n_workers)
@@ -374,14 +489,27 @@ class FleetRunner:
         try:
             await self._schedule()
         finally:
-            for task in workers:
+            downloads = list(self._downloads.values())
+            for task in workers + downloads:
                 task.cancel()
             if progress is not None:
                 progress.cancel()
-            await asyncio.gather(*workers, *([progress] if progress else []), return_exceptions=True)
+            await asyncio.gather(
+                *workers, *downloads, *([progress] if progress else []), return_exceptions=True
+            )
             if self._client is None:
                 for client in clients:
                     await client.aclose()
+            if own_download_client is not None:
+                await own_download_client.aclose()
+            if self._listener is not None:
+                self._listener.close(loop)
+                self.stats.package0_ignored += self._listener.unknown
+            if self._triggers_in is not None:
+                loop.remove_reader(self._triggers_in.fileno())
+            if self._fetcher is not None:
+                self.stats.download_bytes = self._fetcher.bytes_received
+                self.stats.downloads_resumed = self._fetcher.resumed
         self.stats.elapsed = loop.time() - self._start
         self.stats.cpu_seconds = time.process_time() - cpu_before
         self.stats.rss_end = rss_bytes()
@@ -416,6 +544,20 @@ class FleetRunner:
             )
         return out
 
+    def _download_client(self) -> httpx.AsyncClient:
+        """The one client every device's package download goes through (redirects followed, as CDNs need).
+
+        Downloads are few next to DM messages (one per job) and long, so one pool of
+        ``--concurrency`` connections does (see :meth:`_clients` for why DM uses many small ones).
+        """
+        size = self.options.concurrency
+        return httpx.AsyncClient(
+            timeout=self.profile.http.timeout,
+            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            headers={"User-Agent": f"omadm-sim/{__version__}"},
+            follow_redirects=True,
+        )
+
     async def _progress(self) -> None:
         assert self.on_progress is not None
         while True:
@@ -431,22 +573,24 @@ class FleetRunner:
             if now >= self._end:
                 return
             while self._heap and self._heap[0][0] <= now:
-                _, _, kind, index, job = heapq.heappop(self._heap)
+                _, _, kind, index, job, epoch = heapq.heappop(self._heap)
                 if self._is_silent(index, now):
                     continue
                 if kind is _Kind.POLL:
-                    self._want_session(index)
+                    self._want_session(index)  # not while the power is off
                     wait = self.profile.poll.next_wait(self.rng)
                     if wait is not None:
                         self._push(now - self._start + wait, _Kind.POLL, index)
                 elif kind is _Kind.SESSION:
                     self._want_session(index)
-                elif job is not None and self._active[index]:
-                    # The agent does its work between sessions, never during one (and the session
-                    # holds this device's tree): the phase ends as soon as the session does.
-                    self._deferred.setdefault(index, []).append(job)
-                elif job is not None:
-                    self._end_phase_safely(index, job)
+                elif kind is _Kind.POWER_ON:
+                    self._power_on(index)
+                elif job is None or epoch != job.epoch:
+                    continue  # a timer of a phase a power cut interrupted
+                elif kind is _Kind.CUT:
+                    self._power_cut(index)
+                else:
+                    self._phase_over(index, job, None)
             deadline = min(self._heap[0][0] if self._heap else self._end, self._end)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -457,6 +601,8 @@ class FleetRunner:
         return at is not None and now - self._start >= at
 
     def _want_session(self, index: int) -> None:
+        if self._off[index]:
+            return  # the device looks at what it owes when the power comes back
         if self._busy[index]:
             self._again[index] = 1
             return
@@ -489,12 +635,20 @@ class FleetRunner:
         if stats.first_session is None:
             stats.first_session = started - self._start
         drop = self.profile.faults.drop
-        session = device.session()
+        boot = self._boots[index]
+        trigger = self._triggers.pop(index, None)
+        session = (
+            device.session(AlertCode.SERVER_INITIATED_MGMT, session_id=trigger)
+            if trigger
+            else device.session()
+        )
         self._active[index] = 1
         try:
             out: Outgoing | None = session.start()
             while out is not None:
                 reply = await self._post(client, out)
+                if self._boots[index] != boot:  # the power failed while the message was out
+                    raise _SessionFailed("power-cut", "the device lost power during the session")
                 if drop and rng.random() < drop:  # the server did its part; the answer is lost
                     raise _SessionFailed("dropped (fault)", "the connection was dropped (profile fault)")
                 try:
@@ -513,11 +667,11 @@ class FleetRunner:
         finally:
             result = session.close()
             self._active[index] = 0
-            for waiting in self._deferred.pop(index, ()):
-                self._end_phase_safely(index, waiting)
+            for waiting, code in self._deferred.pop(index, ()):
+                self._end_phase_safely(index, waiting, code)
         outcome = result.outcome
         stats.sessions[outcome] += 1
-        if outcome in ("auth-failed", "aborted", "dropped (fault)"):
+        if outcome in ("auth-failed", "aborted", "dropped (fault)", "power-cut"):
             stats.errors[outcome] += 1  # transport and protocol errors were counted by kind already
         ended = self._now()
         stats.add_session_time(ended - started, rng)
@@ -528,10 +682,11 @@ class FleetRunner:
 
     def _after_session(self, index: int, device: SimDevice, ok: bool, session: DeviceSession) -> None:
         now = self._now() - self._start
+        if self._off[index]:
+            return  # jobs and reports wait for the power (see _power_on)
         for job in device.jobs:
             if not job.started:
-                job.started = True
-                self._begin_phase(index, device, job)
+                self._start_job(index, device, job)
         duplicate = self.profile.faults.duplicate_alerts
         for alert in session.delivered:
             if duplicate and self.rng.random() < duplicate:
@@ -543,31 +698,167 @@ class FleetRunner:
 
     # -- SCOMO work between sessions --------------------------------------------------------
 
+    def _start_job(self, index: int, device: SimDevice, job: SimJob) -> None:
+        """Begin a job's first phase; draw now whether (and where) the power will fail in it."""
+        job.started = True
+        rate = self.profile.faults.power_cut
+        if rate and self.rng.random() < rate:
+            phases = phases_of(job)
+            exposed = [i for i, ph in enumerate(phases) if ph in (Phase.DOWNLOAD, Phase.INSTALL)]
+            if exposed:
+                job.cut_phase = self.rng.choice(exposed)
+                job.cut_at = self.rng.random()
+        self._begin_phase(index, device, job)
+
     def _begin_phase(self, index: int, device: SimDevice, job: SimJob) -> None:
         with device.tree() as tree:
             phase = device.scomo.begin(tree, job)
-        latency = self.profile.latency_of(phase).sample(self.rng)
-        self._push(self._now() - self._start + latency, _Kind.PHASE, index, job)
+            if phase is Phase.DOWNLOAD and self._fetcher is not None:
+                url = tree.system_value(f"{job.node}/PkgURL")
+                job.url = url if isinstance(url, str) else ""
+        now = self._now() - self._start
+        cut = job.cut_phase == job.phase
+        if phase is Phase.DOWNLOAD and self._fetcher is not None:
+            self._downloads[id(job)] = asyncio.create_task(self._download(index, job, job.epoch, cut))
+            return
+        if job.remaining is not None:  # a simulated download a power cut interrupted: the rest of it
+            latency, job.remaining = job.remaining, None
+        else:
+            latency = self.profile.latency_of(phase).sample(self.rng)
+        if cut:
+            if phase is Phase.DOWNLOAD:
+                job.remaining = latency * (1 - job.cut_at)  # what a resumed download still needs
+            self._push(now + latency * job.cut_at, _Kind.CUT, index, job)
+        self._push(now + latency, _Kind.PHASE, index, job)
 
-    def _end_phase_safely(self, index: int, job: SimJob) -> None:
+    async def _download(self, index: int, job: SimJob, epoch: int, cut: bool) -> None:
+        """Fetch the job's package; the phase ends with the agent's code or a drawn one."""
+        fetcher = self._fetcher
+        assert fetcher is not None
+        partial = job.partial if job.partial is not None else Partial()
+        job.partial = partial
+
+        def progress(done: int, total: int | None) -> None:
+            if cut and job.cut_phase == job.phase and (total is None or done >= job.cut_at * total):
+                raise _PowerCut
+
+        result: int | None = None
         try:
-            self._end_phase(index, job)
+            async with self._download_slots:
+                job.package = await fetcher.fetch(job.url, partial, progress)
+            self.stats.downloads += 1
+        except FetchError as exc:
+            log.info("device %s: download failed (%s): %s", self.devices[index].device_id, exc.result, exc)
+            result = exc.result
+        except _PowerCut:
+            self._downloads.pop(id(job), None)
+            self._power_cut(index)
+            return
+        finally:
+            self.stats.download_bytes = fetcher.bytes_received
+        if self._downloads.get(id(job)) is asyncio.current_task():
+            del self._downloads[id(job)]
+        if epoch == job.epoch:
+            self._phase_over(index, job, result)
+
+    def _phase_over(self, index: int, job: SimJob, result: int | None) -> None:
+        if self._active[index]:
+            # The agent does its work between sessions, never during one (and the session
+            # holds this device's tree): the phase ends as soon as the session does.
+            self._deferred.setdefault(index, []).append((job, result))
+        else:
+            self._end_phase_safely(index, job, result)
+
+    def _end_phase_safely(self, index: int, job: SimJob, result: int | None = None) -> None:
+        try:
+            self._end_phase(index, job, result)
         except Exception as exc:  # a bug in one device's job must not end the run
             log.exception("SCOMO job of device %s failed unexpectedly", self.devices[index].device_id)
             self.stats.errors[f"internal error ({type(exc).__name__})"] += 1
 
-    def _end_phase(self, index: int, job: SimJob) -> None:
+    def _end_phase(self, index: int, job: SimJob, result: int | None) -> None:
+        """End the job's phase with ``result`` (a real download's failure), else a drawn one."""
         device = self.devices[index]
         phase = phases_of(job)[job.phase]
-        result = self.profile.draw_result(phase, job.phase == 0, self.rng)
+        if result is None:
+            result = self.profile.draw_result(phase, job.phase == 0, self.rng)
+        descriptor = job.partial.descriptor if job.partial is not None else None
         with device.tree() as tree:
             over = device.scomo.end(tree, job, result)
         if not over:
             self._begin_phase(index, device, job)
             return
         alert = device.alerts[-1] if device.alerts else None
-        self.stats.scomo_results[_result_of(alert, result)] += 1
+        code = _result_of(alert, result)
+        self.stats.scomo_results[code] += 1
+        if descriptor is not None and self._fetcher is not None:
+            task = asyncio.get_running_loop().create_task(self._fetcher.notify(descriptor, code))
+            self._notifies.add(task)  # a reference, or the loop may collect it half-way
+            task.add_done_callback(self._notifies.discard)
         self._want_session(index)
+
+    # -- Package #0 ---------------------------------------------------------------------------
+
+    def _forwarded_triggers(self) -> None:
+        conn = self._triggers_in
+        assert conn is not None
+        try:
+            while conn.poll():
+                index, data = conn.recv()
+                self._package0(index, data)
+        except (EOFError, OSError):  # the parent is gone: no more triggers
+            asyncio.get_running_loop().remove_reader(conn.fileno())
+
+    def _package0(self, index: int, data: bytes) -> None:
+        """A datagram for device ``index``: a session if the device accepts it (as the agent's gate)."""
+        stats = self.stats
+        stats.package0_received += 1
+        device = self.devices[index]
+        if self._off[index] or self._is_silent(index, self._now()):
+            stats.package0_ignored += 1
+            return
+        session_id = device.accept_trigger(data)
+        if session_id is None:
+            stats.package0_ignored += 1
+            log.info("device %s ignored a Package #0 (not verified, or repeated)", device.device_id)
+            return
+        stats.package0_accepted += 1
+        self._triggers[index] = session_id
+        self._want_session(index)
+
+    # -- power ------------------------------------------------------------------------------
+
+    def _power_cut(self, index: int) -> None:
+        """The device stops at once; what was not journaled is lost (see the module docstring)."""
+        device = self.devices[index]
+        self.stats.power_cuts += 1
+        self._off[index] = 1
+        self._boots[index] = (self._boots[index] + 1) % 256
+        for job in device.jobs:
+            job.epoch += 1  # its phase's timers are void
+            job.cut_phase = -1  # one cut per operation
+            task = self._downloads.pop(id(job), None)
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()  # the .part (job.partial) stays
+        self._deferred.pop(index, None)  # phases done in memory, never journaled: redone
+        self._again[index] = 0
+        self._push(self._now() - self._start + self.profile.faults.power_off_seconds, _Kind.POWER_ON, index)
+
+    def _power_on(self, index: int) -> None:
+        """Start-up after a power loss: the agent's ``recover()``, then the journal's jobs resume."""
+        if self._active[index]:
+            # The abandoned session has not noticed yet (its message is still out): a moment later.
+            self._push(self._now() - self._start + 0.05, _Kind.POWER_ON, index)
+            return
+        self._off[index] = 0
+        device = self.devices[index]
+        for job in list(device.jobs):
+            if job.started:
+                self._begin_phase(index, device, job)  # the interrupted phase, from its journaled state
+            else:
+                self._start_job(index, device, job)
+        if device.alerts:
+            self._want_session(index)
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -724,6 +1015,17 @@ def summary_table(summary: Summary) -> Table:
         (
             "SCOMO results",
             ", ".join(f"{code} x{n}" for code, n in data["scomo"]["results"].items()) or "none",
+        ),
+        (
+            "downloads",
+            f"{data['downloads']['completed']} completed, {data['downloads']['bytes']} bytes, "
+            f"{data['downloads']['resumed']} resumed",
+        ),
+        ("power cuts", str(data["faults"]["power_cuts"])),
+        (
+            "Package #0",
+            f"{data['package0']['received']} received, {data['package0']['accepted']} acted on, "
+            f"{data['package0']['ignored']} ignored",
         ),
         (
             "alerts delivered",

@@ -47,14 +47,24 @@ What a later refactor should share (both sides would then import it):
 The journal, the downloader and the installers would stay agent-only; the simulator replaces
 them with latencies and failure draws (``omadm.sim.profile``).
 
-Where the simulator knowingly differs: what the agent finds out (a bad signature, 1407; a
-user's no, 1401; a full disk, 1404/1406; a downgrade or a missing dependency, 1405) the
-simulator draws from the profile's failure rates instead; and a repeated Exec of a finished
-job is recognised among the last four jobs only (the agent's journal keeps them all).
+Where the simulator knowingly differs: what the agent finds out (a user's no, 1401; a full
+disk, 1404/1406; a missing dependency, 1405) the simulator draws from the profile's failure
+rates instead (with ``--downloads real`` a bad download, hash or signature, an EnvType
+without installer and a refused downgrade are found out for real, as the agent does); and a
+repeated Exec of a finished job is recognised among the last four jobs only (the agent's
+journal keeps them all).
 
 What the simulator cannot know without fetching the package (``--downloads skip``): the
 manifest. A simulated install therefore deploys one component whose ID is the PkgID, whose
-Name is the Download entry's Name, and whose Version is :data:`SIM_VERSION`.
+Name is the Download entry's Name, and whose Version is :data:`SIM_VERSION`. With
+``--downloads real`` the package is fetched (``omadm.sim.download``) and its signed manifest
+read: the install then deploys the manifest's components (ID, Name, Version, EnvType,
+Description), refuses an EnvType the device has no installer for (1413; a simulated device
+has the agent's built-in ``archive`` installer only) and a downgrade the package does not
+allow (1405), and reports one alert Item per component, as the agent's ``_install`` does.
+The package's bytes are never kept: a device keeps its :class:`~omadm.sim.download.PackageInfo`
+(shared between all devices that fetched the same package) for as long as the Delivered
+entry may still be installed.
 """
 
 from __future__ import annotations
@@ -63,6 +73,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from omadm.agent.scomo.journal import Primitive
 from omadm.mo.scomo_codes import (
@@ -74,15 +85,21 @@ from omadm.mo.scomo_codes import (
     DownloadStatus,
     scomo_alert_data,
 )
+from omadm.package.errors import PackageError
+from omadm.package.manifest import compare_versions
 from omadm.protocol.codes import AlertCode, ScomoResult, StatusCode
 from omadm.protocol.messages import Alert, Item, Meta, Source, Target
 from omadm.protocol.session import Outcome
 from omadm.tree.tree import DMTree
 from omadm.tree.uri import escape_segment, parse_uri
 
+if TYPE_CHECKING:
+    from .download import PackageInfo, Partial
+
 __all__ = [
     "GENERIC_FAILURES",
     "PHASE_FAILURES",
+    "SIM_INSTALLERS",
     "SIM_VERSION",
     "Phase",
     "SimJob",
@@ -96,6 +113,8 @@ __all__ = [
 SIM_VERSION = "0.0.0-sim"
 #: The EnvType of simulated components.
 SIM_ENV_TYPE = "sim"
+#: The EnvTypes a simulated device can install with ``--downloads real``: the agent's built-in one.
+SIM_INSTALLERS = frozenset({"archive"})
 
 
 class Phase(StrEnum):
@@ -147,6 +166,14 @@ class SimJob:
     server_id: str
     phase: int = 0  # index into phases_of(self)
     started: bool = False  # the runner has begun its first phase
+    # -- what the runner keeps while the job runs (see omadm.sim.run) --
+    epoch: int = 0  # bumped by a power cut: timers of the phase it interrupted are stale
+    cut_phase: int = -1  # the phase a power cut will interrupt (-1: none) ...
+    cut_at: float = 0.0  # ... after this fraction of it
+    remaining: float | None = None  # seconds left of a simulated download a power cut interrupted
+    url: str = ""  # the PkgURL (--downloads real)
+    partial: Partial | None = None  # the download so far (--downloads real)
+    package: PackageInfo | None = None  # the package's manifest, once downloaded or read
 
 
 def phases_of(job: SimJob) -> tuple[Phase, ...]:
@@ -246,12 +273,14 @@ class SimScomo:
     Exec may ask about. Alerts are handed to ``report`` (the device's pending alert list).
     """
 
-    __slots__ = ("_finished", "jobs", "report", "root")
+    __slots__ = ("_finished", "jobs", "packages", "report", "root")
 
     def __init__(self, root: str, report: Callable[[Alert], None]) -> None:
         self.root = root
         self.report = report
         self.jobs: list[SimJob] = []
+        #: Delivered entry -> its package's manifest (``--downloads real`` only; None: none yet).
+        self.packages: dict[str, PackageInfo] | None = None
         #: (Exec URI, Correlator, result, alert items) of the last finished jobs: values, not
         #: Alert objects, which are several times bigger and rebuilt only for a repeated Exec.
         self._finished: list[tuple[str, str | None, int, tuple[tuple[str | None, str], ...]]] = []
@@ -331,7 +360,7 @@ class SimScomo:
             self._finish(job, result, [(None, identifier)])
             return True
         if phase is Phase.DOWNLOAD:
-            delivered = self._deliver(tree, node)
+            delivered = self._deliver(tree, node, job.package)
             if job.primitive is Primitive.DOWNLOAD:
                 _status(tree, f"{node}/Status", DownloadStatus.IDLE)
                 self._finish(job, result, [(delivered, pkg_id)])
@@ -340,14 +369,24 @@ class SimScomo:
             job.phase += 1
             return False
         if phase is Phase.INSTALL:
-            deployed, component = self._deploy(tree, node, active=job.primitive in _ACTIVE)
-            _status(tree, f"{node}/Status", DownloadStatus.IDLE)  # 10 in all three tables
             delivered = node if branch == "Inventory/Delivered" else self._delivered_node(node)
+            package = job.package or (self.packages or {}).get(delivered)
+            items: list[tuple[str | None, str]]
+            if package is None:
+                items = [self._deploy(tree, node, active=job.primitive in _ACTIVE)]
+            else:
+                refused = self._check_components(tree, node, package)
+                if refused is not None:
+                    _status(tree, f"{node}/Status", _STATUS[(branch, phase)][1])
+                    self._finish(job, refused, [(None, pkg_id or package.id)])
+                    return True
+                items = self._deploy_package(tree, node, pkg_id or package.id, package, job)
+            _status(tree, f"{node}/Status", DownloadStatus.IDLE)  # 10 in all three tables
             if tree.system_get(delivered) is not None:
                 _status(tree, f"{delivered}/State", DeliveredState.INSTALLED)
             if branch == "Inventory/Delivered" and tree.system_get(f"{node}/Data") is not None:
                 tree.system_delete(f"{node}/Data")  # the agent keeps the payload as a file, not a node
-            self._finish(job, result, [(deployed, component)])
+            self._finish(job, result, items)
             return True
         identifier = _value(tree, f"{node}/ID") or pkg_id or node
         if phase is Phase.REMOVE:
@@ -362,19 +401,28 @@ class SimScomo:
     def _delivered_node(self, download_node: str) -> str:
         return f"{self.root}/Inventory/Delivered/{download_node.rsplit('/', 1)[1]}"
 
-    def _deliver(self, tree: DMTree, download_node: str) -> str:
-        """Record a downloaded package under Inventory/Delivered (the agent's ``_deliver``)."""
+    def _deliver(self, tree: DMTree, download_node: str, package: PackageInfo | None = None) -> str:
+        """Record a downloaded package under Inventory/Delivered (the agent's ``_deliver``).
+
+        With a real download the manifest fills what the Download entry leaves empty, and the
+        package is remembered for a later Install on the Delivered entry.
+        """
         node = self._delivered_node(download_node)
         if tree.system_get(node) is None:
             tree.system_add_interior(node)
-        tree.system_set(f"{node}/PkgID", _value(tree, f"{download_node}/PkgID"))
+        pkg_id = _value(tree, f"{download_node}/PkgID") or (package.id if package else "")
+        tree.system_set(f"{node}/PkgID", pkg_id)
         tree.system_set(
-            f"{node}/Name", _value(tree, f"{download_node}/Name") or _value(tree, f"{download_node}/PkgID")
+            f"{node}/Name", _value(tree, f"{download_node}/Name") or (package.name if package else pkg_id)
         )
         for leaf in ("Description", "InstallParams"):
             value = _value(tree, f"{download_node}/{leaf}")
+            if not value and leaf == "Description" and package is not None:
+                value = package.description
             if value:
                 tree.system_set(f"{node}/{leaf}", value)
+        if package is not None:
+            self.remember(node, package)
         _status(tree, f"{node}/Status", DeliveredStatus.IDLE)
         _status(tree, f"{node}/State", DeliveredState.DELIVERED)
         for op in ("Install", "InstallInactive", "Remove"):
@@ -401,12 +449,75 @@ class SimScomo:
                 tree.system_set(f"{node}/Operations/{op}", None, format="null")
         return node, component
 
+    def remember(self, delivered_node: str, package: PackageInfo) -> None:
+        """Keep what a Delivered entry's package installs (the agent keeps the file)."""
+        if self.packages is None:
+            self.packages = {}
+        self.packages[delivered_node] = package
+
+    def _check_components(self, tree: DMTree, entry: str, package: PackageInfo) -> int | None:
+        """The agent's ``_check_components``: an EnvType without installer, or a refused downgrade."""
+        params = _value(tree, f"{entry}/InstallParams")
+        downgrade_ok = package.allow_downgrade or "allow-downgrade" in params
+        for component in package.components:
+            if component.env_type not in SIM_INSTALLERS:
+                return ScomoResult.UNSUPPORTED_ENVIRONMENT
+            node = self._deployed_of(tree, component.id)
+            old = _value(tree, f"{node}/Version") if node is not None else ""
+            if old and not downgrade_ok and _older(component.version, old):
+                return ScomoResult.INSTALL_FAILED
+        return None
+
+    def _deployed_of(self, tree: DMTree, component_id: str) -> str | None:
+        base = f"{self.root}/Inventory/Deployed"
+        for record in tree.store.children(base):
+            if _value(tree, f"{record.path}/ID") == component_id:
+                return record.path
+        return None
+
+    def _deploy_package(
+        self, tree: DMTree, entry: str, pkg_id: str, package: PackageInfo, job: SimJob
+    ) -> list[tuple[str | None, str]]:
+        """Record every component of a package under Inventory/Deployed; one alert Item each."""
+        active = job.primitive in _ACTIVE
+        items: list[tuple[str | None, str]] = []
+        for component in package.components:
+            node = self._deployed_of(tree, component.id)
+            if node is None:
+                node = f"{self.root}/Inventory/Deployed/{escape_segment(component.id)}"
+                tree.system_add_interior(node)
+            tree.system_set(f"{node}/ID", component.id)
+            tree.system_set(f"{node}/Name", component.name)
+            tree.system_set(f"{node}/Version", component.version)
+            tree.system_set(f"{node}/PkgIDRef", pkg_id or "-1")
+            if component.description:
+                tree.system_set(f"{node}/Description", component.description)
+            tree.system_set(f"{node}/EnvType", component.env_type)
+            _status(tree, f"{node}/State", DeployedState.ACTIVE if active else DeployedState.INACTIVE)
+            _status(tree, f"{node}/Status", DeployedStatus.IDLE)
+            for op in ("Activate", "Deactivate", "Remove"):
+                if tree.system_get(f"{node}/Operations/{op}") is None:
+                    tree.system_set(f"{node}/Operations/{op}", None, format="null")
+            items.append((node, component.id))
+        return items
+
     def _finish(self, job: SimJob, result: int, items: list[tuple[str | None, str]]) -> None:
         alert = operation_complete_alert(job.exec_uri, job.correlator, int(result), items)
         self.jobs.remove(job)
+        job.partial = None  # nothing of a finished download is kept
+        if self.packages is not None and job.primitive is Primitive.REMOVE:
+            self.packages.pop(job.node, None)
         self._finished.append((job.exec_uri, job.correlator, int(result), tuple(items)))
         del self._finished[:-_REMEMBERED]
         self.report(alert)
+
+
+def _older(new: str, old: str) -> bool:
+    """Whether version ``new`` is below ``old`` (versions that do not parse never count as older)."""
+    try:
+        return compare_versions(new, old) < 0
+    except PackageError:
+        return False
 
 
 def _value(tree: DMTree, path: str) -> str:
