@@ -1,6 +1,6 @@
 """Fleet benchmark: a real ``omadm server`` process driven by ``omadm sim``, one worker.
 
-Run ``python bench/fleet.py`` (both engines, 10,000 devices: about 25 minutes on the
+Run ``python bench/fleet.py`` (both engines, 10,000 devices: about 40 minutes on the
 project's 2-core machine) or ``python bench/fleet.py --quick`` (1,000 devices, SQLite, a few
 minutes). It is a script, not a test: it prints figures, and it says FAILED (exit 1) when a
 scenario breaks its promise (a device that never completed, an HTTP 5xx, a lost or doubled
@@ -17,9 +17,16 @@ token, registers the fleet through the REST API (``omadm sim register``, bulk) a
 * **steady**: the same devices polling every ``--poll`` seconds with jitter for
   ``--steady-seconds`` (120): the server's CPU per steady-state message and session;
 * **campaign**: a signed package installed (DownloadInstall) on every device by a campaign
-  in three waves, downloads skipped, with 2 % injected failures; the campaign must finish
-  with every device in its expected state and one job result per device, and the failures
-  reported with the codes the devices gave.
+  in three waves (1 %, 30 %, the rest), downloads skipped, with 2 % injected failures and 1 %
+  power cuts (a device that loses power mid-download or mid-install comes back 20 s later and
+  recovers as the agent does); devices are woken by Package #0 (UDP, each device its own
+  loopback address) and also poll;
+* **campaign-real**: the same for ``--real-devices`` (1,000) more devices that really
+  download the package from the server (Range, SHA-256, the signed manifest checked).
+
+A campaign must finish with one job per device and one result each, and the server's results
+must be the devices' results code by code (none lost, none doubled); the simulator is stopped
+once the campaign is over.
 
 Figures: sessions per second (over the busy part of the run), the server's CPU per session and
 per message (``/proc/<pid>/stat``: all threads of the worker), session time p50/p99 as the
@@ -43,7 +50,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +80,13 @@ def omadm(*args: str, timeout: float = 600) -> str:
     if done.returncode != 0:
         raise BenchError(f"omadm {' '.join(args[:3])} ... failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return done.stdout
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("0.0.0.0", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def free_port() -> int:
@@ -186,35 +201,44 @@ def write_profile(path: Path, text: str) -> Path:
 
 
 def simulate(
-    fleet: Path, profile: Path, duration: float, server: Server, out: Path, *, concurrency: int
+    fleet: Path,
+    profile: Path,
+    duration: float,
+    server: Server,
+    out: Path,
+    *,
+    concurrency: int,
+    downloads: str = "skip",
+    until: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, Any], float, float]:
-    """Run ``omadm sim run`` while measuring the server: (summary, server CPU s, wall s)."""
+    """Run ``omadm sim run`` while measuring the server: (summary, server CPU s, wall s).
+
+    ``until``: checked every 2 s; once true (and 5 s more for the last reports to land), the
+    simulator is stopped as Ctrl-C stops it, and still prints its summary.
+    """
     cpu_before, started = process_cpu(server.pid), time.perf_counter()
+    command = [
+        sys.executable, "-m", "omadm", "sim", "run", str(fleet), "--profile", str(profile),
+        "--duration", str(duration), "--concurrency", str(concurrency), "--downloads", downloads, "--json",
+    ]  # fmt: skip
     with out.open("w") as stdout:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "omadm",
-                "sim",
-                "run",
-                str(fleet),
-                "--profile",
-                str(profile),
-                "--duration",
-                str(duration),
-                "--concurrency",
-                str(concurrency),
-                "--json",
-            ],
-            stdout=stdout,
-            stderr=subprocess.DEVNULL,
-            timeout=duration + 600,
-            check=False,
-        )
+        process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.DEVNULL)
+        try:
+            while process.poll() is None:
+                time.sleep(2)
+                if until is not None and process.poll() is None and until():
+                    time.sleep(5)
+                    process.send_signal(signal.SIGINT)
+                    break
+            process.wait(timeout=duration + 600)
+        finally:
+            if process.poll() is None:
+                process.kill()
     wall, cpu = time.perf_counter() - started, process_cpu(server.pid) - cpu_before
-    if done.returncode != 0:
-        raise BenchError(f"omadm sim run failed ({done.returncode}); its output: {out.read_text()[-2000:]}")
+    if process.returncode != 0:
+        raise BenchError(
+            f"omadm sim run failed ({process.returncode}); its output: {out.read_text()[-2000:]}"
+        )
     summary: dict[str, Any] = json.loads(out.read_text())
     return summary, cpu, wall
 
@@ -309,29 +333,7 @@ retries = 30
 
 
 def campaign(args: argparse.Namespace, server: Server, fleet: Path, work: Path, engine: str) -> Outcome:
-    api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {args.token}"}, timeout=120)
-    key = work / "publisher.pem"
-    omadm("package", "keygen", "--output", str(key))
-    package = work / "hello-1.0.0.omp"
-    omadm("package", "build", str(EXAMPLES / "hello-package"), "--output", str(package), "--key", str(key))
-    uploaded = api.post("/api/v1/packages", params={"filename": package.name}, content=package.read_bytes())
-    if uploaded.status_code != 201:
-        raise BenchError(f"package upload: {uploaded.status_code} {uploaded.text}")
-    created = api.post(
-        "/api/v1/campaigns",
-        json={
-            "name": "fleet bench",
-            "kind": "install",
-            "artifact_id": uploaded.json()["id"],
-            "waves": ["1%", "30%", "100%"],
-            "success_threshold": 0.9,
-            "error_threshold": 0.1,
-        },
-    )
-    if created.status_code != 201:
-        raise BenchError(f"campaign: {created.status_code} {created.text}")
-    campaign_id = created.json()["id"]
-    api.post(f"/api/v1/campaigns/{campaign_id}/start").raise_for_status()
+    """DownloadInstall to the whole fleet in three waves, downloads skipped."""
     profile = write_profile(
         work / "campaign.toml",
         f"""seed = 3
@@ -355,38 +357,174 @@ max = 3.0
 1402 = 0.005
 1404 = 0.005
 1405 = 0.01
+[faults]
+power_cut = 0.01
+power_off_seconds = 20
 [http]
 timeout = 60
 retries = 30
 """,
     )
-    duration = args.campaign_seconds
-    summary, cpu, _ = simulate(
-        fleet, profile, duration, server, work / "campaign.json", concurrency=args.concurrency
+    return run_campaign(
+        args, server, fleet, work, engine, name="campaign", profile=profile, downloads="skip", devices=None
     )
+
+
+def campaign_real(args: argparse.Namespace, server: Server, fleet: Path, work: Path, engine: str) -> Outcome:
+    """DownloadInstall to ``--real-devices`` more devices that really fetch the package."""
+    real = work / "fleet-real.json"
+    omadm(
+        "sim", "register", "--count", str(args.real_devices), "--prefix", "IMEI:36", "--server", server.url,
+        "--token", args.token, "--out", str(real), "--notify", str(free_udp_port()),
+    )  # fmt: skip
+    profile = write_profile(
+        work / "campaign-real.toml",
+        f"""seed = 4
+[arrival]
+mode = "spread"
+over = {args.poll}
+[poll]
+interval = {args.poll}
+jitter = 0.2
+[encoding]
+wbxml = 0.25
+[latency.install]
+dist = "uniform"
+min = 1.0
+max = 3.0
+[failures]
+1405 = 0.02
+[faults]
+power_cut = 0.01
+power_off_seconds = 20
+[packages]
+trusted_keys = ["{work / "publisher.pub.pem"}"]
+require_signature = true
+[http]
+timeout = 60
+retries = 30
+""",
+    )
+    devices = [d["device_id"] for d in json.loads(real.read_text())["devices"]]
+    return run_campaign(
+        args,
+        server,
+        real,
+        work,
+        engine,
+        name="campaign-real",
+        profile=profile,
+        downloads="real",
+        devices=devices,
+    )
+
+
+def run_campaign(
+    args: argparse.Namespace,
+    server: Server,
+    fleet: Path,
+    work: Path,
+    engine: str,
+    *,
+    name: str,
+    profile: Path,
+    downloads: str,
+    devices: list[str] | None,
+) -> Outcome:
+    """A campaign in three waves over ``fleet`` (or its ``devices``), run until it is over."""
+    api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {args.token}"}, timeout=120)
+    artifact = package(args, work, api)
+    body: dict[str, Any] = {
+        "name": f"fleet bench {name}",
+        "kind": "install",
+        "artifact_id": artifact,
+        "waves": ["1%", "30%", "100%"],
+        "success_threshold": 0.9,
+        "error_threshold": 0.1,
+    }
+    if devices is not None:
+        body["target"] = {"devices": devices}
+    created = api.post("/api/v1/campaigns", json=body)
+    if created.status_code != 201:
+        raise BenchError(f"campaign: {created.status_code} {created.text}")
+    campaign_id = created.json()["id"]
+    api.post(f"/api/v1/campaigns/{campaign_id}/start").raise_for_status()
+
+    def over() -> bool:
+        state = api.get(f"/api/v1/campaigns/{campaign_id}").json()
+        return bool(state["state"] != "running" and state["counters"]["running"] == 0)
+
+    summary, cpu, _ = simulate(
+        fleet, profile, args.campaign_seconds, server, work / f"{name}.json",
+        concurrency=args.concurrency, downloads=downloads, until=over,
+    )  # fmt: skip
     figures = figures_of(summary, cpu, server)
     _, problems = errors_of(summary)
     state = api.get(f"/api/v1/campaigns/{campaign_id}").json()
     api.close()
+    jobs, made = campaign_results(server.db, campaign_id)
     counters = state["counters"]
-    figures["campaign"] = {"state": state["state"], **counters}
+    members = len(devices) if devices is not None else args.devices
     results = {int(code): n for code, n in summary["scomo"]["results"].items()}
-    failed_by_devices = sum(n for code, n in results.items() if code != 1200)
-    figures["scomo_results"] = results
+    on_server = Counter(code for code in jobs.values())
+    figures["campaign"] = {"state": state["state"], **counters}
+    figures["results_on_devices"] = dict(sorted(results.items()))
+    figures["results_on_server"] = dict(sorted(on_server.items()))
+    figures["power_cuts"] = summary.get("faults", {}).get("power_cuts", summary.get("power_cuts"))
     if state["state"] != "finished":
         problems.append(f"the campaign ended {state['state']}, not finished")
-    if counters.get("succeeded", 0) != results.get(1200, 0):
-        problems.append(
-            f"{counters.get('succeeded')} succeeded on the server, {results.get(1200, 0)} on devices"
-        )
-    if counters.get("failed", 0) != failed_by_devices:
-        problems.append(f"{counters.get('failed')} failed on the server, {failed_by_devices} on devices")
-    if counters.get("succeeded", 0) + counters.get("failed", 0) != args.devices:
-        problems.append(f"not every device has a result: {counters}")
-    return Outcome("campaign", engine, figures, problems)
+    if len(jobs) != members or made != members:
+        problems.append(f"{len(jobs)} of {members} devices have a result, from {made} jobs")
+    if on_server != Counter(results):
+        problems.append(f"results differ: server {dict(on_server)}, devices {results}")
+    return Outcome(name, engine, figures, problems)
 
 
-SCENARIOS = {"storm": storm, "steady": steady, "campaign": campaign}
+def package(args: argparse.Namespace, work: Path, api: httpx.Client) -> int:
+    """The signed hello package, uploaded once per server (its id)."""
+    key = work / "publisher.pem"
+    built = work / "hello-1.0.0.omp"
+    if not built.exists():
+        omadm("package", "keygen", "--output", str(key))
+        omadm("package", "build", str(EXAMPLES / "hello-package"), "--output", str(built), "--key", str(key))
+    uploaded = api.post("/api/v1/packages", params={"filename": built.name}, content=built.read_bytes())
+    if uploaded.status_code not in (200, 201):
+        raise BenchError(f"package upload: {uploaded.status_code} {uploaded.text}")
+    artifact: int = uploaded.json()["id"]
+    return artifact
+
+
+def campaign_results(db: str, campaign_id: int) -> tuple[dict[str, int | None], int]:
+    """Each campaign device's final job result (DevId -> code), and how many jobs were made.
+
+    Read from the database (the REST API lists jobs but not by campaign): a device with two
+    finished jobs in one campaign, or none, is what "lost or doubled" means.
+    """
+    from sqlalchemy import select  # noqa: PLC0415
+
+    from omadm.server.store.engine import database_url, make_engine, session_factory  # noqa: PLC0415
+    from omadm.server.store.models import Device, Job  # noqa: PLC0415
+
+    async def read() -> tuple[dict[str, int | None], int]:
+        engine = make_engine(database_url(db, Path()))
+        try:
+            async with session_factory(engine)() as session:
+                rows = (
+                    await session.execute(
+                        select(Device.device_id, Job.state, Job.result_code)
+                        .join(Device, Device.id == Job.device_pk)
+                        .where(Job.campaign_id == campaign_id)
+                    )
+                ).all()
+        finally:
+            await engine.dispose()
+        final = {device: code for device, state, code in rows if state in ("succeeded", "failed")}
+        return final, len(rows)
+
+    return asyncio.run(read())
+
+
+SCENARIOS = {"storm": storm, "steady": steady, "campaign": campaign, "campaign-real": campaign_real}
 
 
 # ============================================================================ main
@@ -410,7 +548,7 @@ def run_engine(args: argparse.Namespace, engine: str) -> list[Outcome]:
                 started = time.perf_counter()
                 omadm(
                     "sim", "register", "--count", str(args.devices), "--server", server.url,
-                    "--token", args.token, "--out", str(fleet),
+                    "--token", args.token, "--out", str(fleet), "--notify", str(free_udp_port()),
                 )  # fmt: skip
                 took = time.perf_counter() - started
                 print(f"  {engine}: registered {args.devices:,} devices in {took:.1f} s")
@@ -460,19 +598,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--devices", type=int, default=10_000)
-    parser.add_argument("--scenarios", default="storm,steady,campaign", help="comma-separated, in order")
+    parser.add_argument(
+        "--scenarios", default="storm,steady,campaign,campaign-real", help="comma-separated, in order"
+    )
     parser.add_argument("--concurrency", type=int, default=1000, help="the simulator's sessions at once")
     parser.add_argument("--storm-over", type=float, default=10.0, help="seconds the storm's arrivals take")
     parser.add_argument("--poll", type=float, default=60.0, help="poll interval of steady and campaign")
     parser.add_argument("--steady-seconds", type=float, default=120.0)
-    parser.add_argument("--campaign-seconds", type=float, default=300.0)
+    parser.add_argument(
+        "--campaign-seconds", type=float, default=900.0, help="at most; ends with the campaign"
+    )
+    parser.add_argument("--real-devices", type=int, default=1000, help="devices of campaign-real")
     parser.add_argument("--pg-admin", default=DEFAULT_PG_ADMIN)
     parser.add_argument("--quick", action="store_true", help="1,000 devices, SQLite, shorter runs")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, summaries)")
     args = parser.parse_args(argv)
     if args.quick:
         args.devices, args.db = min(args.devices, 1000), "sqlite"
-        args.steady_seconds, args.campaign_seconds, args.poll = 40.0, 120.0, 20.0
+        args.steady_seconds, args.campaign_seconds, args.poll = 40.0, 300.0, 20.0
+        args.real_devices = min(args.real_devices, 200)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
