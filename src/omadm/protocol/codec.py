@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from . import wbxml, xml_codec
+from . import wbxml, wbxml_reader, wbxml_writer, xml_codec
 from .errors import MalformedMessage
 from .messages import Message
 
@@ -82,13 +82,22 @@ def decode(
     """
     encoding = detect_encoding(data, content_type)
     if encoding is Encoding.WBXML:
+        # Straight to messages when the document is canonical; the element tree otherwise
+        # (wbxml_reader declines anything it would not read exactly as the tree path does).
+        message = wbxml_reader.to_message(data, max_size=max_size, max_depth=xml_codec.DEFAULT_MAX_DEPTH)
+        if message is not None:
+            return message, encoding
         root = wbxml.decode(data, max_size=max_size, max_depth=xml_codec.DEFAULT_MAX_DEPTH)
         return xml_codec.message_from_element(root), encoding
     return xml_codec.parse(data, max_size=max_size), encoding
 
 
 def encode(message: Message, encoding: Encoding = Encoding.XML) -> bytes:
-    """Encode a message; the returned bytes are exactly what must be sent (and MAC'd)."""
+    """Encode a message; the returned bytes are exactly what must be sent (and MAC'd).
+
+    Both encodings are written straight from the message objects (``xml_writer``,
+    ``wbxml_writer``), each held byte for byte to the element-tree path by property tests.
+    """
     if encoding is Encoding.WBXML:
-        return wbxml.encode(xml_codec.message_to_element(message))
+        return wbxml_writer.to_bytes(message)
     return xml_codec.serialize(message)
