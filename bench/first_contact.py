@@ -103,17 +103,20 @@ async def first_contacts(
 
 def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"omadm-first-contact-{kind}-"))
+    profile = workdir / "server.pstats" if args.profile else None
+    encoding = Encoding(args.encoding)
     with bench.database(kind, workdir, args.pg_admin) as url:
         bench.prepare(url, args.devices)
-        server = bench.start_server("omadm", url, workdir, log="info")
+        server = bench.start_server("omadm", url, workdir, log="info", profile=profile)
         try:
-            return asyncio.run(
-                first_contacts(
-                    server.port, server.process.pid, args.devices, args.clients, Encoding(args.encoding)
-                )
-            )
+            pid = server.process.pid
+            figures = asyncio.run(first_contacts(server.port, pid, args.devices, args.clients, encoding))
         finally:
             server.stop()
+    if profile is not None:
+        # The main thread's CPU under cProfile, by where it goes (bench/server.py's report).
+        figures["profile"] = bench.profile_report(profile, figures["posts"])
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32, help="sessions at once [32]")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--encoding", choices=("xml", "wbxml"), default="xml")
+    parser.add_argument("--profile", action="store_true", help="also profile the server's main thread")
     parser.add_argument("--pg-admin", default=bench.DEFAULT_PG_ADMIN)
     args = parser.parse_args(argv)
     import omadm  # noqa: PLC0415 - which checkout is measured
@@ -141,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"in {figures['wall']:.1f} s: {figures['per_second']:.0f} sessions/s; server CPU "
                 f"{figures['cpu_ms_per_session']:.2f} ms per session ({threads})"
             )
+            for line in figures.get("profile", []):
+                print(f"  {line}")
     return 0
 
 
