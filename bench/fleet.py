@@ -607,7 +607,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=60.0, help="poll interval of steady and campaign")
     parser.add_argument("--steady-seconds", type=float, default=120.0)
     parser.add_argument(
-        "--campaign-seconds", type=float, default=900.0, help="at most; ends with the campaign"
+        "--campaign-seconds", type=float, default=2400.0, help="at most; ends with the campaign"
+    )
+    parser.add_argument(
+        "--campaign-poll",
+        type=float,
+        default=1800.0,
+        help="poll interval under a campaign: Package #0 brings the jobs, as in a real fleet",
     )
     parser.add_argument("--real-devices", type=int, default=1000, help="devices of campaign-real")
     parser.add_argument("--pg-admin", default=DEFAULT_PG_ADMIN)
