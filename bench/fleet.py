@@ -451,8 +451,20 @@ def run_campaign(
     campaign_id = created.json()["id"]
     api.post(f"/api/v1/campaigns/{campaign_id}/start").raise_for_status()
 
+    api_errors: Counter[str] = Counter()
+
     def over() -> bool:
-        state = api.get(f"/api/v1/campaigns/{campaign_id}").json()
+        # The operator's view while the fleet works: a refusal or a timeout here is counted
+        # (the REST API shares the worker and its pool with the campaign), not fatal.
+        try:
+            response = api.get(f"/api/v1/campaigns/{campaign_id}")
+        except httpx.HTTPError as exc:
+            api_errors[type(exc).__name__] += 1
+            return False
+        if response.status_code != 200:
+            api_errors[f"http {response.status_code}"] += 1
+            return False
+        state = response.json()
         return bool(state["state"] != "running" and state["counters"]["running"] == 0)
 
     summary, cpu, _ = simulate(
@@ -469,6 +481,7 @@ def run_campaign(
     results = {int(code): n for code, n in summary["scomo"]["results"].items()}
     on_server = Counter(code for code in jobs.values())
     figures["campaign"] = {"state": state["state"], **counters}
+    figures["rest_api_errors_while_running"] = dict(api_errors)
     figures["results_on_devices"] = dict(sorted(results.items()))
     figures["results_on_server"] = dict(sorted(on_server.items()))
     figures["power_cuts"] = summary.get("faults", {}).get("power_cuts", summary.get("power_cuts"))
