@@ -552,7 +552,9 @@ def run_engine(args: argparse.Namespace, engine: str) -> list[Outcome]:
             server = Server(db, work / "server", work / "server.log")
             omadm("server", "--db", db, "--data-dir", str(server.data_dir), "migrate")
             config = work / "omadm-server.toml"
-            config.write_text("[server]\nsweep_interval = 1.0\nnotify_interval = 3600\n")
+            # notify_interval 60 (the default): a device whose Package #0 was lost, or that gave
+            # up on a busy server, is woken again a minute later rather than at its next poll.
+            config.write_text("[server]\nsweep_interval = 1.0\nnotify_interval = 60\n")
             server.start(config)
             try:
                 args.token = (
