@@ -96,7 +96,7 @@ async def test_an_unknown_authority_is_http_404_and_changes_nothing(harness: Har
 
 
 async def test_only_post_to_dm_or_dm_name_reaches_the_endpoint(harness: Harness) -> None:
-    # DM messages skip FastAPI's middleware and routing (app.DmFirst); everything else on
+    # DM messages skip FastAPI's middleware and routing (app.OmadmApp); everything else on
     # those paths is still the router's: 405 for another method, its redirect for a
     # trailing slash, 404 for deeper paths.
     h = harness

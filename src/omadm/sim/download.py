@@ -68,6 +68,7 @@ from omadm.agent.scomo.dd import (
     parse_descriptor,
     redact_url,
 )
+from omadm.agent.scomo.download import content_range
 from omadm.package._archive import GZIP_MAGIC, MAX_MANIFEST_BYTES, ArchiveReader
 from omadm.package._crypto import key_id
 from omadm.package.errors import PackageError
@@ -92,7 +93,6 @@ HEAD_KEEP = 4 << 20
 _HEAD_BUDGET = MAX_MANIFEST_BYTES + (1 << 20)
 _AUTH_STATUSES = frozenset({401, 403, 407})
 _SHA256_ETAG = re.compile(r'"([0-9a-fA-F]{64})"')
-_CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)\s*/\s*(\d+|\*)\s*", re.IGNORECASE)
 
 
 class FetchError(Exception):
@@ -308,7 +308,7 @@ class PackageFetcher:
                     partial.total = len(body)
                     return self._complete(target, partial)
                 if status == 206:
-                    first, total = _content_range(response)
+                    first, _last, total = content_range(response)  # read as the agent reads it
                     if first != partial.offset:
                         partial.restart(target)
                         raise FetchError(
@@ -457,11 +457,3 @@ def _descriptor(body: bytes, url: str) -> DownloadDescriptor:
         return parse_descriptor(body, base_url=url)
     except DescriptorError as exc:
         raise FetchError(exc.result, f"{redact_url(url)}: {exc}") from None
-
-
-def _content_range(response: httpx.Response) -> tuple[int | None, int | None]:
-    match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", ""))
-    if match is None:
-        return None, None
-    total = match.group(3)
-    return int(match.group(1)), (int(total) if total != "*" else None)

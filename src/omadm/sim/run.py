@@ -16,11 +16,12 @@ Shape, and why:
 * **Overload is honoured, not fought**, exactly as the agent's transport
   (``omadm.agent.transport``) does it: a 503 or 429 with ``Retry-After`` (seconds or an HTTP
   date, read by the agent's own ``retry_after_seconds``) is an appointment, kept after the
-  given time times 1 to 1.5 (jitter, so that a fleet told "come back in 5 s" does not come
-  back in the same millisecond), capped at ``http.max_retry_after``, ``http.busy_retries``
-  times per message; timeouts, connection errors and 408/429/500/502/503/504 without a
-  Retry-After are failures, retried ``http.retries`` times with exponential backoff (with
-  jitter). A retry re-sends the *same* bytes: a server answers a repeated MsgID from its cache.
+  given time plus the agent's jitter (``busy_wait``: up to a second and a tenth more, so that
+  devices told the same second do not come back in the same millisecond), capped at
+  ``http.max_retry_after``, ``http.busy_retries`` times per message; timeouts, connection
+  errors and 408/429/500/502/503/504 without a Retry-After are failures, retried
+  ``http.retries`` times with exponential backoff (with jitter). A retry re-sends the *same*
+  bytes: a server answers a repeated MsgID from its cache.
 * A device waiting out a Retry-After keeps its session slot (a real device is still in its
   session then) but not a connection. Its SCOMO phases never end during one of its sessions
   (the agent works between sessions, and the session holds the device's tree): they wait.
@@ -88,7 +89,7 @@ import httpx
 from rich.table import Table
 
 from omadm import __version__
-from omadm.agent.transport import retry_after_seconds
+from omadm.agent.transport import busy_wait, retry_after_seconds
 from omadm.mo.scomo_codes import parse_scomo_alert_data
 from omadm.protocol.auth import HMAC_HEADER
 from omadm.protocol.codec import Encoding
@@ -903,7 +904,7 @@ class FleetRunner:
                 if retry_after > http.max_retry_after:
                     stats.retry_after_capped += 1
                     retry_after = http.max_retry_after
-                wait = retry_after * (1 + 0.5 * self.rng.random())
+                wait = busy_wait(retry_after, self.rng)  # the agent's own jitter
                 stats.retry_after_waited += wait
                 stats.retries += 1
                 await asyncio.sleep(wait)

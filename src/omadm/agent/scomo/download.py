@@ -95,6 +95,7 @@ __all__ = [
     "Downloader",
     "FreeSpace",
     "Progress",
+    "content_range",
     "disk_free",
     "meta_path",
     "part_path",
@@ -563,7 +564,7 @@ class Downloader:
         descriptor: DownloadDescriptor | None,
     ) -> DownloadResult:
         """416 to ``Range: bytes=N-``: fine if the ``.part`` already holds all N bytes."""
-        total = _content_range(response)[2]
+        total = content_range(response)[2]
         if total is None:
             total = resume.meta.total
         if total != resume.offset:
@@ -832,7 +833,7 @@ def _mismatch(descriptor: DownloadDescriptor | None, message: str) -> DownloadEr
     )
 
 
-def _content_range(response: httpx.Response) -> tuple[int | None, int | None, int | None]:
+def content_range(response: httpx.Response) -> tuple[int | None, int | None, int | None]:
     """(first, last, total) from Content-Range; None for what is absent or ``*``."""
     match = _CONTENT_RANGE_RE.fullmatch(response.headers.get("content-range", ""))
     if match is None:
@@ -847,7 +848,7 @@ def _content_range(response: httpx.Response) -> tuple[int | None, int | None, in
 
 def _check_partial(response: httpx.Response, resume: _Resume) -> None:
     """A 206 must continue exactly where the ``.part`` ends, for the same representation."""
-    first, _last, _total = _content_range(response)
+    first, _last, _total = content_range(response)
     if first != resume.offset:
         raise _Restart(f"the server sent a range starting at {first}, not at {resume.offset}")
     etag = response.headers.get("etag")
@@ -857,7 +858,7 @@ def _check_partial(response: httpx.Response, resume: _Resume) -> None:
 
 def _announced_total(response: httpx.Response, offset: int, encoded: bool) -> int | None:
     if response.status_code == 206:
-        total = _content_range(response)[2]
+        total = content_range(response)[2]
         if total is not None:
             return total
         length = _int_header(response, "content-length")
