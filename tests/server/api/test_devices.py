@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from omadm.server.registry import add_device, find_device, record_event
 from omadm.server.store.models import DeviceState, InventoryEntry, utc_now
@@ -177,3 +179,16 @@ async def test_tags_are_replaced(api: Api) -> None:
         "device.tags",
         {"before": {"site": "lab"}, "after": {"site": "field", "ring": "1"}},
     )
+
+
+async def test_no_database_connection_in_time_is_a_503_with_retry_after(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_connection(*args: Any, **kw: Any) -> Any:
+        raise SQLAlchemyTimeoutError("QueuePool limit of size 1 overflow 0 reached")
+
+    monkeypatch.setattr(AsyncSession, "execute", no_connection)
+    monkeypatch.setattr(AsyncSession, "scalar", no_connection)
+    response = await api.get("/devices")
+    body = problem(response, 503)
+    assert "busy" in body["detail"] and int(response.headers["retry-after"]) >= 1

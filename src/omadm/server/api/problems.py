@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -91,6 +92,20 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     return problem_response(422, f"the request is not valid: {summary}", errors=errors)
 
 
+async def _on_pool_timeout(request: Request, exc: Exception) -> Response:
+    """No database connection in time: the server is busy, not broken (503, come back soon).
+
+    On SQLite the worker has one connection; a long transaction (a wave of a big campaign
+    released) can keep it past the pool's timeout. The DM endpoint answers such messages 503
+    with Retry-After; the API says the same instead of a 500.
+    """
+    return problem_response(
+        503,
+        "the server is busy (no database connection in time); retry shortly",
+        headers={"Retry-After": "5"},
+    )
+
+
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if not _in_api(request):
@@ -110,3 +125,4 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ArtifactError, _on_artifact_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(SQLAlchemyTimeoutError, _on_pool_timeout)
