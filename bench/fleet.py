@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import tomli_w
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -196,8 +197,21 @@ class Outcome:
     problems: list[str]
 
 
-def write_profile(path: Path, text: str) -> Path:
-    path.write_text(text)
+def write_profile(
+    path: Path, *, seed: int, over: float, poll: float, wbxml: float, **sections: dict[str, Any]
+) -> Path:
+    """A simulator profile (``examples/sim/`` explains the keys): arrivals spread over ``over``
+    seconds, polls every ``poll`` seconds (0: none) with 20 % jitter, the ``wbxml`` share,
+    the given sections, and patient HTTP (a 503 is waited out, never a failure here)."""
+    document: dict[str, Any] = {
+        "seed": seed,
+        "arrival": {"mode": "spread", "over": over},
+        "poll": {"interval": poll, "jitter": 0.2} if poll else {"interval": 0},
+        "encoding": {"wbxml": wbxml},
+        **sections,
+    }
+    document["http"] = {"timeout": 60, "retries": 30, **sections.get("http", {})}
+    path.write_text(tomli_w.dumps(document))
     return path
 
 
@@ -279,20 +293,7 @@ def figures_of(summary: dict[str, Any], cpu: float, server: Server) -> dict[str,
 
 def storm(args: argparse.Namespace, server: Server, fleet: Path, work: Path, engine: str) -> Outcome:
     profile = write_profile(
-        work / "storm.toml",
-        f"""seed = 1
-[arrival]
-mode = "spread"
-over = {args.storm_over}
-[poll]
-interval = 0
-[encoding]
-wbxml = 0.5
-[http]
-timeout = 60
-retries = 30
-max_retry_after = 60
-""",
+        work / "storm.toml", seed=1, over=args.storm_over, poll=0, wbxml=0.5, http={"max_retry_after": 60}
     )
     duration = args.storm_over + max(60.0, args.devices / 40)
     summary, cpu, _ = simulate(
@@ -306,22 +307,7 @@ max_retry_after = 60
 
 
 def steady(args: argparse.Namespace, server: Server, fleet: Path, work: Path, engine: str) -> Outcome:
-    profile = write_profile(
-        work / "steady.toml",
-        f"""seed = 2
-[arrival]
-mode = "spread"
-over = {args.poll}
-[poll]
-interval = {args.poll}
-jitter = 0.2
-[encoding]
-wbxml = 0.1
-[http]
-timeout = 60
-retries = 30
-""",
-    )
+    profile = write_profile(work / "steady.toml", seed=2, over=args.poll, poll=args.poll, wbxml=0.1)
     summary, cpu, _ = simulate(
         fleet, profile, args.steady_seconds, server, work / "steady.json", concurrency=args.concurrency
     )
@@ -333,38 +319,22 @@ retries = 30
     return Outcome("steady", engine, figures, problems)
 
 
+#: What both campaign scenarios share: installs of 1-3 s, and 1 % power cuts of 20 s.
+_INSTALL_LATENCY = {"install": {"dist": "uniform", "min": 1.0, "max": 3.0}}
+_POWER_CUTS = {"power_cut": 0.01, "power_off_seconds": 20}
+
+
 def campaign(args: argparse.Namespace, server: Server, fleet: Path, work: Path, engine: str) -> Outcome:
     """DownloadInstall to the whole fleet in three waves, downloads skipped."""
     profile = write_profile(
         work / "campaign.toml",
-        f"""seed = 3
-[arrival]
-mode = "spread"
-over = {args.poll}
-[poll]
-interval = {args.campaign_poll}
-jitter = 0.2
-[encoding]
-wbxml = 0.25
-[latency.download]
-dist = "lognormal"
-median = 4.0
-sigma = 0.5
-[latency.install]
-dist = "uniform"
-min = 1.0
-max = 3.0
-[failures]
-1402 = 0.005
-1404 = 0.005
-1405 = 0.01
-[faults]
-power_cut = 0.01
-power_off_seconds = 20
-[http]
-timeout = 60
-retries = 30
-""",
+        seed=3,
+        over=args.poll,
+        poll=args.campaign_poll,
+        wbxml=0.25,
+        latency={"download": {"dist": "lognormal", "median": 4.0, "sigma": 0.5}, **_INSTALL_LATENCY},
+        failures={"1402": 0.005, "1404": 0.005, "1405": 0.01},
+        faults=_POWER_CUTS,
     )
     return run_campaign(
         args, server, fleet, work, engine, name="campaign", profile=profile, downloads="skip", devices=None
@@ -380,31 +350,14 @@ def campaign_real(args: argparse.Namespace, server: Server, fleet: Path, work: P
     )  # fmt: skip
     profile = write_profile(
         work / "campaign-real.toml",
-        f"""seed = 4
-[arrival]
-mode = "spread"
-over = {args.poll}
-[poll]
-interval = {args.campaign_poll}
-jitter = 0.2
-[encoding]
-wbxml = 0.25
-[latency.install]
-dist = "uniform"
-min = 1.0
-max = 3.0
-[failures]
-1405 = 0.02
-[faults]
-power_cut = 0.01
-power_off_seconds = 20
-[packages]
-trusted_keys = ["{work / "publisher.pub.pem"}"]
-require_signature = true
-[http]
-timeout = 60
-retries = 30
-""",
+        seed=4,
+        over=args.poll,
+        poll=args.campaign_poll,
+        wbxml=0.25,
+        latency=_INSTALL_LATENCY,  # no download latency: the fetch takes what it takes
+        failures={"1405": 0.02},
+        faults=_POWER_CUTS,
+        packages={"trusted_keys": [str(work / "publisher.pub.pem")], "require_signature": True},
     )
     devices = [d["device_id"] for d in json.loads(real.read_text())["devices"]]
     return run_campaign(
