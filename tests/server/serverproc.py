@@ -169,9 +169,20 @@ class RoundRobin:
 
 
 def agent_config(
-    directory: Path, dm_url: str, device_id: str, trusted_key: Path, *, encoding: str = "xml", poll: float = 0
+    directory: Path,
+    dm_url: str,
+    device_id: str,
+    trusted_key: Path,
+    *,
+    encoding: str = "xml",
+    poll: float = 0,
+    retries: int = 2,
 ) -> Path:
-    """An agent for ``device_id`` (user ``dev``, password ``secret``) that trusts ``trusted_key``."""
+    """An agent for ``device_id`` (user ``dev``, password ``secret``) that trusts ``trusted_key``.
+
+    ``retries`` (backoff from 0.2 s, doubled) bounds how long a download or a message waits
+    for a server that is down: 2 is 0.6 s, 5 is 6.2 s (longer than a server's restart).
+    """
     from omadm.agent.config import AccountConfig, AgentConfig, DeviceConfig, save_config  # noqa: PLC0415
     from omadm.protocol.codec import Encoding  # noqa: PLC0415
 
@@ -187,7 +198,7 @@ def agent_config(
             poll_interval=poll,
             encoding=Encoding(encoding),
             max_msg_size=4096,
-            retries=2,
+            retries=retries,
             retry_backoff=0.2,
             timeout=10,
         ),
