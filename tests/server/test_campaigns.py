@@ -18,8 +18,8 @@ from omadm.server.campaigns import (
     counters,
     create_campaign,
     pause_campaign,
-    resolve_targets,
     resume_campaign,
+    select_targets,
     start_campaign,
 )
 from omadm.server.config import ServerConfig
@@ -37,6 +37,12 @@ from omadm.server.store.models import (
 from omadm.server.sweeper import sweep
 
 pytestmark = pytest.mark.anyio
+
+
+async def resolve_targets(db: AsyncSession, target: dict[str, Any], *, authority_pk: int = 1) -> list[Device]:
+    """The devices a target selects, in registration order (the query, run)."""
+    ids = select_targets(db, target, authority_pk=authority_pk)
+    return list((await db.scalars(select(Device).where(Device.id.in_(ids)).order_by(Device.id))).all())
 
 Sessions = async_sessionmaker[AsyncSession]
 COMPONENT = "com.example.hello"

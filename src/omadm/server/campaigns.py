@@ -16,7 +16,14 @@ maintenance window) are :mod:`omadm.server.rollout`'s; this module only records 
 * :func:`advance` is one step of a campaign, run by the sweeper (and at start and resume):
   read the outcomes of its jobs, retry the failures worth it, apply :func:`rollout.decide` to
   the current wave, and create the jobs of the released waves when inside the window.
-* :func:`counters` counts devices per state per wave.
+* :func:`counters` counts devices per state per wave; :func:`preview_campaign` says what a
+  campaign would target, creating nothing.
+
+Everything is set-based (issue 14): targets are SQL conditions (:mod:`omadm.server.targets`),
+a campaign's devices are written by ``INSERT ... SELECT``, a wave's jobs are made, tied,
+flagged and recorded by one statement each, outcomes are read and cancellations made by
+UPDATEs over the whole campaign. No statement's size or parameter count grows with the
+number of devices, and no device row is loaded into Python.
 
 A campaign belongs to one management authority: it targets only that authority's devices and
 uses only its packages (``authority_pk``; the default authority unless given).
@@ -29,16 +36,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from itertools import accumulate
 from typing import Any
 
-from packaging.version import InvalidVersion, Version
-from sqlalchemy import func, or_, select
+from sqlalchemy import (
+    JSON,
+    Select,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from .registry import RegistryError, cancel_job, create_job
-from .rollout import Decision, Tally, Window, decide, parse_wave, should_retry, split_waves
+from .registry import RegistryError, check_job
+from .rollout import RETRYABLE, Decision, Tally, Window, decide, parse_wave, wave_sizes
 from .store.models import (
     DEFAULT_AUTHORITY_PK,
     Artifact,
@@ -47,18 +69,22 @@ from .store.models import (
     CampaignDeviceState,
     CampaignState,
     Device,
+    DeviceEvent,
     DeviceState,
     InventoryEntry,
     InventoryKind,
     Job,
     JobKind,
     JobState,
+    UTCDateTime,
     utc_now,
 )
+from .targets import CAMPAIGN_TARGET_KEYS, Target
 
 __all__ = [
     "CAMPAIGN_KINDS",
     "TARGET_KEYS",
+    "Preview",
     "WaveCounters",
     "advance",
     "cancel_campaign",
@@ -66,8 +92,9 @@ __all__ = [
     "create_campaign",
     "get_campaign",
     "pause_campaign",
-    "resolve_targets",
+    "preview_campaign",
     "resume_campaign",
+    "select_targets",
     "start_campaign",
 ]
 
@@ -84,7 +111,7 @@ _PACKAGE_KINDS = {JobKind.INSTALL, JobKind.INSTALL_INACTIVE, JobKind.UPDATE}
 #: Kinds that act on a deployed component: only devices that have it are targeted.
 _NEEDS_COMPONENT = {JobKind.UPDATE, JobKind.REMOVE, JobKind.ACTIVATE, JobKind.DEACTIVATE}
 #: What a target filter may say (all given conditions must hold).
-TARGET_KEYS = ("devices", "tags", "devinfo", "has_component", "version_below")
+TARGET_KEYS = CAMPAIGN_TARGET_KEYS
 #: Devices named in a 409 at most (then "and N more").
 _NAMED = 10
 
@@ -103,134 +130,104 @@ class WaveCounters:
 # ------------------------------------------------------------------ creation
 
 
-def _parse_version(text: str) -> Version | None:
-    try:
-        return Version(text)
-    except InvalidVersion:
-        return None
+def _dialect(db: AsyncSession) -> str:
+    return db.get_bind().dialect.name
 
 
-def _check_target(target: dict[str, Any]) -> None:
-    unknown = sorted(set(target) - set(TARGET_KEYS))
-    if unknown:
-        raise RegistryError(422, f"unknown target filter keys {unknown}; use {', '.join(TARGET_KEYS)}")
-    for key in ("tags", "devinfo"):
-        if not isinstance(target.get(key, {}), dict):
-            raise RegistryError(422, f"target {key} is a mapping of name to value")
-    devices = target.get("devices", [])
-    if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
-        raise RegistryError(422, "target devices is a list of DevIds")
-    below = target.get("version_below")
-    if below is not None:
-        if not target.get("has_component"):
-            raise RegistryError(422, "version_below needs has_component: the version of which component?")
-        if _parse_version(str(below)) is None:
-            raise RegistryError(422, f"version_below {below!r} is not a version (e.g. 2.0)")
-
-
-async def resolve_targets(
+def select_targets(
     db: AsyncSession, target: dict[str, Any], *, authority_pk: int = DEFAULT_AUTHORITY_PK
-) -> list[Device]:
-    """The accepted devices of the authority that the filter selects, in registration order.
+) -> Select[Any]:
+    """The ids of the accepted devices of the authority that the filter selects (a query).
 
     ``devices``: only these DevIds; ``tags``, ``devinfo``: each name equals its value (values
     compared as text); ``has_component``: the device's last inventory has this component
-    deployed; ``version_below``: and its version is lower (PEP 440 comparison; a device whose
-    version does not parse is not known to be older and is left out).
+    deployed; ``version`` / ``version_below``: at this version / older than it (PEP 440; a
+    device whose version does not parse is not known to be older and is left out). The
+    query is run by the database: nothing is loaded here (:mod:`omadm.server.targets`).
     """
-    _check_target(target)
-    query = (
-        select(Device)
-        .where(Device.authority_pk == authority_pk, Device.state == DeviceState.ACCEPTED.value)
-        .order_by(Device.id)
-    )
-    if target.get("devices"):
-        query = query.where(Device.device_id.in_(target["devices"]))
-    component = target.get("has_component")
-    versions: dict[int, list[str]] = {}
-    if component:
-        rows = await db.execute(
-            select(InventoryEntry.device_pk, InventoryEntry.version).where(
-                InventoryEntry.kind == InventoryKind.DEPLOYED.value, InventoryEntry.ident == str(component)
-            )
-        )
-        for device_pk, version in rows:
-            versions.setdefault(device_pk, []).append(version)
-        query = query.where(Device.id.in_(list(versions)))
-    below = _parse_version(str(target["version_below"])) if target.get("version_below") else None
-    tags = {str(k): str(v) for k, v in (target.get("tags") or {}).items()}
-    devinfo = {str(k): str(v) for k, v in (target.get("devinfo") or {}).items()}
-    out = []
-    for device in (await db.scalars(query)).all():
-        if any(str((device.tags or {}).get(k)) != v or k not in (device.tags or {}) for k, v in tags.items()):
-            continue
-        info = device.devinfo or {}
-        if any(k not in info or str(info[k]) != v for k, v in devinfo.items()):
-            continue
-        if below is not None:
-            parsed = [_parse_version(v) for v in versions.get(device.id, [])]
-            if not any(p is not None and p < below for p in parsed):
-                continue
-        out.append(device)
-    return out
+    where = Target.from_campaign(target).where(authority_pk, _dialect(db))
+    return select(Device.id).where(where)
 
 
-async def _busy(
-    db: AsyncSession, component_id: str, device_pks: Sequence[int], *, but: int | None = None
-) -> dict[int, int]:
-    """device pk -> the active campaign (same component) it is in, for the given devices."""
-    if not device_pks:
-        return {}
-    query = (
-        select(CampaignDevice.device_pk, Campaign.id)
-        .join(Campaign, Campaign.id == CampaignDevice.campaign_id)
-        .where(
-            Campaign.component_id == component_id,
-            Campaign.state.in_([s.value for s in CampaignState if s.active]),
-            CampaignDevice.device_pk.in_(list(device_pks)),
-        )
-    )
+def _busy_condition(component_id: str, *, but: int | None = None) -> ColumnElement[bool]:
+    """``devices`` rows already in an active campaign (running or paused) for the component."""
+    other = aliased(Campaign)
+    conditions = [
+        CampaignDevice.device_pk == Device.id,
+        other.id == CampaignDevice.campaign_id,
+        other.component_id == component_id,
+        other.state.in_([s.value for s in CampaignState if s.active]),
+    ]
     if but is not None:
-        query = query.where(Campaign.id != but)
-    return {device_pk: campaign_id for device_pk, campaign_id in await db.execute(query)}
+        conditions.append(other.id != but)
+    return exists().where(*conditions)
 
 
-def _busy_message(busy: dict[int, int], names: dict[int, str]) -> str:
-    listed = [f"{names.get(pk, pk)} (campaign {cid})" for pk, cid in sorted(busy.items())[:_NAMED]]
-    more = f" and {len(busy) - _NAMED} more" if len(busy) > _NAMED else ""
-    return (
-        f"{len(busy)} devices are already in a running or paused campaign for the same component: "
-        f"{', '.join(listed)}{more}"
+async def _refuse_busy(
+    db: AsyncSession, among: ColumnElement[bool], component_id: str, *, but: int | None = None
+) -> int:
+    """How many devices (among those ``among`` selects) are in an active campaign for the
+    component; ``but`` that campaign. Returns the count when there are none (0)... or raises
+    a 409 naming the first of them when there are."""
+    busy = _busy_condition(component_id, but=but)
+    count = int(await db.scalar(select(func.count()).select_from(Device).where(among, busy)) or 0)
+    if not count:
+        return 0
+    other = aliased(Campaign)
+    conditions = [
+        among,
+        other.component_id == component_id,
+        other.state.in_([s.value for s in CampaignState if s.active]),
+    ]
+    if but is not None:
+        conditions.append(other.id != but)
+    named = await db.execute(
+        select(Device.device_id, func.min(other.id))
+        .join(CampaignDevice, CampaignDevice.device_pk == Device.id)
+        .join(other, other.id == CampaignDevice.campaign_id)
+        .where(*conditions)
+        .group_by(Device.device_id)
+        .order_by(Device.device_id)
+        .limit(_NAMED)
+    )
+    listed = [f"{device_id} (campaign {cid})" for device_id, cid in named]
+    more = f" and {count - len(listed)} more" if count > len(listed) else ""
+    raise RegistryError(
+        409,
+        f"{count} devices are already in a running or paused campaign for the same component: "
+        f"{', '.join(listed)}{more}",
     )
 
 
-async def create_campaign(
-    db: AsyncSession,
-    name: str,
-    kind: JobKind | str,
-    *,
-    target: dict[str, Any],
-    artifact_id: int | None = None,
-    component_id: str | None = None,
-    waves: Sequence[int | str] = (),
-    success_threshold: float = 1.0,
-    error_threshold: float = 0.0,
-    device_timeout: float | None = None,
-    max_retries: int = 0,
-    window: str | None = None,
-    skip_busy: bool = False,
-    authority_pk: int = DEFAULT_AUTHORITY_PK,
-) -> Campaign:
-    """A ``draft`` campaign over the devices ``target`` selects now (see :func:`resolve_targets`)
-    among the authority's; its package must be the authority's too.
+@dataclass
+class Preview:
+    """What a campaign would target now: how many devices, how many are busy, a sample."""
 
-    The component it concerns is ``component_id`` for remove, activate and deactivate, and
-    the artifact manifest's first component for install and update (``component_id`` may
-    name it). Kinds that act on a deployed component only target devices that have it.
-    """
-    name = name.strip()
-    if not name or len(name) > 255:
-        raise RegistryError(422, "a campaign needs a name of 1-255 characters")
+    devices: int  # selected and free: what the campaign would hold
+    busy: int  # selected but in another active campaign for the component
+    sample: list[str]  # the first DevIds (registration order)
+    waves: list[int]  # the sizes the waves would have
+
+
+@dataclass
+class _Plan:
+    """A campaign's operation and devices, checked: what create and preview share."""
+
+    kind: JobKind
+    component: str
+    target: dict[str, Any]  # as stored: the filter given, with the component it implies
+    selected: ColumnElement[bool]  # the devices the target selects (a condition on devices)
+
+
+async def _plan(
+    db: AsyncSession,
+    kind: JobKind | str,
+    target: dict[str, Any],
+    *,
+    artifact_id: int | None,
+    component_id: str | None,
+    authority_pk: int,
+) -> _Plan:
     try:
         job_kind = JobKind(kind)
     except ValueError:
@@ -238,23 +235,6 @@ async def create_campaign(
     if job_kind not in CAMPAIGN_KINDS:
         raise RegistryError(422, f"a campaign's kind is one of {', '.join(k.value for k in CAMPAIGN_KINDS)}")
     assert job_kind is not None
-    for label, value in (("success_threshold", success_threshold), ("error_threshold", error_threshold)):
-        if not 0 <= value <= 1:
-            raise RegistryError(422, f"{label} is a fraction between 0 and 1, not {value}")
-    if device_timeout is not None and device_timeout <= 0:
-        raise RegistryError(422, "device_timeout is a number of seconds above 0")
-    if max_retries < 0:
-        raise RegistryError(422, "max_retries cannot be negative")
-    if window:
-        try:
-            Window.parse(window)
-        except ValueError as exc:
-            raise RegistryError(422, str(exc)) from None
-    try:
-        for spec in waves:
-            parse_wave(spec)
-    except ValueError as exc:
-        raise RegistryError(422, str(exc)) from None
     target = dict(target)
     if job_kind in _PACKAGE_KINDS:
         if artifact_id is None:
@@ -277,21 +257,109 @@ async def create_campaign(
         if target.get("has_component") not in (None, component):
             raise RegistryError(422, f"a {job_kind.value} campaign targets devices that have {component!r}")
         target["has_component"] = component
-    devices = await resolve_targets(db, target, authority_pk=authority_pk)
-    busy = await _busy(db, component, [d.id for d in devices])
-    if busy and not skip_busy:
-        raise RegistryError(409, _busy_message(busy, {d.id: d.device_id for d in devices}))
-    devices = [d for d in devices if d.id not in busy]
-    if not devices:
-        raise RegistryError(422, "the target filter selects no device" + (" that is free" if busy else ""))
+    selected = Target.from_campaign(target).where(authority_pk, _dialect(db))
+    return _Plan(job_kind, component, target, selected)
+
+
+async def preview_campaign(
+    db: AsyncSession,
+    kind: JobKind | str,
+    *,
+    target: dict[str, Any],
+    artifact_id: int | None = None,
+    component_id: str | None = None,
+    waves: Sequence[int | str] = (),
+    authority_pk: int = DEFAULT_AUTHORITY_PK,
+    sample: int = 20,
+) -> Preview:
+    """What :func:`create_campaign` would target now, without creating anything."""
+    try:
+        for spec in waves:
+            parse_wave(spec)
+    except ValueError as exc:
+        raise RegistryError(422, str(exc)) from None
+    plan = await _plan(
+        db, kind, target, artifact_id=artifact_id, component_id=component_id, authority_pk=authority_pk
+    )
+    busy = _busy_condition(plan.component)
+    selected = int(await db.scalar(select(func.count()).select_from(Device).where(plan.selected)) or 0)
+    busy_count = (
+        int(await db.scalar(select(func.count()).select_from(Device).where(plan.selected, busy)) or 0)
+        if selected
+        else 0
+    )
+    first = await db.scalars(
+        select(Device.device_id).where(plan.selected, ~busy).order_by(Device.id).limit(sample)
+    )
+    free = selected - busy_count
+    return Preview(devices=free, busy=busy_count, sample=list(first), waves=wave_sizes(free, list(waves)))
+
+
+async def create_campaign(
+    db: AsyncSession,
+    name: str,
+    kind: JobKind | str,
+    *,
+    target: dict[str, Any],
+    artifact_id: int | None = None,
+    component_id: str | None = None,
+    waves: Sequence[int | str] = (),
+    success_threshold: float = 1.0,
+    error_threshold: float = 0.0,
+    device_timeout: float | None = None,
+    max_retries: int = 0,
+    window: str | None = None,
+    skip_busy: bool = False,
+    authority_pk: int = DEFAULT_AUTHORITY_PK,
+) -> Campaign:
+    """A ``draft`` campaign over the devices ``target`` selects now (see :func:`select_targets`)
+    among the authority's; its package must be the authority's too.
+
+    The component it concerns is ``component_id`` for remove, activate and deactivate, and
+    the artifact manifest's first component for install and update (``component_id`` may
+    name it). Kinds that act on a deployed component only target devices that have it.
+    The devices are written by one ``INSERT ... SELECT`` (waves cut in registration order by
+    the database), never loaded here.
+    """
+    name = name.strip()
+    if not name or len(name) > 255:
+        raise RegistryError(422, "a campaign needs a name of 1-255 characters")
+    for label, value in (("success_threshold", success_threshold), ("error_threshold", error_threshold)):
+        if not 0 <= value <= 1:
+            raise RegistryError(422, f"{label} is a fraction between 0 and 1, not {value}")
+    if device_timeout is not None and device_timeout <= 0:
+        raise RegistryError(422, "device_timeout is a number of seconds above 0")
+    if max_retries < 0:
+        raise RegistryError(422, "max_retries cannot be negative")
+    if window:
+        try:
+            Window.parse(window)
+        except ValueError as exc:
+            raise RegistryError(422, str(exc)) from None
+    try:
+        for spec in waves:
+            parse_wave(spec)
+    except ValueError as exc:
+        raise RegistryError(422, str(exc)) from None
+    plan = await _plan(
+        db, kind, target, artifact_id=artifact_id, component_id=component_id, authority_pk=authority_pk
+    )
+    busy = _busy_condition(plan.component)
+    skipped = int(await db.scalar(select(func.count()).select_from(Device).where(plan.selected, busy)) or 0)
+    if skipped and not skip_busy:
+        await _refuse_busy(db, plan.selected, plan.component)
+    free = and_(plan.selected, ~busy)
+    total = int(await db.scalar(select(func.count()).select_from(Device).where(free)) or 0)
+    if not total:
+        raise RegistryError(422, "the target filter selects no device" + (" that is free" if skipped else ""))
     now = utc_now()
     campaign = Campaign(
         authority_pk=authority_pk,
         name=name,
-        kind=job_kind.value,
+        kind=plan.kind.value,
         artifact_id=artifact_id,
-        component_id=component,
-        target=target,
+        component_id=plan.component,
+        target=plan.target,
         waves=list(waves),
         success_threshold=success_threshold,
         error_threshold=error_threshold,
@@ -300,27 +368,41 @@ async def create_campaign(
         window=window or None,
         state=CampaignState.DRAFT.value,
         current_wave=0,
-        skipped=len(busy),
+        skipped=skipped,
         detail="",
         created=now,
         updated=now,
     )
     db.add(campaign)
     await db.flush()
-    for index, wave in enumerate(split_waves(devices, list(waves))):
-        for device in wave:
-            db.add(
-                CampaignDevice(
-                    campaign_id=campaign.id,
-                    device_pk=device.id,
-                    wave=index,
-                    attempts=0,
-                    state=_DS.PENDING.value,
-                    detail="",
-                    updated=now,
-                )
-            )
-    await db.flush()
+    numbered = (
+        select(Device.id.label("device_pk"), func.row_number().over(order_by=Device.id).label("n"))
+        .where(free)
+        .subquery()
+    )
+    bounds = list(accumulate(wave_sizes(total, list(waves))))
+    wave: ColumnElement[int] = (
+        case(
+            *[(numbered.c.n <= bound, index) for index, bound in enumerate(bounds[:-1])],
+            else_=len(bounds) - 1,
+        )
+        if len(bounds) > 1
+        else literal(0)
+    )
+    await db.execute(
+        insert(CampaignDevice).from_select(
+            ["campaign_id", "device_pk", "wave", "attempts", "state", "detail", "updated"],
+            select(
+                literal(campaign.id),
+                numbered.c.device_pk,
+                wave,
+                literal(0),
+                literal(_DS.PENDING.value),
+                literal(""),
+                literal(now, UTCDateTime()),
+            ),
+        )
+    )
     return campaign
 
 
@@ -346,19 +428,25 @@ async def start_campaign(db: AsyncSession, campaign: Campaign, now: datetime | N
     """Draft -> running; the first wave's jobs are created at once (inside the window)."""
     now = now or utc_now()
     _require(campaign, "start", CampaignState.DRAFT)
-    # Hold the campaign's devices (in one order: no deadlock) so that two overlapping drafts
-    # started at the same moment cannot both pass the check below; the second one waits, then
-    # sees the first running.
-    members = select(CampaignDevice.device_pk).where(CampaignDevice.campaign_id == campaign.id)
-    await db.execute(select(Device.id).where(Device.id.in_(members)).order_by(Device.id).with_for_update())
-    pks = list(
-        await db.scalars(select(CampaignDevice.device_pk).where(CampaignDevice.campaign_id == campaign.id))
+    # Two overlapping drafts started at the same moment must not both pass the check below:
+    # starts of one component take turns (a transaction lock on PostgreSQL; SQLite has one
+    # writer at a time anyway), and the second then sees the first running.
+    if _dialect(db) == "postgresql":
+        await db.execute(
+            select(func.pg_advisory_xact_lock(func.hashtext(f"campaign:{campaign.component_id}")))
+        )
+    others = await db.scalar(
+        select(func.count())
+        .select_from(Campaign)
+        .where(
+            Campaign.component_id == campaign.component_id,
+            Campaign.state.in_([s.value for s in CampaignState if s.active]),
+            Campaign.id != campaign.id,
+        )
     )
-    busy = await _busy(db, campaign.component_id, pks, but=campaign.id)
-    if busy:
-        query = select(Device.id, Device.device_id).where(Device.id.in_(list(busy)))
-        names = {pk: device_id for pk, device_id in await db.execute(query)}
-        raise RegistryError(409, _busy_message(busy, names))
+    if others:
+        members = select(CampaignDevice.device_pk).where(CampaignDevice.campaign_id == campaign.id)
+        await _refuse_busy(db, Device.id.in_(members), campaign.component_id, but=campaign.id)
     campaign.state = CampaignState.RUNNING.value
     campaign.started = campaign.updated = now
     campaign.current_wave = 0
@@ -452,74 +540,153 @@ async def _tally(db: AsyncSession, campaign: Campaign, wave: int) -> Tally:
     return Tally(size=sum(by_state.values()), succeeded=by_state.get(_DS.SUCCEEDED.value, 0), failed=failed)
 
 
-async def _campaign_devices(db: AsyncSession, campaign: Campaign, *conditions: Any) -> list[CampaignDevice]:
-    query = (
-        select(CampaignDevice)
-        .where(CampaignDevice.campaign_id == campaign.id, *conditions)
-        .order_by(CampaignDevice.id)
-    )
-    return list((await db.scalars(query)).all())
+def _running(campaign: Campaign) -> ColumnElement[bool]:
+    return and_(CampaignDevice.campaign_id == campaign.id, CampaignDevice.state == _DS.RUNNING.value)
+
+
+def _job_of_device(*columns: Any) -> Any:
+    """A correlated ``SELECT`` over the campaign device's current job (for UPDATE ... SET)."""
+    return select(*columns).where(Job.id == CampaignDevice.job_id).scalar_subquery()
 
 
 async def _sync_outcomes(db: AsyncSession, campaign: Campaign, now: datetime) -> None:
     """Read the final jobs of running devices; a failure worth it goes back to pending (a retry)
-    while the campaign is running or paused."""
-    running = await _campaign_devices(db, campaign, CampaignDevice.state == _DS.RUNNING.value)
-    job_ids = [cd.job_id for cd in running if cd.job_id is not None]
-    jobs = (
-        {j.id: j for j in (await db.scalars(select(Job).where(Job.id.in_(job_ids)))).all()} if job_ids else {}
+    while the campaign is running or paused.
+
+    Set-based: one UPDATE per kind of outcome, each over the running devices whose job is
+    final (found from the campaign's final jobs, an index range), whatever the campaign's size.
+    """
+    running = _running(campaign)
+    final_jobs = select(Job.id).where(
+        Job.campaign_id == campaign.id, Job.state.in_([s.value for s in JobState if s.final])
     )
-    may_retry = CampaignState(campaign.state).active
-    for cd in running:
-        job = jobs.get(cd.job_id) if cd.job_id is not None else None
-        if job is None:
-            cd.state, cd.detail, cd.updated = _DS.FAILED.value, "its job was deleted", now
-            continue
-        state = JobState(job.state)
-        if not state.final:
-            continue
-        cd.result_code = job.result_code
-        cd.detail = job.detail
-        cd.updated = now
-        if state is JobState.SUCCEEDED:
-            cd.state = _DS.SUCCEEDED.value
-        elif state is JobState.CANCELLED:
-            cd.state = _DS.CANCELLED.value
-        elif may_retry and should_retry(job.result_code, cd.attempts, campaign.max_retries):
-            cd.state = _DS.PENDING.value  # a new job when its wave may send (running, in the window)
-            cd.detail = f"attempt {cd.attempts} {state.value}: retrying ({job.detail})"
-        else:
-            cd.state = _DS.FAILED.value
+    await db.execute(
+        update(CampaignDevice)
+        .where(
+            running,
+            or_(CampaignDevice.job_id.is_(None), ~exists().where(Job.id == CampaignDevice.job_id)),
+        )
+        .values(state=_DS.FAILED.value, detail="its job was deleted", updated=now)
+        .execution_options(synchronize_session=False)
+    )
+    finished = and_(running, CampaignDevice.job_id.in_(final_jobs))
+    outcome = {
+        "result_code": _job_of_device(Job.result_code),
+        "detail": _job_of_device(Job.detail),
+        "updated": now,
+    }
+
+    def job_is(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+        return exists().where(Job.id == CampaignDevice.job_id, *conditions)
+
+    async def settle(condition: ColumnElement[bool], **values: Any) -> None:
+        await db.execute(
+            update(CampaignDevice)
+            .where(finished, condition)
+            .values(**{**outcome, **values})
+            .execution_options(synchronize_session=False)
+        )
+
+    await settle(job_is(Job.state == JobState.SUCCEEDED.value), state=_DS.SUCCEEDED.value)
+    await settle(job_is(Job.state == JobState.CANCELLED.value), state=_DS.CANCELLED.value)
+    if CampaignState(campaign.state).active:  # a retry: a new job when its wave may send
+        retryable = job_is(
+            Job.state.in_([JobState.FAILED.value, JobState.TIMED_OUT.value]),
+            or_(Job.result_code.is_(None), Job.result_code.in_(sorted(int(c) for c in RETRYABLE))),
+        )
+        detail = (
+            literal("attempt ")
+            + cast(CampaignDevice.attempts, String)
+            + literal(" ")
+            + _job_of_device(Job.state)
+            + literal(": retrying (")
+            + _job_of_device(Job.detail)
+            + literal(")")
+        )
+        await settle(
+            and_(retryable, CampaignDevice.attempts <= campaign.max_retries),
+            state=_DS.PENDING.value,
+            detail=detail,
+        )
+    await settle(
+        job_is(Job.state.in_([JobState.FAILED.value, JobState.TIMED_OUT.value])), state=_DS.FAILED.value
+    )
 
 
 async def _halt(db: AsyncSession, campaign: Campaign, now: datetime) -> None:
-    """Send nothing more: cancel queued jobs and devices still without one."""
-    for cd in await _campaign_devices(
-        db, campaign, CampaignDevice.state.in_([_DS.PENDING.value, _DS.RUNNING.value])
-    ):
-        if cd.state == _DS.RUNNING.value:
-            job = await db.get(Job, cd.job_id, with_for_update=True) if cd.job_id is not None else None
-            if job is None or job.state != JobState.QUEUED.value:
-                continue  # the device has it: its outcome is still read
-            await cancel_job(db, job)
-            job.detail = f"cancelled: campaign {campaign.id} is {campaign.state}"
-        cd.state = _DS.CANCELLED.value
-        cd.detail = f"campaign {campaign.state}"
-        cd.updated = now
+    """Send nothing more: cancel queued jobs and devices still without one (set-based).
+
+    A job the device has already been sent is left: its outcome is still read. A job a DM
+    session sends at this very moment is either cancelled here first (the session then does
+    not see it) or sent first (the UPDATE finds it no longer queued and leaves it).
+    """
+    await db.execute(
+        update(Job)
+        .where(
+            Job.campaign_id == campaign.id,
+            Job.state == JobState.QUEUED.value,
+            Job.id.in_(select(CampaignDevice.job_id).where(_running(campaign))),
+        )
+        .values(
+            state=JobState.CANCELLED.value,
+            finished_at=now,
+            updated=now,
+            detail=f"cancelled: campaign {campaign.id} is {campaign.state}",
+        )
+        .execution_options(synchronize_session=False)
+    )
+    cancelled_jobs = select(Job.id).where(
+        Job.campaign_id == campaign.id, Job.state == JobState.CANCELLED.value
+    )
+    await db.execute(
+        update(CampaignDevice)
+        .where(
+            CampaignDevice.campaign_id == campaign.id,
+            or_(
+                CampaignDevice.state == _DS.PENDING.value,
+                and_(CampaignDevice.state == _DS.RUNNING.value, CampaignDevice.job_id.in_(cancelled_jobs)),
+            ),
+        )
+        .values(state=_DS.CANCELLED.value, detail=f"campaign {campaign.state}", updated=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _correlator(dialect: str) -> ColumnElement[str]:
+    """A fresh random correlator per row, made by the database (``omadm-`` + 16 hex digits)."""
+    if dialect == "postgresql":
+        random_hex: ColumnElement[str] = func.substr(
+            func.md5(cast(func.random(), String) + cast(func.clock_timestamp(), String)), 1, 16
+        )
+    else:
+        random_hex = func.lower(func.hex(func.randomblob(8)))
+    return literal("omadm-") + random_hex
+
+
+def _json_object(dialect: str, *pairs: Any) -> ColumnElement[Any]:
+    return (func.json_build_object if dialect == "postgresql" else func.json_object)(*pairs)
 
 
 async def _send(db: AsyncSession, campaign: Campaign, now: datetime) -> int:
-    """Create the jobs of pending devices in released waves; returns how many."""
-    pending = await _campaign_devices(
-        db, campaign, CampaignDevice.state == _DS.PENDING.value, CampaignDevice.wave <= campaign.current_wave
+    """Create the jobs of pending devices in released waves; returns how many.
+
+    Set-based, whatever the wave's size: devices that can no longer take the job fail with
+    the reason, then one ``INSERT ... SELECT`` makes the jobs, one UPDATE ties each device
+    to its job, one raises the devices' ``has_open_jobs`` (an UPDATE that always writes: see
+    :func:`omadm.server.registry.raise_open_jobs`) and one writes their history.
+    """
+    released = and_(
+        CampaignDevice.campaign_id == campaign.id,
+        CampaignDevice.state == _DS.PENDING.value,
+        CampaignDevice.wave <= campaign.current_wave,
     )
-    if not pending:
+    if not await db.scalar(select(CampaignDevice.id).where(released).limit(1)):
         return 0
     kind = JobKind(campaign.kind)
     params: dict[str, Any] = {}
     if kind in _PACKAGE_KINDS:
         artifact = await db.get(Artifact, campaign.artifact_id) if campaign.artifact_id is not None else None
-        if artifact is None:
+        if artifact is None or artifact.authority_pk != campaign.authority_pk:
             campaign.state = CampaignState.STOPPED.value
             campaign.finished = campaign.updated = now
             campaign.detail = f"stopped: artifact {campaign.artifact_id} no longer exists"
@@ -528,31 +695,110 @@ async def _send(db: AsyncSession, campaign: Campaign, now: datetime) -> int:
         params.update(artifact_id=artifact.id, pkg_id=artifact.package_id, name=artifact.filename)
     if kind in _NEEDS_COMPONENT:
         params["component_id"] = campaign.component_id
-    devices = {
-        d.id: d
-        for d in (
-            await db.scalars(select(Device).where(Device.id.in_([cd.device_pk for cd in pending])))
-        ).all()
-    }
-    made = 0
-    for cd in pending:
-        device = devices.get(cd.device_pk)
-        cd.updated = now
-        if device is None or device.state != DeviceState.ACCEPTED.value:
-            cd.state, cd.detail = _DS.FAILED.value, "the device is no longer accepted"
-            continue
-        try:
-            job = await create_job(
-                db, device, kind, params, timeout=campaign.device_timeout, campaign_id=campaign.id
+    try:
+        params = check_job(kind, params)
+    except RegistryError as exc:
+        campaign.state = CampaignState.STOPPED.value
+        campaign.finished = campaign.updated = now
+        campaign.detail = f"stopped: no job could be made: {exc.message}"
+        await _halt(db, campaign, now)
+        return 0
+
+    def fail(condition: ColumnElement[bool], detail: str) -> Any:
+        return (
+            update(CampaignDevice)
+            .where(released, condition)
+            .values(state=_DS.FAILED.value, detail=detail, updated=now)
+            .execution_options(synchronize_session=False)
+        )
+
+    accepted = exists().where(
+        Device.id == CampaignDevice.device_pk, Device.state == DeviceState.ACCEPTED.value
+    )
+    await db.execute(fail(~accepted, "the device is no longer accepted"))
+    if kind in _NEEDS_COMPONENT:
+        has = exists().where(
+            InventoryEntry.device_pk == CampaignDevice.device_pk,
+            InventoryEntry.kind == InventoryKind.DEPLOYED.value,
+            InventoryEntry.ident == campaign.component_id,
+        )
+        await db.execute(
+            fail(
+                ~has,
+                f"no job could be made: no deployed component {campaign.component_id!r} in its inventory",
             )
-        except RegistryError as exc:
-            cd.state, cd.detail = _DS.FAILED.value, f"no job could be made: {exc.message}"
-            continue
-        cd.job_id = job.id
-        cd.attempts += 1
-        cd.state = _DS.RUNNING.value
-        made += 1
-    return made
+        )
+    dialect = _dialect(db)
+    before = int(await db.scalar(select(func.max(Job.id))) or 0)
+    deadline = now + timedelta(seconds=campaign.device_timeout) if campaign.device_timeout else None
+    made = await db.execute(
+        insert(Job).from_select(
+            [
+                "device_pk",
+                "kind",
+                "params",
+                "state",
+                "correlator",
+                "exec_uri",
+                "detail",
+                "campaign_id",
+                "session_token",
+                "attempts",
+                "created",
+                "updated",
+                "deadline",
+            ],
+            select(
+                CampaignDevice.device_pk,
+                literal(kind.value),
+                literal(params, JSON),
+                literal(JobState.QUEUED.value),
+                _correlator(dialect),
+                literal(""),
+                literal(""),
+                literal(campaign.id),
+                literal(""),
+                literal(0),
+                literal(now, UTCDateTime()),
+                literal(now, UTCDateTime()),
+                literal(deadline, UTCDateTime()),
+            )
+            .where(released)
+            .order_by(CampaignDevice.device_pk),
+        )
+    )
+    new_jobs = and_(Job.campaign_id == campaign.id, Job.id > before)
+    await db.execute(
+        update(CampaignDevice)
+        .where(released)
+        .values(
+            job_id=select(func.max(Job.id))
+            .where(new_jobs, Job.device_pk == CampaignDevice.device_pk)
+            .scalar_subquery(),
+            attempts=CampaignDevice.attempts + 1,
+            state=_DS.RUNNING.value,
+            updated=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    await db.execute(
+        update(Device)
+        .where(Device.id.in_(select(Job.device_pk).where(new_jobs)))
+        .values(has_open_jobs=True)
+        .execution_options(synchronize_session=False)
+    )
+    await db.execute(
+        insert(DeviceEvent).from_select(
+            ["device_pk", "at", "kind", "detail"],
+            select(
+                Job.device_pk,
+                literal(now, UTCDateTime()),
+                literal("job-created"),
+                _json_object(dialect, literal("job"), Job.id, literal("kind"), literal(kind.value)),
+            ).where(new_jobs),
+        )
+    )
+    return int(getattr(made, "rowcount", 0) or 0)
 
 
 async def advance(db: AsyncSession, campaign: Campaign, now: datetime | None = None) -> None:

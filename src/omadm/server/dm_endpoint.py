@@ -68,6 +68,7 @@ from .admission import DEFAULT_LIMIT, Admission
 from .config import ServerConfig
 from .dm_store import AuthorityRef, FastUnit, FullPathNeeded, OrmUnit, RowCache, Unit
 from .inventory import inventory_uri, normalize_path, parse_inventory
+from .version_key import version_key
 from .registry import deployed_node, record_event, resolve_authority
 from .store.models import (
     Device,
@@ -598,6 +599,7 @@ class DMEndpoint:
                 "ident": entry.ident,
                 "name": entry.name,
                 "version": entry.version,
+                "version_key": version_key(entry.version),
                 "state": entry.state,
                 "status": entry.status,
                 "env_type": entry.env_type,

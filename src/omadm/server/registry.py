@@ -60,6 +60,7 @@ __all__ = [
     "add_devices",
     "authority_usage",
     "cancel_job",
+    "check_job",
     "create_job",
     "delete_authority",
     "find_authority",
@@ -431,27 +432,14 @@ async def create_job(
         owner = await db.scalar(select(Artifact.authority_pk).where(Artifact.id == artifact_id))
         if owner != device.authority_pk:  # another authority's package does not exist for this one
             raise RegistryError(404, f"no artifact {artifact_id}")
-    if kind in _NEEDS_PACKAGE and not (params.get("artifact_id") or params.get("url")):
-        raise RegistryError(422, f"a {kind.value} job needs an artifact_id or a url")
-    if kind is JobKind.INSTALL_DIRECT and not params.get("artifact_id"):
-        raise RegistryError(422, "direct delivery sends an uploaded artifact: give artifact_id")
+    params = check_job(kind, params)
     if kind in _ON_COMPONENT:
         component = params.get("component_id")
-        if not component and kind is not JobKind.UPDATE:
-            raise RegistryError(422, f"a {kind.value} job needs component_id")
         if component and await deployed_node(db, device, str(component)) is None:
             raise RegistryError(
                 422, f"device {device.device_id} has no deployed component {component!r} in its inventory"
             )
-    params.setdefault("pkg_id", params.get("package_id") or "")
     correlator = f"omadm-{secrets.token_hex(8)}"
-    try:  # a dry run of the planner: every parameter it needs must be there
-        probe = {**params, "pkg_id": params["pkg_id"] or "probe", "node": params.get("node") or "probe"}
-        plan_job(
-            0, kind, probe, correlator, device.scomo_root, package_url="http://probe", package_bytes=b"p"
-        )
-    except ValueError as exc:
-        raise RegistryError(422, str(exc)) from None
     now = utc_now()
     job = Job(
         device_pk=device.id,
@@ -469,6 +457,28 @@ async def create_job(
     await db.flush()
     await record_event(db, device, "job-created", job=job.id, kind=kind.value)
     return job
+
+
+def check_job(kind: JobKind, params: dict[str, Any]) -> dict[str, Any]:
+    """The job's parameters, checked for what every device needs alike (a copy, with ``pkg_id``).
+
+    Raises:
+        RegistryError: 422 naming what is missing or wrong.
+    """
+    params = dict(params)
+    if kind in _NEEDS_PACKAGE and not (params.get("artifact_id") or params.get("url")):
+        raise RegistryError(422, f"a {kind.value} job needs an artifact_id or a url")
+    if kind is JobKind.INSTALL_DIRECT and not params.get("artifact_id"):
+        raise RegistryError(422, "direct delivery sends an uploaded artifact: give artifact_id")
+    if kind in _ON_COMPONENT and not params.get("component_id") and kind is not JobKind.UPDATE:
+        raise RegistryError(422, f"a {kind.value} job needs component_id")
+    params.setdefault("pkg_id", params.get("package_id") or "")
+    try:  # a dry run of the planner: every parameter it needs must be there
+        probe = {**params, "pkg_id": params["pkg_id"] or "probe", "node": params.get("node") or "probe"}
+        plan_job(0, kind, probe, "probe", "./SCOMO", package_url="http://probe", package_bytes=b"p")
+    except ValueError as exc:
+        raise RegistryError(422, str(exc)) from None
+    return params
 
 
 async def raise_open_jobs(db: AsyncSession, device: Device) -> None:

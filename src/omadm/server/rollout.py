@@ -29,7 +29,7 @@ from typing import TypeVar
 
 from omadm.protocol.codes import ScomoResult
 
-__all__ = ["Decision", "Tally", "Window", "decide", "parse_wave", "should_retry", "split_waves"]
+__all__ = ["Decision", "Tally", "Window", "decide", "parse_wave", "should_retry", "split_waves", "wave_sizes"]
 
 T = TypeVar("T")
 
@@ -72,8 +72,8 @@ def parse_wave(spec: int | str) -> tuple[str, float]:
     raise ValueError(f"a wave is a count (10) or a percentage ('25%'), not {spec!r}")
 
 
-def split_waves(devices: Sequence[T], waves: Sequence[int | str]) -> list[list[T]]:
-    """Cut ``devices`` into consecutive waves; the last one takes the rest.
+def wave_sizes(total: int, waves: Sequence[int | str]) -> list[int]:
+    """How many of ``total`` devices each wave takes, in order; the last one takes the rest.
 
     Percentages are of the whole set, rounded up (a 1 % wave of 30 devices is 1 device); a
     wave never takes more than what remains, and waves that would be empty are dropped.
@@ -82,9 +82,8 @@ def split_waves(devices: Sequence[T], waves: Sequence[int | str]) -> list[list[T
     Raises:
         ValueError: a wave spec is invalid (see :func:`parse_wave`).
     """
-    total = len(devices)
     specs = [parse_wave(w) for w in waves]
-    out: list[list[T]] = []
+    sizes: list[int] = []
     start = 0
     for index, (kind, value) in enumerate(specs):
         if start >= total:
@@ -92,14 +91,24 @@ def split_waves(devices: Sequence[T], waves: Sequence[int | str]) -> list[list[T
         last = index == len(specs) - 1
         size = int(value) if kind == "count" else math.ceil(total * value / 100)
         end = total if last else min(total, start + size)
-        out.append(list(devices[start:end]))
+        sizes.append(end - start)
         start = end
     if start < total:
-        if out:
-            out[-1].extend(devices[start:])
+        if sizes:
+            sizes[-1] += total - start
         else:
-            out.append(list(devices[start:]))
-    return [wave for wave in out if wave]
+            sizes.append(total - start)
+    return [size for size in sizes if size]
+
+
+def split_waves(devices: Sequence[T], waves: Sequence[int | str]) -> list[list[T]]:
+    """Cut ``devices`` into consecutive waves of :func:`wave_sizes`."""
+    out: list[list[T]] = []
+    start = 0
+    for size in wave_sizes(len(devices), waves):
+        out.append(list(devices[start : start + size]))
+        start += size
+    return out
 
 
 @dataclass(frozen=True)

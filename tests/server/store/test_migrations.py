@@ -40,6 +40,7 @@ TABLES = {
     "campaigns",
     "campaign_devices",
     "authorities",
+    "device_attributes",
 }
 
 
@@ -53,13 +54,14 @@ def _differences(connection: Connection) -> list[Any]:
 
 
 def test_head_is_the_last_revision_in_the_chain() -> None:
-    assert head_revision() == "0006"
+    assert head_revision() == "0007"
     assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0002_device_work_flags.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0003_api_tokens_audit.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0004_campaigns.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0005_authorities.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0006_device_row_version.py").is_file()
+    assert (MIGRATIONS_DIR / "versions" / "0007_fleet_queries.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
 
 

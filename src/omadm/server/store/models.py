@@ -45,12 +45,16 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ..version_key import version_key
+
 __all__ = [
     "DEFAULT_AUTHORITY",
     "DEFAULT_AUTHORITY_PK",
+    "DEVICE_ID_TYPE",
     "ApiRole",
     "ApiToken",
     "Artifact",
+    "AttributeKind",
     "AuditEntry",
     "Authority",
     "Base",
@@ -59,6 +63,7 @@ __all__ = [
     "CampaignDeviceState",
     "CampaignState",
     "Device",
+    "DeviceAttribute",
     "DeviceEvent",
     "DeviceState",
     "DmSession",
@@ -147,6 +152,10 @@ def _authority_pk() -> Mapped[int]:
     )
 
 
+#: A DevId column: compared byte by byte on both engines (see ``Device.device_id``).
+DEVICE_ID_TYPE = String(255).with_variant(String(255, collation="C"), "postgresql")
+
+
 class DeviceState(StrEnum):
     """Admission of a device (issue 5: reject, hold as pending, or accept unknown devices)."""
 
@@ -166,7 +175,10 @@ class Device(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     authority_pk: Mapped[int] = _authority_pk()
-    device_id: Mapped[str] = mapped_column(String(255))
+    # Byte order on PostgreSQL too (``COLLATE "C"``): the device list pages and matches
+    # DevId prefixes on this column's index, which needs an order that is plain and the same
+    # on both engines (a linguistic collation ignores punctuation, and IMEI:/MAC: have some).
+    device_id: Mapped[str] = mapped_column(DEVICE_ID_TYPE)
     state: Mapped[str] = mapped_column(String(16), default=DeviceState.ACCEPTED.value)
     # What the device must present (client credentials) and what we present to it.
     auth_type: Mapped[str] = mapped_column(String(32), default="syncml:auth-md5")
@@ -226,6 +238,98 @@ event.listen(
 )
 
 
+class AttributeKind(StrEnum):
+    TAG = "tag"
+    DEVINFO = "devinfo"
+
+
+class DeviceAttribute(Base):
+    """One tag or DevInfo value of a device, as a row: what targets and the device list filter on.
+
+    ``devices.tags`` and ``devices.devinfo`` stay the truth (JSON, as the API shows them);
+    database triggers (:data:`ATTRIBUTE_TRIGGERS`) keep these rows equal to them on every
+    insert and update, whoever writes (the ORM, the DM fast path, SQL). As plain indexed
+    columns they give the planner real statistics, so "ring=beta" (600,000 devices) and
+    "ring=nobody" (none) each get the plan that suits them, which JSON operators do not.
+    Values longer than 255 characters are cut (and compared cut).
+    """
+
+    __tablename__ = "device_attributes"
+
+    device_pk: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+    __table_args__ = (Index("ix_device_attributes_lookup", "kind", "name", "value", "device_pk"),)
+
+
+def _sqlite_attribute_rows(column: str, kind: str) -> str:
+    return (
+        f"INSERT INTO device_attributes (device_pk, kind, name, value) "
+        f"SELECT NEW.id, '{kind}', substr(key, 1, 255), substr(CAST(value AS TEXT), 1, 255) "
+        f"FROM json_each(NEW.{column}) WHERE json_valid(NEW.{column}) AND json_type(NEW.{column}) = 'object' "
+        f"AND type NOT IN ('object', 'array', 'null');"
+    )
+
+
+def _postgresql_attribute_rows(column: str, kind: str) -> str:
+    return (
+        f"IF jsonb_typeof(NEW.{column}::jsonb) = 'object' THEN "
+        f"INSERT INTO device_attributes (device_pk, kind, name, value) "
+        f"SELECT NEW.id, '{kind}', left(key, 255), left(value #>> '{{}}', 255) "
+        f"FROM jsonb_each(NEW.{column}::jsonb) "
+        f"WHERE jsonb_typeof(value) IN ('string', 'number', 'boolean'); END IF;"
+    )
+
+
+#: The triggers that keep ``device_attributes`` equal to ``devices.tags`` and ``.devinfo``
+#: (migration 0007 creates them; ``create_all`` too, below).
+ATTRIBUTE_TRIGGERS = {
+    "sqlite": (
+        "CREATE TRIGGER devices_attributes_insert AFTER INSERT ON devices FOR EACH ROW BEGIN "
+        + _sqlite_attribute_rows("tags", "tag")
+        + _sqlite_attribute_rows("devinfo", "devinfo")
+        + " END",
+        "CREATE TRIGGER devices_attributes_tags AFTER UPDATE OF tags ON devices "
+        "FOR EACH ROW WHEN NEW.tags IS NOT OLD.tags BEGIN "
+        "DELETE FROM device_attributes WHERE device_pk = NEW.id AND kind = 'tag'; "
+        + _sqlite_attribute_rows("tags", "tag")
+        + " END",
+        "CREATE TRIGGER devices_attributes_devinfo AFTER UPDATE OF devinfo ON devices "
+        "FOR EACH ROW WHEN NEW.devinfo IS NOT OLD.devinfo BEGIN "
+        "DELETE FROM device_attributes WHERE device_pk = NEW.id AND kind = 'devinfo'; "
+        + _sqlite_attribute_rows("devinfo", "devinfo")
+        + " END",
+    ),
+    "postgresql": (
+        "CREATE FUNCTION devices_attributes() RETURNS trigger AS $$ BEGIN "
+        "IF TG_OP = 'INSERT' OR NEW.tags::text IS DISTINCT FROM OLD.tags::text THEN "
+        "DELETE FROM device_attributes WHERE device_pk = NEW.id AND kind = 'tag'; "
+        + _postgresql_attribute_rows("tags", "tag")
+        + " END IF; "
+        "IF TG_OP = 'INSERT' OR NEW.devinfo::text IS DISTINCT FROM OLD.devinfo::text THEN "
+        "DELETE FROM device_attributes WHERE device_pk = NEW.id AND kind = 'devinfo'; "
+        + _postgresql_attribute_rows("devinfo", "devinfo")
+        + " END IF; RETURN NULL; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER devices_attributes AFTER INSERT OR UPDATE OF tags, devinfo ON devices "
+        "FOR EACH ROW EXECUTE FUNCTION devices_attributes()",
+    ),
+}
+for _dialect, _statements in ATTRIBUTE_TRIGGERS.items():
+    for _statement in _statements:
+        event.listen(
+            DeviceAttribute.__table__,  # after both tables exist
+            "after_create",
+            DDL(_statement.replace("%", "%%")).execute_if(dialect=_dialect),  # type: ignore[no-untyped-call]
+        )
+event.listen(
+    DeviceAttribute.__table__,
+    "after_drop",
+    DDL("DROP FUNCTION IF EXISTS devices_attributes()").execute_if(dialect="postgresql"),  # type: ignore[no-untyped-call]
+)
+
+
 class DmSession(Base):
     """A DM session between HTTP requests: the ServerSession snapshot, keyed by the RespURI token."""
 
@@ -248,6 +352,10 @@ class DmSession(Base):
     )
 
 
+def _version_key_default(context: Any) -> bytes | None:
+    return version_key(str(context.get_current_parameters().get("version") or ""))
+
+
 class InventoryKind(StrEnum):
     DEPLOYED = "deployed"
     DELIVERED = "delivered"
@@ -265,6 +373,11 @@ class InventoryEntry(Base):
     ident: Mapped[str] = mapped_column(String(255), default="")  # Deployed ID or Delivered PkgID
     name: Mapped[str] = mapped_column(String(255), default="")
     version: Mapped[str] = mapped_column(String(64), default="")
+    # ``version`` in byte order = PEP 440 order (:mod:`omadm.server.version_key`); NULL when
+    # it does not parse. Given by the DM writer; derived from ``version`` otherwise.
+    version_key: Mapped[bytes | None] = mapped_column(
+        LargeBinary, nullable=True, default=_version_key_default
+    )
     state: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     env_type: Mapped[str] = mapped_column(String(64), default="")
@@ -274,7 +387,8 @@ class InventoryEntry(Base):
 
     __table_args__ = (
         UniqueConstraint("device_pk", "kind", "node", name="uq_inventory_device_kind_node"),
-        Index("ix_inventory_ident", "ident", "version"),
+        # Targets by component (and version): from the component to its devices.
+        Index("ix_inventory_ident_key", "ident", "kind", "version_key", "device_pk"),
     )
 
 

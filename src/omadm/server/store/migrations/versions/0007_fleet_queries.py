@@ -1,0 +1,111 @@
+"""Queries at fleet size: tags and DevInfo as indexed rows, versions that sort, DevIds in byte order.
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-06
+
+Issue 14: targets and the device list filtered tags and DevInfo in Python (or with JSON
+operators no index serves) and compared versions in Python, which does not hold at a million
+devices. This revision adds:
+
+* ``device_attributes``: one row per tag and per DevInfo value, kept equal to
+  ``devices.tags`` / ``devices.devinfo`` by triggers (both engines), filled here from them;
+* ``inventory.version_key``: the version as bytes that sort in PEP 440 order
+  (:mod:`omadm.server.version_key`), filled here; the component index becomes
+  ``(ident, kind, version_key, device_pk)``;
+* on PostgreSQL, ``devices.device_id`` in the ``C`` collation, so the list's keyset pages and
+  DevId prefix searches run on the index in plain code-point order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from omadm.server.store.models import ATTRIBUTE_TRIGGERS
+from omadm.server.version_key import version_key
+
+revision: str = "0007"
+down_revision: str | Sequence[str] | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_BACKFILL = {
+    "sqlite": (
+        "INSERT INTO device_attributes (device_pk, kind, name, value) "
+        "SELECT d.id, '{kind}', substr(j.key, 1, 255), substr(CAST(j.value AS TEXT), 1, 255) "
+        "FROM devices d, json_each(d.{column}) j "
+        "WHERE json_valid(d.{column}) AND json_type(d.{column}) = 'object' "
+        "AND j.type NOT IN ('object', 'array', 'null')"
+    ),
+    "postgresql": (
+        "INSERT INTO device_attributes (device_pk, kind, name, value) "
+        "SELECT d.id, '{kind}', left(j.key, 255), left(j.value #>> '{{}}', 255) "
+        "FROM devices d CROSS JOIN LATERAL jsonb_each("
+        "CASE WHEN jsonb_typeof(d.{column}::jsonb) = 'object' "
+        "THEN d.{column}::jsonb ELSE '{{}}'::jsonb END) j "
+        "WHERE jsonb_typeof(j.value) IN ('string', 'number', 'boolean')"
+    ),
+}
+
+
+def upgrade() -> None:
+    dialect = op.get_context().dialect.name
+    op.create_table(
+        "device_attributes",
+        sa.Column("device_pk", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("value", sa.String(length=255), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["device_pk"],
+            ["devices.id"],
+            name=op.f("fk_device_attributes_device_pk_devices"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("device_pk", "kind", "name", name=op.f("pk_device_attributes")),
+    )
+    op.create_index(
+        "ix_device_attributes_lookup", "device_attributes", ["kind", "name", "value", "device_pk"]
+    )
+    for column, kind in (("tags", "tag"), ("devinfo", "devinfo")):
+        op.execute(_BACKFILL[dialect].format(column=column, kind=kind))
+    for statement in ATTRIBUTE_TRIGGERS[dialect]:
+        op.execute(statement)
+
+    with op.batch_alter_table("inventory") as batch:
+        batch.add_column(sa.Column("version_key", sa.LargeBinary(), nullable=True))
+    connection = op.get_bind()
+    versions = connection.execute(sa.text("SELECT DISTINCT version FROM inventory")).scalars().all()
+    for version in versions:
+        connection.execute(
+            sa.text("UPDATE inventory SET version_key = :key WHERE version = :version"),
+            {"key": version_key(version or ""), "version": version},
+        )
+    op.drop_index("ix_inventory_ident", table_name="inventory")
+    op.create_index("ix_inventory_ident_key", "inventory", ["ident", "kind", "version_key", "device_pk"])
+
+    if dialect == "postgresql":
+        op.execute('ALTER TABLE devices ALTER COLUMN device_id TYPE VARCHAR(255) COLLATE "C"')
+        # The new table's statistics now, not at the next autovacuum: targets plan on them.
+        op.execute("ANALYZE device_attributes")
+        op.execute("ANALYZE inventory")
+
+
+def downgrade() -> None:
+    dialect = op.get_context().dialect.name
+    if dialect == "postgresql":
+        op.execute('ALTER TABLE devices ALTER COLUMN device_id TYPE VARCHAR(255) COLLATE "default"')
+        op.execute("DROP TRIGGER IF EXISTS devices_attributes ON devices")
+        op.execute("DROP FUNCTION IF EXISTS devices_attributes()")
+    else:
+        for name in ("devices_attributes_insert", "devices_attributes_tags", "devices_attributes_devinfo"):
+            op.execute(f"DROP TRIGGER IF EXISTS {name}")
+    op.drop_index("ix_inventory_ident_key", table_name="inventory")
+    op.create_index("ix_inventory_ident", "inventory", ["ident", "version"])
+    with op.batch_alter_table("inventory") as batch:
+        batch.drop_column("version_key")
+    op.drop_index("ix_device_attributes_lookup", table_name="device_attributes")
+    op.drop_table("device_attributes")
