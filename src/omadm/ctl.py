@@ -186,20 +186,56 @@ def devices_add(
 def devices_list(
     ctx: typer.Context,
     state: Annotated[str | None, typer.Option(help="pending, accepted or rejected.")] = None,
-    tag: Annotated[list[str] | None, typer.Option(help="key=value (repeatable: all must match).")] = None,
-    q: Annotated[str | None, typer.Option("--q", help="Part of the DevId.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="name=value (repeatable: all must match).")] = None,
+    devinfo: Annotated[
+        list[str] | None, typer.Option(help="name=value of a DevInfo leaf, e.g. Mod=W7 (repeatable).")
+    ] = None,
+    component: Annotated[str | None, typer.Option(help="Has this component deployed (its id).")] = None,
+    version: Annotated[str | None, typer.Option(help="With --component: at this version.")] = None,
+    version_below: Annotated[
+        str | None, typer.Option("--version-below", help="With --component: at a version below this.")
+    ] = None,
+    q: Annotated[
+        str | None, typer.Option("--q", "--prefix", help="The DevId starts with this (case matters).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
-    offset: Annotated[int, typer.Option(help="Skip this many.")] = 0,
+    offset: Annotated[int, typer.Option(help="Skip this many (slow far in: prefer --cursor).")] = 0,
+    cursor: Annotated[
+        str | None, typer.Option(help="Start where the previous page ended (the cursor it printed).")
+    ] = None,
+    count: Annotated[str, typer.Option(help="auto, exact or none: how to count the matches.")] = "auto",
     as_json: JsonOption = False,
 ) -> None:
-    """Devices, with filters."""
-    params: dict[str, Any] = {"limit": limit, "offset": offset, "tag": tag or []}
-    if state:
-        params["state"] = state
-    if q:
-        params["q"] = q
+    """Devices in DevId order, with filters; page on with the --cursor the list prints."""
+    params: dict[str, Any] = {
+        "limit": limit,
+        "tag": tag or [],
+        "devinfo": devinfo or [],
+        "count": count,
+    }
+    optional = {
+        "state": state,
+        "component": component,
+        "version": version,
+        "version_below": version_below,
+        "q": q,
+        "cursor": cursor,
+    }
+    params.update({name: value for name, value in optional.items() if value})
+    if offset:
+        params["offset"] = offset
     page = _call(ctx, "GET", "/devices", params=params)
-    _print(page, as_json, ["device_id", "state", "last_contact", "tags"])
+    if as_json:
+        typer.echo(json.dumps(page, indent=2))
+        return
+    _print({"items": page["items"]}, False, ["device_id", "state", "last_contact", "tags"])
+    total = page.get("total")
+    shown = f"{len(page['items'])} device{'' if len(page['items']) == 1 else 's'}"
+    if total is not None:
+        shown += f" of {'' if page.get('total_exact') else 'about '}{total:,}"
+    if page.get("next_cursor"):
+        shown += f"; next page: --cursor {page['next_cursor']}"
+    typer.echo(shown)
 
 
 @devices_app.command("show")

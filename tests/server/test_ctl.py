@@ -50,6 +50,20 @@ def test_an_operator_manages_devices_packages_and_jobs(
     assert code == 0 and "ring=beta" in out and "site" not in out
     code, out = ctl(proc, viewer, "devices", "list", "--tag", "ring=beta", "--json")
     assert code == 0 and [d["device_id"] for d in json.loads(out)["items"]] == ["IMEI:1"]
+    code, out = ctl(proc, operator, "devices", "add", "IMEI:9", "--username", "u9", "--password", "p")
+    assert code == 0, out
+    code, out = ctl(proc, viewer, "devices", "list", "--limit", "1", "--count", "exact")
+    assert code == 0 and "IMEI:1" in out and "1 device of 2; next page: --cursor " in out, out
+    cursor = out.rsplit("--cursor ", 1)[1].split()[0]
+    code, out = ctl(proc, viewer, "devices", "list", "--limit", "1", "--cursor", cursor)
+    assert code == 0 and "IMEI:9" in out and "IMEI:1" not in out and "next page" not in out, out
+    code, out = ctl(proc, viewer, "devices", "list", "--prefix", "IMEI:9", "--count", "none", "--json")
+    page = json.loads(out)
+    assert [d["device_id"] for d in page["items"]] == ["IMEI:9"] and page["total"] is None
+    code, out = ctl(proc, viewer, "devices", "list", "--q", "imei:", "--devinfo", "Mod=W7")
+    assert code == 0 and "0 devices of 0" in out
+    code, out = ctl(proc, viewer, "devices", "list", "--component", "com.example.hello", "--version", "1.0")
+    assert code == 0 and "0 devices of 0" in out
     package = tmp_path / "hello.omp"
     build_package(EXAMPLES / "hello-package", package)
     code, out = ctl(proc, operator, "packages", "upload", str(package), "--json")
@@ -105,6 +119,10 @@ def test_refusals_and_an_unreachable_server_say_why(server: tuple[ServerProcess,
     assert code == 1 and "401" in out
     code, out = ctl(proc, operator, "devices", "tag", "IMEI:2", "novalue")
     assert code == 2 and "key=value" in out
+    code, out = ctl(proc, viewer, "devices", "list", "--version-below", "2.0")
+    assert code == 1 and "422" in out and "needs a component" in out
+    code, out = ctl(proc, viewer, "devices", "list", "--cursor", "nonsense!")
+    assert code == 1 and "422" in out and "cursor" in out
     done = runner.invoke(app, ["ctl", "--url", f"http://127.0.0.1:{free_port()}", "devices", "list"])
     assert done.exit_code == 4 and "cannot reach" in done.output
 

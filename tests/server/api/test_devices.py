@@ -3,14 +3,18 @@ admission, tags; each change audited with its actor."""
 
 from __future__ import annotations
 
+import base64
+import random
 from typing import Any
 
 import pytest
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from omadm.server.api import devices as devices_api
 from omadm.server.registry import add_device, find_device, record_event
-from omadm.server.store.models import DeviceState, InventoryEntry, utc_now
+from omadm.server.store.models import Device, DeviceState, InventoryEntry, utc_now
 
 from .conftest import Api, problem
 
@@ -65,10 +69,17 @@ async def test_list_filters_and_paging(api: Api) -> None:
         await add_device(db, "MAC:aa-bb", username="", password="", state=DeviceState.PENDING)
 
     page = (await api.get("/devices", params={"limit": 3})).json()
-    assert page["total"] == 8 and page["limit"] == 3 and page["offset"] == 0
+    assert page["total"] == 8 and page["total_exact"] is True
+    assert page["limit"] == 3 and page["offset"] == 0 and page["next_cursor"]
     assert [d["device_id"] for d in page["items"]] == ["IMEI:100", "IMEI:101", "IMEI:102"]
-    page = (await api.get("/devices", params={"limit": 3, "offset": 6})).json()
+    page = (await api.get("/devices", params={"limit": 3, "cursor": page["next_cursor"]})).json()
+    assert [d["device_id"] for d in page["items"]] == ["IMEI:103", "IMEI:104", "IMEI:105"]
+    page = (await api.get("/devices", params={"limit": 3, "cursor": page["next_cursor"]})).json()
     assert [d["device_id"] for d in page["items"]] == ["IMEI:106", "MAC:aa-bb"]
+    assert page["next_cursor"] is None and page["total"] == 8
+    page = (await api.get("/devices", params={"limit": 3, "offset": 6})).json()  # still accepted
+    assert [d["device_id"] for d in page["items"]] == ["IMEI:106", "MAC:aa-bb"]
+    assert page["next_cursor"] is None and page["total"] == 8 and page["offset"] == 6
 
     page = (await api.get("/devices", params={"state": "pending"})).json()
     assert [d["device_id"] for d in page["items"]] == ["MAC:aa-bb"]
@@ -76,15 +87,240 @@ async def test_list_filters_and_paging(api: Api) -> None:
     assert [d["device_id"] for d in page["items"]] == ["IMEI:101", "IMEI:103", "IMEI:105"]
     page = (await api.get("/devices", params=[("tag", "site=lab"), ("tag", "ring=0")])).json()
     assert [d["device_id"] for d in page["items"]] == ["IMEI:103"]
-    page = (await api.get("/devices", params={"q": "mac:AA"})).json()
+    page = (await api.get("/devices", params={"q": "MAC:aa"})).json()  # a DevId prefix
     assert [d["device_id"] for d in page["items"]] == ["MAC:aa-bb"]
-    page = (await api.get("/devices", params={"q": "%"})).json()  # no wildcard
-    assert page["total"] == 0
+    for q in ("mac:AA", "aa-bb", "%", "MAC:_a"):  # case matters; no "contains", no wildcard
+        page = (await api.get("/devices", params={"q": q})).json()
+        assert page["items"] == [] and page["total"] == 0, q
+    page = (await api.get("/devices", params={"q": "IMEI:10", "tag": "ring=1"})).json()
+    assert [d["device_id"] for d in page["items"]] == ["IMEI:101", "IMEI:104"]
 
-    assert "key=value" in problem(await api.get("/devices", params={"tag": "site"}), 422)["detail"]
+    assert "name=value" in problem(await api.get("/devices", params={"tag": "site"}), 422)["detail"]
     problem(await api.get("/devices", params={"limit": 501}), 422)
     problem(await api.get("/devices", params={"offset": -1}), 422)
     problem(await api.get("/devices", params={"state": "asleep"}), 422)
+
+
+async def set_devinfo(api: Api, device_id: str, devinfo: dict[str, Any]) -> None:
+    """What a device's first session does (the API cannot set DevInfo)."""
+    async with api.sessions() as db, db.begin():
+        await db.execute(update(Device).where(Device.device_id == device_id).values(devinfo=devinfo))
+
+
+async def deploy(api: Api, device_id: str, ident: str, version: str) -> None:
+    """A deployed component in the device's inventory, as its session would report it."""
+    async with api.sessions() as db, db.begin():
+        device = await find_device(db, device_id)
+        assert device is not None
+        db.add(
+            InventoryEntry(
+                device_pk=device.id,
+                kind="deployed",
+                node=ident.rsplit(".", 1)[-1],
+                ident=ident,
+                version=version,
+            )
+        )
+
+
+async def listed(api: Api, params: Any) -> list[str]:
+    response = await api.get("/devices", params=params)
+    assert response.status_code == 200, response.text
+    return [d["device_id"] for d in response.json()["items"]]
+
+
+async def test_the_list_filters_as_campaign_targets_do(api: Api) -> None:
+    for n in range(6):
+        body = new_device(f"IMEI:20{n}", tags={"ring": "beta" if n < 3 else "prod"})
+        assert (await api.post("/devices", json=body)).status_code == 201
+    await set_devinfo(api, "IMEI:200", {"Man": "Acme", "Mod": "W7", "Lang": "en"})
+    await set_devinfo(api, "IMEI:201", {"Man": "Acme", "Mod": "W8"})
+    await set_devinfo(api, "IMEI:203", {"Man": "Acme", "Mod": "W7"})
+    await deploy(api, "IMEI:200", "com.example.hello", "1.0")
+    await deploy(api, "IMEI:201", "com.example.hello", "1.10.0")
+    await deploy(api, "IMEI:202", "com.example.hello", "2.0rc1")
+    await deploy(api, "IMEI:203", "com.example.hello", "2.0")
+    await deploy(api, "IMEI:204", "com.example.other", "0.1")
+    async with api.sessions() as db, db.begin():  # one delivered, not deployed: not a match
+        device = await find_device(db, "IMEI:205")
+        assert device is not None
+        db.add(InventoryEntry(device_pk=device.id, kind="delivered", node="p", ident="com.example.hello"))
+
+    assert await listed(api, {"devinfo": "Mod=W7"}) == ["IMEI:200", "IMEI:203"]
+    assert await listed(api, [("devinfo", "Man=Acme"), ("devinfo", "Mod=W8")]) == ["IMEI:201"]
+    assert await listed(api, {"devinfo": "Man=acme"}) == []  # values compare as they are
+    assert await listed(api, {"devinfo": "Mod=W7", "tag": "ring=prod"}) == ["IMEI:203"]
+    hello = {"component": "com.example.hello"}
+    assert await listed(api, hello) == ["IMEI:200", "IMEI:201", "IMEI:202", "IMEI:203"]
+    assert await listed(api, {**hello, "version": "1.0.0"}) == ["IMEI:200"]  # PEP 440: 1.0 == 1.0.0
+    assert await listed(api, {**hello, "version_below": "2.0"}) == ["IMEI:200", "IMEI:201", "IMEI:202"]
+    assert await listed(api, {**hello, "version_below": "1.9"}) == ["IMEI:200"]  # 1.10 > 1.9
+    assert await listed(api, {**hello, "version_below": "2.0", "tag": "ring=beta", "q": "IMEI:20"}) == [
+        "IMEI:200",
+        "IMEI:201",
+        "IMEI:202",
+    ]
+    assert await listed(api, {"component": "com.example.nothing"}) == []
+    page = (await api.get("/devices", params={**hello, "version_below": "2.0", "limit": 2})).json()
+    assert page["total"] == 3 and page["total_exact"] is True and page["next_cursor"]
+
+    body = problem(await api.get("/devices", params={"version_below": "2.0"}), 422)
+    assert "needs a component" in body["detail"]
+    body = problem(await api.get("/devices", params={"version": "1.0"}), 422)
+    assert "needs a component" in body["detail"]
+    body = problem(await api.get("/devices", params={**hello, "version": "not a version"}), 422)
+    assert "is not a version" in body["detail"]
+    body = problem(await api.get("/devices", params={"devinfo": "Mod"}), 422)
+    assert "devinfo" in body["detail"] and "name=value" in body["detail"]
+    for name, value in (("q", "IMEI:\x00"), ("tag", "a=\x00"), ("devinfo", "\x00=x"), ("component", "\x00")):
+        body = problem(await api.get("/devices", params={name: value}), 422)  # not a 500 on PostgreSQL
+        assert body["detail"].startswith(f"{name}: ") and "NUL" in body["detail"]
+
+
+async def test_count_is_exact_estimated_or_left_out_as_asked(
+    api: Api, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [f"IMEI:3{n:02d}" for n in range(12)]
+    response = await api.post("/devices/bulk", json={"devices": [new_device(d) for d in ids]})
+    assert response.status_code == 201, response.text
+
+    for count in ("auto", "exact"):
+        page = (await api.get("/devices", params={"limit": 5, "count": count})).json()
+        assert (page["total"], page["total_exact"]) == (12, True), count
+    page = (await api.get("/devices", params={"limit": 5, "count": "none"})).json()
+    assert (page["total"], page["total_exact"]) == (None, False)
+    assert len(page["items"]) == 5 and page["next_cursor"]
+    page = (await api.get("/devices", params={"count": "none", "q": "IMEI:31"})).json()
+    assert page["total"] is None and [d["device_id"] for d in page["items"]] == ids[10:]
+    problem(await api.get("/devices", params={"count": "some"}), 422)
+
+    monkeypatch.setattr(devices_api, "COUNT_BOUND", 4)  # so that 12 devices are "many"
+    page = (await api.get("/devices", params={"limit": 5})).json()
+    if db_url.startswith("postgresql"):
+        assert page["total_exact"] is False and page["total"] >= 5  # the planner's estimate
+    else:
+        assert (page["total"], page["total_exact"]) == (12, True)  # SQLite always counts
+    page = (await api.get("/devices", params={"limit": 5, "count": "exact"})).json()
+    assert (page["total"], page["total_exact"]) == (12, True)
+    page = (await api.get("/devices", params={"limit": 20, "q": "IMEI:30"})).json()
+    assert (page["total"], page["total_exact"]) == (10, True)  # one page holds them all: exact
+    page = (await api.get("/devices", params={"limit": 5, "tag": "ring=none"})).json()
+    assert (page["total"], page["total_exact"]) == (0, True)
+
+
+def cursor_of(content: bytes) -> str:
+    return base64.urlsafe_b64encode(content).decode().rstrip("=")
+
+
+async def test_a_bad_cursor_is_a_422_that_says_why(api: Api) -> None:
+    for n in range(3):
+        await api.post("/devices", json=new_device(f"IMEI:40{n}"))
+    first = (await api.get("/devices", params={"limit": 1})).json()
+    cursor = first["next_cursor"]
+    assert [
+        d["device_id"] for d in (await api.get("/devices", params={"cursor": cursor})).json()["items"]
+    ] == [
+        "IMEI:401",
+        "IMEI:402",
+    ]
+    assert (await api.get("/devices", params={"cursor": cursor, "offset": 0})).status_code == 200
+
+    body = problem(await api.get("/devices", params={"cursor": cursor, "offset": 1}), 422)
+    assert "cursor or offset, not both" in body["detail"]
+    for bad, why in (
+        ("not a cursor!", "not base64url"),
+        (cursor_of(b"\xff\xfe"), "not JSON"),
+        (cursor_of(b"[1, 2]"), "names no DevId"),
+        (cursor_of(b'{"after": 7}'), "names no DevId"),
+        (cursor_of(b'{"before": "IMEI:401"}'), "names no DevId"),
+        (cursor_of(b'{"after": "IMEI:\\u0000"}'), "names no DevId"),  # PostgreSQL text has no NUL
+    ):
+        body = problem(await api.get("/devices", params={"cursor": bad}), 422)
+        assert why in body["detail"] and "cursor" in body["detail"], (bad, body)
+    problem(await api.get("/devices", params={"cursor": "A" * 5000}), 422)
+    # A cursor holds a position, not a device: one after a DevId that is gone still pages on.
+    gone = cursor_of(b'{"after": "IMEI:4005"}')
+    assert await listed(api, {"cursor": gone}) == ["IMEI:401", "IMEI:402"]
+
+
+async def test_cursor_pages_visit_each_device_once_while_devices_come_and_go(api: Api) -> None:
+    """Keyset pages from the cursor, whatever changes between them.
+
+    A device that is there from the first page to the last is listed exactly once; one added
+    after the cursor's position is listed, one added before it is not; a removed one is not
+    listed after its removal; the pages are in byte order (mixed case and punctuation: the
+    order of PostgreSQL's ``C`` collation and of SQLite).
+    """
+    rng = random.Random(1414)
+    heads = ["IMEI:", "MAC:", "imei:", "Dev-", "dev_", "dev.", "ESN:", "x"]
+    made: set[str] = set()
+
+    def new_ids(how_many: int) -> list[str]:
+        ids = []
+        while len(ids) < how_many:
+            device_id = rng.choice(heads) + "".join(rng.choices("0123456789aZ:-", k=rng.randint(1, 6)))
+            if device_id not in made:
+                made.add(device_id)
+                ids.append(device_id)
+        return ids
+
+    async def add(ids: list[str]) -> None:
+        if not ids:
+            return
+        devices = [new_device(d, tags={"ring": rng.choice("ab")}) for d in ids]
+        response = await api.post("/devices/bulk", json={"devices": devices})
+        assert response.status_code == 201, response.text
+
+    async def remove(ids: list[str]) -> None:
+        async with api.sessions() as db, db.begin():
+            await db.execute(delete(Device).where(Device.device_id.in_(ids)))
+
+    async def rings() -> dict[str, str]:
+        async with api.sessions() as db:
+            rows = (await db.execute(select(Device.device_id, Device.tags))).all()
+        return {device_id: tags["ring"] for device_id, tags in rows}
+
+    alive = set(new_ids(300))
+    await add(sorted(alive))
+    for ring in (None, "a"):  # the whole fleet, then with a filter
+        matches = {d for d, r in (await rings()).items() if ring is None or r == ring}
+        throughout = set(matches)  # there from the first page to the last
+        must, must_not = set(), set()  # added after / before the cursor's position
+        seen: list[str] = []
+        cursor, position = None, ""
+        while True:
+            params: dict[str, Any] = {"limit": rng.randint(1, 20)}
+            if ring:
+                params["tag"] = f"ring={ring}"
+            if cursor:
+                params["cursor"] = cursor
+            page = (await api.get("/devices", params=params)).json()
+            items = [d["device_id"] for d in page["items"]]
+            assert set(items) <= matches, "a removed device is listed"
+            seen += items
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+            position = items[-1]
+            gone = rng.sample(sorted(alive), rng.randint(0, 6))
+            await remove(gone)
+            alive -= set(gone)
+            throughout -= set(gone)
+            matches -= set(gone)
+            must -= set(gone)
+            born = new_ids(rng.randint(0, 6))
+            await add(born)
+            alive |= set(born)
+            current = await rings()
+            for device_id in born:
+                if ring is None or current[device_id] == ring:
+                    matches.add(device_id)
+                    (must if device_id > position else must_not).add(device_id)
+        assert seen == sorted(seen) and len(seen) == len(set(seen)), "out of order or listed twice"
+        assert throughout <= set(seen), sorted(throughout - set(seen))
+        assert must <= set(seen), sorted(must - set(seen))
+        assert not must_not & set(seen), sorted(must_not & set(seen))
+        assert len(must) > 3 and len(must_not) > 3 and len(made - alive) > 10  # it was tested
 
 
 async def test_inventory_and_history(api: Api) -> None:

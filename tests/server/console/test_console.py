@@ -4,12 +4,14 @@ operators' actions (audited), a viewer's refusal, CSRF, escaping, and API errors
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
+from omadm.server.api import devices as devices_api
 from omadm.server.console import views
 from omadm.server.store.models import Device, InventoryEntry
 
@@ -208,9 +210,45 @@ async def test_pages_page_through_long_lists_keeping_their_filters(
     browser = await console.login("viewer")
     page = (await browser.get("/console/devices", params={"tag": "ring=beta"})).text
     assert "1-2 of 5" in page and "DEV:0" in page and "DEV:2" not in page
-    assert html.escape("/console/devices?tag=ring%3Dbeta&offset=2") in page
+    assert "first page" not in page
+    seen = ["DEV:0", "DEV:1"]
+    for expected in (["DEV:2", "DEV:3"], ["DEV:4"]):  # the next page by the API's cursor
+        found = re.search(r'<a href="([^"]*)">next page →</a>', page)
+        assert found, page
+        link = html.unescape(found[1])
+        assert link.startswith("/console/devices?tag=ring%3Dbeta&cursor=")
+        page = (await browser.get(link)).text
+        assert f"{len(expected)} more of 5" in page and 'href="/console/devices?tag=ring%3Dbeta">' in page
+        assert all(d in page for d in expected) and not any(f">{d}<" in page for d in seen)
+        seen += expected
+    assert "next page →" not in page
+    # An offset link (an older bookmark) still works.
     page = (await browser.get("/console/devices", params={"tag": "ring=beta", "offset": "4"})).text
-    assert "5-5 of 5" in page and "DEV:4" in page and "next →" not in page
+    assert "5-5 of 5" in page and "DEV:4" in page and "next page →" not in page
+
+
+async def test_the_device_list_finds_devids_by_prefix_and_marks_estimates(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for device_id in ("IMEI:1", "IMEI:2", "imei:3", "MAC:4"):
+        body = {"device_id": device_id, "username": "u", "password": "p"}
+        assert (await console.api.post("/devices", json=body)).status_code == 201
+    browser = await console.login("viewer")
+    page = (await browser.get("/console/devices")).text
+    assert "DevId starts with" in page
+    page = (await browser.get("/console/devices", params={"q": "IMEI:"})).text
+    assert "1-2 of 2" in page and ">IMEI:1<" in page and ">IMEI:2<" in page and ">imei:3<" not in page
+    page = (await browser.get("/console/devices", params={"q": "EI:"})).text  # a start, not a part
+    assert "Nothing matches." in page
+
+    monkeypatch.setattr(devices_api, "COUNT_BOUND", 2)  # 4 devices are "many"
+    dashboard = (await browser.get("/console/dashboard")).text
+    page = (await browser.get("/console/devices")).text
+    if console.api.app.state.engine.dialect.name == "postgresql":
+        assert '<span class="num">about ' in dashboard  # the API's estimate, said to be one
+    else:
+        assert '<span class="num">4</span> devices' in dashboard
+    assert "1-4 of 4" in page  # one page holds them all: counted, whatever the engine
 
 
 async def test_a_running_campaign_page_refreshes_itself_with_progress_per_wave(

@@ -7,6 +7,7 @@ says whether one is set), a token is shown once when it is created.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Path, Query
@@ -122,6 +123,32 @@ class DeviceOut(_Out):
     created: datetime
     last_contact: datetime | None
     inventory_updated: datetime | None
+
+
+class DeviceCount(StrEnum):
+    """How the device list counts its matches (``count``): a count is a cost at a million devices."""
+
+    AUTO = "auto"  # exact up to a bound, then the planner's estimate (PostgreSQL)
+    EXACT = "exact"
+    NONE = "none"
+
+
+class DevicePage(BaseModel):
+    """One page of the device list, in DevId order.
+
+    Not :class:`Page`: a fleet of a million devices is paged by a cursor, since an offset
+    makes the database walk every skipped row, and its total may be an estimate, since an
+    exact count walks every match.
+    """
+
+    items: list[DeviceOut]
+    limit: int
+    offset: int
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page (same filters); null on the last page."
+    )
+    total: int | None = Field(description="How many match in all; null with count=none.")
+    total_exact: bool = Field(description="False when total is the planner's estimate (or null).")
 
 
 class InventoryOut(_Out):

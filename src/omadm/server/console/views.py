@@ -326,7 +326,7 @@ async def login_submit(request: Request) -> Response:
     else:
         async with ApiClient(request.app, token) as api:
             try:
-                await api.get("/devices", {"limit": 1})
+                await api.get("/devices", {"limit": 1, "count": "none"})
             except ApiError as exc:
                 # 403 is a token the API knows whose scope leaves out the device list: a
                 # valid login all the same; the pages will say what it may not see.
@@ -379,10 +379,12 @@ def _progress(counters: dict[str, int], size: int | None = None) -> dict[str, An
 
 async def dashboard(console: Console) -> Response:
     api = console.api
-    device_counts = {"all": (await api.get("/devices", {"limit": 1}))["total"]}
+    everything = await api.get("/devices", {"limit": 1})
+    device_counts = {"all": _about(everything["total"], everything["total_exact"])}
     for device_state in DeviceState:
         query: Params = {"state": device_state.value, "limit": 1}
-        device_counts[device_state.value] = (await api.get("/devices", query))["total"]
+        counted = await api.get("/devices", query)
+        device_counts[device_state.value] = _about(counted["total"], counted["total_exact"])
     job_counts = {}
     for job_state in (JobState.QUEUED, JobState.SENT, JobState.ACCEPTED, JobState.FAILED):
         job_counts[job_state.value] = (await api.get("/jobs", {"state": job_state.value, "limit": 1}))[
@@ -406,8 +408,44 @@ async def dashboard(console: Console) -> Response:
 
 
 async def devices(console: Console) -> Response:
-    _, listed = await console.listing("/devices", "state", "tag", "q")
-    return console.render("devices.html", **listed, states=[s.value for s in DeviceState])
+    """The device list, paged by the API's cursor: the next page is a link that carries it.
+
+    An offset in the page's query (an older link) is still passed on; a cursor wins over it.
+    """
+    chosen = console.query("state", "tag", "devinfo", "component", "q")
+    params: Params = {**chosen, "limit": PAGE_SIZE}
+    cursor = console.request.query_params.get("cursor", "").strip()
+    offset = 0 if cursor else console.offset()
+    if cursor:
+        params["cursor"] = cursor
+    elif offset:
+        params["offset"] = offset
+    page: dict[str, Any] = await console.api.get("/devices", params)
+    request = console.request
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in ("offset", "cursor")]
+
+    def link(*extra: tuple[str, str]) -> str:
+        query = urlencode([*kept, *extra])
+        return request.url.path + ("?" + query if query else "")
+
+    shown, total = len(page["items"]), page["total"]
+    pager = {
+        "shown": shown,
+        "first": offset + 1 if shown else 0,
+        "last": offset + shown,
+        "after_cursor": bool(cursor),
+        "total": _about(total, page["total_exact"]) if total is not None else None,
+        "start": link() if cursor or offset else None,
+        "next": link(("cursor", page["next_cursor"])) if page["next_cursor"] else None,
+    }
+    return console.render(
+        "devices.html", page=page, pager=pager, filters=chosen, states=[s.value for s in DeviceState]
+    )
+
+
+def _about(count: int, exact: bool) -> str:
+    """A count as a page shows it: the API's estimates (past 10,000 devices) say so."""
+    return str(count) if exact else f"about {count:,}"
 
 
 async def device(console: Console) -> Response:
