@@ -68,7 +68,6 @@ from .admission import DEFAULT_LIMIT, Admission
 from .config import ServerConfig
 from .dm_store import AuthorityRef, FastUnit, FullPathNeeded, OrmUnit, RowCache, Unit
 from .inventory import inventory_uri, normalize_path, parse_inventory
-from .version_key import version_key
 from .registry import deployed_node, record_event, resolve_authority
 from .store.models import (
     Device,
@@ -82,6 +81,7 @@ from .store.models import (
     utc_now,
 )
 from .store.writer import DmWriter, WriteConflict, WriterUnavailable
+from .version_key import version_key
 
 __all__ = ["DMEndpoint", "PackageLocator"]
 

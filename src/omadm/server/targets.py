@@ -88,6 +88,10 @@ class Target:
     prefix: str | None = None  # the DevId starts with this (case matters)
 
     def __post_init__(self) -> None:
+        texts = [*self.devices, *self.tags, *self.tags.values(), *self.devinfo, *self.devinfo.values()]
+        texts += [t for t in (self.component, self.version, self.version_below, self.prefix) if t]
+        if any("\x00" in text for text in texts):
+            raise RegistryError(422, "a filter value cannot hold a NUL character")
         for label, version in (("version", self.version), ("version_below", self.version_below)):
             if version is None:
                 continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +24,7 @@ from ..campaigns import (
     create_campaign,
     get_campaign,
     pause_campaign,
+    preview_campaign,
     resume_campaign,
     start_campaign,
 )
@@ -126,6 +128,42 @@ async def add_campaign(body: CampaignCreate, db: Db, actor: Operator) -> Campaig
             skipped=campaign.skipped,
         )
     return out
+
+
+class CampaignPreviewIn(CampaignCreate):
+    """A campaign's body, as for creating it; the name may be left out."""
+
+    name: str | None = Field(default=None, max_length=255)  # type: ignore[assignment]
+
+
+class CampaignPreviewOut(BaseModel):
+    """What the campaign would target if it were created now."""
+
+    devices: int = Field(description="Devices it would hold: selected, accepted and not busy.")
+    busy: int = Field(description="Selected, but in a running or paused campaign for the same component.")
+    sample: list[str] = Field(description="The first DevIds it would hold (registration order).")
+    waves: list[int] = Field(description="The size each wave would have.")
+
+
+@router.post(
+    "/preview",
+    response_model=CampaignPreviewOut,
+    summary="How many devices a campaign would target, and a sample (creates nothing)",
+)
+async def preview(body: CampaignPreviewIn, db: Db, actor: Viewer) -> CampaignPreviewOut:
+    """The same checks as creating the campaign (kind, package, component, target, waves),
+    and the devices its target selects now: counted by the database, never listed whole."""
+    async with db.begin():
+        found = await preview_campaign(
+            db,
+            body.kind,
+            target=body.target.model_dump(exclude_none=True),
+            artifact_id=body.artifact_id,
+            component_id=body.component_id,
+            waves=body.waves,
+            authority_pk=actor.authority_pk,
+        )
+    return CampaignPreviewOut(devices=found.devices, busy=found.busy, sample=found.sample, waves=found.waves)
 
 
 @router.get("", response_model=Page[CampaignOut], summary="List campaigns, newest first")

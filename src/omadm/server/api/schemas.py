@@ -325,6 +325,9 @@ class CampaignTarget(BaseModel):
     has_component: str | None = Field(
         default=None, max_length=255, description="The last inventory has this component deployed."
     )
+    version: str | None = Field(
+        default=None, max_length=64, description="And its version equals this (PEP 440: 1.0 is 1.0.0)."
+    )
     version_below: str | None = Field(
         default=None, max_length=64, description="And its version is lower than this (PEP 440)."
     )

@@ -12,7 +12,8 @@ devices. This revision adds:
   ``devices.tags`` / ``devices.devinfo`` by triggers (both engines), filled here from them;
 * ``inventory.version_key``: the version as bytes that sort in PEP 440 order
   (:mod:`omadm.server.version_key`), filled here; the component index becomes
-  ``(ident, kind, version_key, device_pk)``;
+  ``(ident, kind, device_pk, version_key)``;
+* ``jobs (campaign_id, state)``: a campaign's outcomes and cancellations are read set-based;
 * on PostgreSQL, ``devices.device_id`` in the ``C`` collation, so the list's keyset pages and
   DevId prefix searches run on the index in plain code-point order.
 """
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from omadm.server.store.models import ATTRIBUTE_TRIGGERS
+from omadm.server.store.models import ATTRIBUTE_STATISTICS, ATTRIBUTE_TRIGGERS
 from omadm.server.version_key import version_key
 
 revision: str = "0007"
@@ -85,10 +86,13 @@ def upgrade() -> None:
             {"key": version_key(version or ""), "version": version},
         )
     op.drop_index("ix_inventory_ident", table_name="inventory")
-    op.create_index("ix_inventory_ident_key", "inventory", ["ident", "kind", "version_key", "device_pk"])
+    op.create_index("ix_inventory_ident_key", "inventory", ["ident", "kind", "device_pk", "version_key"])
+
+    op.create_index("ix_jobs_campaign_state", "jobs", ["campaign_id", "state"])
 
     if dialect == "postgresql":
         op.execute('ALTER TABLE devices ALTER COLUMN device_id TYPE VARCHAR(255) COLLATE "C"')
+        op.execute(ATTRIBUTE_STATISTICS)
         # The new table's statistics now, not at the next autovacuum: targets plan on them.
         op.execute("ANALYZE device_attributes")
         op.execute("ANALYZE inventory")
@@ -98,11 +102,13 @@ def downgrade() -> None:
     dialect = op.get_context().dialect.name
     if dialect == "postgresql":
         op.execute('ALTER TABLE devices ALTER COLUMN device_id TYPE VARCHAR(255) COLLATE "default"')
+        op.execute("DROP STATISTICS IF EXISTS device_attributes_kind_name_value")
         op.execute("DROP TRIGGER IF EXISTS devices_attributes ON devices")
         op.execute("DROP FUNCTION IF EXISTS devices_attributes()")
     else:
         for name in ("devices_attributes_insert", "devices_attributes_tags", "devices_attributes_devinfo"):
             op.execute(f"DROP TRIGGER IF EXISTS {name}")
+    op.drop_index("ix_jobs_campaign_state", table_name="jobs")
     op.drop_index("ix_inventory_ident_key", table_name="inventory")
     op.create_index("ix_inventory_ident", "inventory", ["ident", "version"])
     with op.batch_alter_table("inventory") as batch:
