@@ -439,7 +439,9 @@ def campaigns_create(
     wave: Annotated[list[str] | None, typer.Option(help="A wave: a count or NN% (repeat, in order).")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="Target: key=value (repeatable).")] = None,
     device: Annotated[list[str] | None, typer.Option(help="Target: these DevIds (repeatable).")] = None,
+    devinfo: Annotated[list[str] | None, typer.Option(help="Target: DevInfo k=v (repeatable).")] = None,
     has_component: Annotated[str | None, typer.Option(help="Target: devices that have it.")] = None,
+    version: Annotated[str | None, typer.Option(help="...in this version (PEP 440).")] = None,
     version_below: Annotated[str | None, typer.Option(help="...in a version lower than this.")] = None,
     success: Annotated[float, typer.Option(help="Share of a wave that releases the next.")] = 1.0,
     error: Annotated[float, typer.Option(help="Share of a wave failed that stops the campaign.")] = 0.0,
@@ -449,16 +451,23 @@ def campaigns_create(
     skip_busy: Annotated[
         bool, typer.Option("--skip-busy", help="Leave out devices in another campaign.")
     ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only say how many devices it would target, and which first.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Create a campaign (a draft: start it with 'campaigns start')."""
+    """Create a campaign (a draft: start it with 'campaigns start'); --dry-run creates nothing."""
     target: dict[str, Any] = {}
     if tag:
         target["tags"] = _tags(tag)
+    if devinfo:
+        target["devinfo"] = _tags(devinfo)
     if device:
         target["devices"] = device
     if has_component:
         target["has_component"] = has_component
+    if version:
+        target["version"] = version
     if version_below:
         target["version_below"] = version_below
     body: dict[str, Any] = {
@@ -476,6 +485,18 @@ def campaigns_create(
             body[key] = value
     if window:
         body["window"] = window
+    if dry_run:
+        preview = _call(ctx, "POST", "/campaigns/preview", json=body)
+        if as_json:
+            typer.echo(json.dumps(preview, indent=2))
+            return
+        waves = ", ".join(str(size) for size in preview["waves"]) or "-"
+        typer.echo(f"would target {preview['devices']} devices in waves of {waves}")
+        if preview["busy"]:
+            typer.echo(f"{preview['busy']} more are busy in another campaign for the component")
+        if preview["sample"]:
+            typer.echo("first: " + ", ".join(preview["sample"]))
+        return
     _print(_call(ctx, "POST", "/campaigns", json=body), as_json, _CAMPAIGN_COLUMNS)
 
 

@@ -44,6 +44,7 @@ async def resolve_targets(db: AsyncSession, target: dict[str, Any], *, authority
     ids = select_targets(db, target, authority_pk=authority_pk)
     return list((await db.scalars(select(Device).where(Device.id.in_(ids)).order_by(Device.id))).all())
 
+
 Sessions = async_sessionmaker[AsyncSession]
 COMPONENT = "com.example.hello"
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -82,23 +82,12 @@ def test_an_operator_manages_devices_packages_and_jobs(
     code, out = ctl(proc, viewer, "devices", "show", "IMEI:1")
     assert code == 0 and "history" in out
 
-    code, out = ctl(
-        proc,
-        operator,
-        "campaigns",
-        "create",
-        "hello",
-        "install",
-        "--package",
-        str(package_id),
-        "--tag",
-        "ring=beta",
-        "--wave",
-        "1",
-        "--wave",
-        "100%",
-        "--json",
-    )
+    create = ["campaigns", "create", "hello", "install", "--package", str(package_id), "--tag", "ring=beta"]
+    code, out = ctl(proc, viewer, *create, "--wave", "1", "--wave", "100%", "--dry-run")
+    assert code == 0 and "would target" in out and "first: IMEI:" in out, out
+    code, out = ctl(proc, viewer, "campaigns", "list", "--json")
+    assert code == 0 and json.loads(out)["items"] == []  # the dry run created nothing
+    code, out = ctl(proc, operator, *create, "--wave", "1", "--wave", "100%", "--json")
     assert code == 0, out
     campaign = json.loads(out)
     assert campaign["state"] == "draft"

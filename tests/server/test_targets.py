@@ -29,6 +29,7 @@ from omadm.server.campaigns import (
     start_campaign,
 )
 from omadm.server.registry import NewDevice, RegistryError, add_authority, add_devices
+from omadm.server.rollout import wave_sizes
 from omadm.server.store.models import (
     Campaign,
     CampaignDevice,
@@ -314,3 +315,18 @@ async def test_a_campaign_over_40000_devices(sessions: Sessions) -> None:
             .where(CampaignDevice.campaign_id == campaign.id, CampaignDevice.state != "cancelled")
         )
         assert left == 0
+
+
+@pytest.mark.parametrize(
+    "waves", [[5, "20%", "100%"], ["2.5%", 3], [10, 10], ["33%"], [100, 5], ["1%", "1%", "50%", 1], []]
+)
+async def test_waves_cut_by_the_database_are_the_rollout_rules(sessions: Sessions, waves: list[Any]) -> None:
+    """create_campaign cuts waves in SQL (no count first); the sizes are rollout.wave_sizes'."""
+    async with sessions() as db, db.begin():
+        await add_devices(db, [NewDevice(f"IMEI:{n:03}", "u", "p") for n in range(37)])
+        for pk in await db.scalars(select(Device.id)):
+            db.add(InventoryEntry(device_pk=pk, kind="deployed", node="n", ident="c", version="1.0"))
+    async with sessions() as db, db.begin():
+        campaign = await create_campaign(db, "w", "deactivate", component_id="c", target={}, waves=waves)
+        sizes = [w.size for w in await counters(db, campaign)]
+    assert sizes == wave_sizes(37, waves)

@@ -98,6 +98,7 @@ async def test_list_filters_and_paging(api: Api) -> None:
     assert "name=value" in problem(await api.get("/devices", params={"tag": "site"}), 422)["detail"]
     problem(await api.get("/devices", params={"limit": 501}), 422)
     problem(await api.get("/devices", params={"offset": -1}), 422)
+    problem(await api.get("/devices", params={"offset": 10_001}), 422)  # deeper: the cursor
     problem(await api.get("/devices", params={"state": "asleep"}), 422)
 
 

@@ -635,4 +635,12 @@ class CampaignDevice(Base):
         UniqueConstraint("campaign_id", "device_pk", name="uq_campaign_devices_campaign_device"),
         Index("ix_campaign_devices_device_pk", "device_pk"),
         Index("ix_campaign_devices_campaign_wave", "campaign_id", "wave", "state"),
+        # From a job to its campaign device: the set-based statements join on it, and with it
+        # no plan (even one made on stale statistics) scans the campaign per job.
+        Index(
+            "ix_campaign_devices_job_id",
+            "job_id",
+            postgresql_where=sa_text("job_id IS NOT NULL"),
+            sqlite_where=sa_text("job_id IS NOT NULL"),
+        ),
     )

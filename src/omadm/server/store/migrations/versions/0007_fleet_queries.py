@@ -13,7 +13,8 @@ devices. This revision adds:
 * ``inventory.version_key``: the version as bytes that sort in PEP 440 order
   (:mod:`omadm.server.version_key`), filled here; the component index becomes
   ``(ident, kind, device_pk, version_key)``;
-* ``jobs (campaign_id, state)``: a campaign's outcomes and cancellations are read set-based;
+* ``jobs (campaign_id, state)`` and ``campaign_devices (job_id)``: a campaign's outcomes and
+  cancellations are read set-based, joining jobs and campaign devices both ways;
 * on PostgreSQL, ``devices.device_id`` in the ``C`` collation, so the list's keyset pages and
   DevId prefix searches run on the index in plain code-point order.
 """
@@ -89,6 +90,13 @@ def upgrade() -> None:
     op.create_index("ix_inventory_ident_key", "inventory", ["ident", "kind", "device_pk", "version_key"])
 
     op.create_index("ix_jobs_campaign_state", "jobs", ["campaign_id", "state"])
+    op.create_index(  # partial: a campaign's devices are written without a job, at no cost here
+        "ix_campaign_devices_job_id",
+        "campaign_devices",
+        ["job_id"],
+        postgresql_where=sa.text("job_id IS NOT NULL"),
+        sqlite_where=sa.text("job_id IS NOT NULL"),
+    )
 
     if dialect == "postgresql":
         op.execute('ALTER TABLE devices ALTER COLUMN device_id TYPE VARCHAR(255) COLLATE "C"')
@@ -108,6 +116,7 @@ def downgrade() -> None:
     else:
         for name in ("devices_attributes_insert", "devices_attributes_tags", "devices_attributes_devinfo"):
             op.execute(f"DROP TRIGGER IF EXISTS {name}")
+    op.drop_index("ix_campaign_devices_job_id", table_name="campaign_devices")
     op.drop_index("ix_jobs_campaign_state", table_name="jobs")
     op.drop_index("ix_inventory_ident_key", table_name="inventory")
     op.create_index("ix_inventory_ident", "inventory", ["ident", "version"])
