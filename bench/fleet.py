@@ -74,10 +74,15 @@ class BenchError(Exception):
 # ============================================================================ processes
 
 
-def omadm(*args: str, timeout: float = 600) -> str:
+def omadm(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> str:
     """Run ``python -m omadm ARGS`` and return its standard output (BenchError on failure)."""
     done = subprocess.run(
-        [sys.executable, "-m", "omadm", *args], capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, "-m", "omadm", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
     )
     if done.returncode != 0:
         raise BenchError(f"omadm {' '.join(args[:3])} ... failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -105,8 +110,12 @@ def process_cpu(pid: int) -> float:
 
 
 def process_rss(pid: int) -> int:
-    """Resident memory of ``pid`` in bytes, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    """Resident memory of ``pid`` in bytes, from /proc (0 once it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
@@ -114,10 +123,17 @@ def process_rss(pid: int) -> int:
 
 @dataclass
 class Server:
+    """``omadm server`` as production runs it (one worker), in a process of its own.
+
+    ``env`` is the process environment (None: this one; ``bench/registry.py`` sets PYTHONPATH
+    to measure another checkout); ``config``, a TOML file for ``--config``.
+    """
+
     db: str
     data_dir: Path
     log: Path
     port: int = field(default_factory=free_port)
+    env: dict[str, str] | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -130,24 +146,35 @@ class Server:
         return self.process.pid
 
     def admin(self, *args: str) -> str:
-        return omadm("server", "--db", self.db, "--data-dir", str(self.data_dir), *args)
+        return omadm("server", "--db", self.db, "--data-dir", str(self.data_dir), *args, env=self.env)
 
-    def start(self, config: Path) -> None:
+    def start(self, config: Path | None = None) -> None:
         command = [
-            sys.executable, "-m", "omadm", "server", "--config", str(config), "--db", self.db,
-            "--data-dir", str(self.data_dir), "--port", str(self.port),
+            sys.executable, "-m", "omadm", "server", "--db", self.db, "--data-dir", str(self.data_dir),
+            "--host", HOST, "--port", str(self.port), "--workers", "1",
+            *(["--config", str(config)] if config is not None else []),
         ]  # fmt: skip
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        if not self.responsive(60):
+            raise BenchError(
+                f"the server did not answer /health within 60 s:\n{self.log.read_text()[-3000:]}"
+            )
+
+    def responsive(self, within: float) -> bool:
+        """Whether /health answers within ``within`` seconds (each try given 1 s)."""
+        assert self.process is not None
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise BenchError(f"the server exited with {self.process.returncode}:\n{self.log.read_text()}")
+                raise BenchError(
+                    f"the server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
             with suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
+                    return True
             time.sleep(0.1)
-        raise BenchError(f"the server did not answer /health within 60 s:\n{self.log.read_text()}")
+        return False
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -55,8 +55,6 @@ import math
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -72,18 +70,17 @@ import httpx
 import psycopg
 from psycopg import sql
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fleet import BenchError, Server, process_rss  # the same server process and /proc readings
+
 ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
 DEFAULT_DB_URL = "postgresql://postgres@127.0.0.1:5432/omadm_registry_bench"
 HELLO = "com.example.hello"
 #: The campaign's target: ring=beta (20 % of the fleet) and hello deployed (60 %) = 12 %.
 TARGET: dict[str, Any] = {"tags": {"ring": "beta"}, "devinfo": {"Man": "Acme"}, "has_component": HELLO}
 #: A DevId prefix: IMEI:35000000012340 .. 49, ten devices.
 PREFIX = "IMEI:3500000001234"
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on (a server that does not start, a command that fails)."""
 
 
 # ============================================================================ the measured checkout
@@ -388,85 +385,6 @@ def facts(url: str) -> dict[str, int]:
 
 
 # ============================================================================ the server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def process_rss(pid: int) -> int:
-    """Resident memory of ``pid`` in bytes, from /proc (0 once it is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-@dataclass
-class Server:
-    checkout: Checkout
-    db: str
-    data_dir: Path
-    log: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def admin(self, *args: str) -> str:
-        return self.checkout.omadm("server", "--db", self.db, "--data-dir", str(self.data_dir), *args)
-
-    def start(self) -> None:
-        command = [
-            sys.executable, "-m", "omadm", "server", "--db", self.db, "--data-dir", str(self.data_dir),
-            "--host", HOST, "--port", str(self.port), "--workers", "1",
-        ]  # fmt: skip
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=self.checkout.env()
-            )
-        if not self.responsive(60):
-            raise BenchError(
-                f"the server did not answer /health within 60 s:\n{self.log.read_text()[-3000:]}"
-            )
-
-    def responsive(self, within: float) -> bool:
-        """Whether /health answers within ``within`` seconds (each try given 1 s)."""
-        assert self.process is not None
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(
-                    f"the server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}"
-                )
-            with suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return True
-            time.sleep(0.2)
-        return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 class Memory(threading.Thread):
@@ -951,7 +869,7 @@ def run(
     rows: list[Row],
 ) -> bool:
     """Fill (unless --reuse), then time (unless --fill-only) into ``rows``; whether it timed."""
-    server = Server(checkout, db_url, work / "server", work / "server.log")
+    server = Server(db_url, work / "server", work / "server.log", env=checkout.env())
     if not args.reuse:
         started = time.perf_counter()
         recreate(db_url)

@@ -293,6 +293,12 @@ async def test_a_campaign_over_40000_devices(sessions: Sessions) -> None:
         )
         correlators = await db.scalar(select(func.count(func.distinct(Job.correlator))))
         assert jobs == flagged == correlators == 1000
+        if db.get_bind().dialect.name == "postgresql":  # statistics refreshed by the bulk writes
+            query = text("SELECT relname, reltuples FROM pg_class WHERE relname = ANY(:names)")
+            names = ["devices", "device_attributes", "campaign_devices", "jobs"]
+            tuples = dict((await db.execute(query, {"names": names})).all())  # type: ignore[arg-type]
+            assert tuples["devices"] >= count and tuples["device_attributes"] >= count
+            assert tuples["campaign_devices"] >= count and tuples["jobs"] >= 1000
     async with sessions() as db, db.begin():
         with pytest.raises(RegistryError, match="40000 devices are already in a running or paused campaign"):
             await create_campaign(db, "again", "deactivate", component_id="com.example.hello", target=target)
@@ -330,3 +336,22 @@ async def test_waves_cut_by_the_database_are_the_rollout_rules(sessions: Session
         campaign = await create_campaign(db, "w", "deactivate", component_id="c", target={}, waves=waves)
         sizes = [w.size for w in await counters(db, campaign)]
     assert sizes == wave_sizes(37, waves)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        {"devices": ["IMEI:\x00"]},
+        {"tags": {"ring": "\x00"}},
+        {"devinfo": {"\x00": "x"}},
+        {"has_component": "c", "version": "1.0\x00"},
+    ],
+)
+async def test_a_nul_in_a_target_is_a_422_not_a_database_error(
+    sessions: Sessions, target: dict[str, Any]
+) -> None:
+    """PostgreSQL text cannot hold NUL: the filter says so (422) before any statement runs."""
+    async with sessions() as db, db.begin():
+        with pytest.raises(RegistryError, match="NUL character") as refused:
+            await preview_campaign(db, "deactivate", component_id="c", target=target)
+        assert refused.value.status == 422

@@ -53,14 +53,13 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from .registry import RegistryError, check_job
+from .registry import RegistryError, check_job, refresh_statistics
 from .rollout import RETRYABLE, Decision, Tally, Window, decide, parse_wave, wave_sizes
 from .store.models import (
     DEFAULT_AUTHORITY_PK,
@@ -80,11 +79,10 @@ from .store.models import (
     UTCDateTime,
     utc_now,
 )
-from .targets import CAMPAIGN_TARGET_KEYS, Target
+from .targets import Target
 
 __all__ = [
     "CAMPAIGN_KINDS",
-    "TARGET_KEYS",
     "Preview",
     "WaveCounters",
     "advance",
@@ -111,8 +109,6 @@ CAMPAIGN_KINDS = (
 _PACKAGE_KINDS = {JobKind.INSTALL, JobKind.INSTALL_INACTIVE, JobKind.UPDATE}
 #: Kinds that act on a deployed component: only devices that have it are targeted.
 _NEEDS_COMPONENT = {JobKind.UPDATE, JobKind.REMOVE, JobKind.ACTIVATE, JobKind.DEACTIVATE}
-#: What a target filter may say (all given conditions must hold).
-TARGET_KEYS = CAMPAIGN_TARGET_KEYS
 #: Devices named in a 409 at most (then "and N more").
 _NAMED = 10
 
@@ -178,14 +174,13 @@ async def _others_active(db: AsyncSession, component_id: str, *, but: int | None
 
 async def _refuse_busy(
     db: AsyncSession, among: ColumnElement[bool], component_id: str, *, but: int | None = None
-) -> int:
-    """How many devices (among those ``among`` selects) are in an active campaign for the
-    component; ``but`` that campaign. Returns the count when there are none (0)... or raises
-    a 409 naming the first of them when there are."""
+) -> None:
+    """A 409 naming the first of the devices (among those ``among`` selects) that are in a
+    running or paused campaign for the component (``but`` that one), if any are."""
     busy = _busy_condition(component_id, but=but)
     count = int(await db.scalar(select(func.count()).select_from(Device).where(among, busy)) or 0)
     if not count:
-        return 0
+        return
     other = aliased(Campaign)
     conditions = [
         among,
@@ -231,6 +226,16 @@ class _Plan:
     target: dict[str, Any]  # as stored: the filter given, with the component it implies
     selected: ColumnElement[bool]  # the devices the target selects (a condition on devices)
 
+    async def busy_split(self, db: AsyncSession) -> tuple[int, int, ColumnElement[bool]] | None:
+        """(selected, busy, the free devices) when another running or paused campaign concerns
+        the component, in one count; None when none does (no device can be busy)."""
+        if not await _others_active(db, self.component):
+            return None
+        busy = _busy_condition(self.component)
+        counted = select(func.count(), func.count().filter(busy)).select_from(Device).where(self.selected)
+        selected, busy_count = (int(n) for n in (await db.execute(counted)).one())
+        return selected, busy_count, and_(self.selected, ~busy)
+
 
 async def _plan(
     db: AsyncSession,
@@ -239,8 +244,14 @@ async def _plan(
     *,
     artifact_id: int | None,
     component_id: str | None,
+    waves: Sequence[int | str],
     authority_pk: int,
 ) -> _Plan:
+    try:
+        for spec in waves:
+            parse_wave(spec)
+    except ValueError as exc:
+        raise RegistryError(422, str(exc)) from None
     try:
         job_kind = JobKind(kind)
     except ValueError:
@@ -286,25 +297,23 @@ async def preview_campaign(
     sample: int = 20,
 ) -> Preview:
     """What :func:`create_campaign` would target now, without creating anything."""
-    try:
-        for spec in waves:
-            parse_wave(spec)
-    except ValueError as exc:
-        raise RegistryError(422, str(exc)) from None
     plan = await _plan(
-        db, kind, target, artifact_id=artifact_id, component_id=component_id, authority_pk=authority_pk
+        db,
+        kind,
+        target,
+        artifact_id=artifact_id,
+        component_id=component_id,
+        waves=waves,
+        authority_pk=authority_pk,
     )
-    if await _others_active(db, plan.component):
-        busy = _busy_condition(plan.component)
-        counted = select(func.count(), func.count().filter(busy)).select_from(Device).where(plan.selected)
-        selected, busy_count = (await db.execute(counted)).one()
-        free_devices = and_(plan.selected, ~busy)
-    else:  # nothing can be busy: one count
+    split = await plan.busy_split(db)
+    if split is None:
         selected = int(await db.scalar(select(func.count()).select_from(Device).where(plan.selected)) or 0)
-        busy_count = 0
-        free_devices = plan.selected
+        busy_count, free_devices = 0, plan.selected
+    else:
+        selected, busy_count, free_devices = split
     first = await db.scalars(select(Device.device_id).where(free_devices).order_by(Device.id).limit(sample))
-    free = int(selected) - int(busy_count)
+    free = selected - busy_count
     return Preview(devices=free, busy=busy_count, sample=list(first), waves=wave_sizes(free, list(waves)))
 
 
@@ -349,23 +358,22 @@ async def create_campaign(
             Window.parse(window)
         except ValueError as exc:
             raise RegistryError(422, str(exc)) from None
-    try:
-        for spec in waves:
-            parse_wave(spec)
-    except ValueError as exc:
-        raise RegistryError(422, str(exc)) from None
     plan = await _plan(
-        db, kind, target, artifact_id=artifact_id, component_id=component_id, authority_pk=authority_pk
+        db,
+        kind,
+        target,
+        artifact_id=artifact_id,
+        component_id=component_id,
+        waves=waves,
+        authority_pk=authority_pk,
     )
     skipped = 0
     free = plan.selected
-    if await _others_active(db, plan.component):
-        busy = _busy_condition(plan.component)
-        counted = select(func.count(), func.count().filter(busy)).select_from(Device).where(plan.selected)
-        selected, skipped = (int(n) for n in (await db.execute(counted)).one())
+    split = await plan.busy_split(db)
+    if split is not None:
+        selected, skipped, free = split
         if skipped and not skip_busy:
             await _refuse_busy(db, plan.selected, plan.component)
-        free = and_(plan.selected, ~busy)
         if selected == skipped:
             raise RegistryError(
                 422, "the target filter selects no device" + (" that is free" if skipped else "")
@@ -419,9 +427,10 @@ async def create_campaign(
             ),
         )
     )
-    if not getattr(written, "rowcount", 0):
+    rows = int(getattr(written, "rowcount", 0) or 0)
+    if not rows:
         raise RegistryError(422, "the target filter selects no device")
-    await _analyze(db, "campaign_devices")
+    await refresh_statistics(db, rows, "campaign_devices")
     return campaign
 
 
@@ -695,17 +704,6 @@ def _correlator(dialect: str) -> ColumnElement[str]:
     return literal("omadm-") + random_hex
 
 
-async def _analyze(db: AsyncSession, table: str) -> None:
-    """Statistics for a table that just grew by a campaign's worth of rows (PostgreSQL).
-
-    Until autovacuum's next pass the planner would take the campaign's rows for a handful
-    and nest loops over them: one cancel planned so took minutes instead of a second. The
-    sample includes this transaction's own rows; it costs ~0.1-0.3 s at a million rows.
-    """
-    if _dialect(db) == "postgresql":
-        await db.execute(text(f"ANALYZE {table}"))
-
-
 def _json_object(dialect: str, *pairs: Any) -> ColumnElement[Any]:
     return (func.json_build_object if dialect == "postgresql" else func.json_object)(*pairs)
 
@@ -811,7 +809,8 @@ async def _send(db: AsyncSession, campaign: Campaign, now: datetime) -> int:
         )
     )
     new_jobs = and_(Job.campaign_id == campaign.id, Job.id > before)
-    await _analyze(db, "jobs")
+    made_count = int(getattr(made, "rowcount", 0) or 0)
+    await refresh_statistics(db, made_count, "jobs")
     await db.execute(  # UPDATE ... FROM jobs: a join on device_pk, whatever the statistics say
         update(CampaignDevice)
         .where(released, new_jobs, Job.device_pk == CampaignDevice.device_pk)
@@ -840,7 +839,7 @@ async def _send(db: AsyncSession, campaign: Campaign, now: datetime) -> int:
             ).where(new_jobs),
         )
     )
-    return int(getattr(made, "rowcount", 0) or 0)
+    return made_count
 
 
 async def advance(db: AsyncSession, campaign: Campaign, now: datetime | None = None) -> None:

@@ -69,6 +69,7 @@ __all__ = [
     "list_authorities",
     "raise_open_jobs",
     "record_event",
+    "refresh_statistics",
     "resolve_authority",
 ]
 
@@ -391,12 +392,25 @@ async def add_devices(
         insert(DeviceEvent),
         [{"device_pk": pk, "kind": "registered", "detail": detail, "at": now} for pk in device_pks],
     )
-    if len(device_pks) >= ANALYZE_AFTER and db.get_bind().dialect.name == "postgresql":
-        # Statistics now, not at autovacuum's next pass: a campaign or a filtered list right
-        # after a fleet's registration is planned on them (with none, PostgreSQL takes a tag
-        # as matching one row and nests loops over 40,000 devices: minutes, not a second).
-        await db.execute(text("ANALYZE devices, device_attributes"))
+    # A campaign or a filtered list right after a fleet's registration is planned on these
+    # (with none, PostgreSQL takes a tag as matching one row and nests loops over 40,000
+    # devices: minutes, not a second).
+    await refresh_statistics(db, len(device_pks), "devices", "device_attributes")
     return len(device_pks)
+
+
+async def refresh_statistics(db: AsyncSession, rows: int, *tables: str) -> None:
+    """``ANALYZE`` the tables when a statement just wrote ``rows`` >= :data:`ANALYZE_AFTER`
+    rows to them (PostgreSQL; SQLite plans without statistics).
+
+    Until autovacuum's next pass (a minute or more) the planner would judge a table by what
+    it held before, take a fleet's worth of new rows for a handful and nest loops over them:
+    a campaign's cancel planned so took minutes instead of a second. The sample includes
+    the caller's own uncommitted rows; it costs ~0.1-0.3 s at a million rows, so small
+    writes (a retry's few jobs, each sweep) do not pay it.
+    """
+    if rows >= ANALYZE_AFTER and db.get_bind().dialect.name == "postgresql":
+        await db.execute(text(f"ANALYZE {', '.join(tables)}"))
 
 
 def _insert_new_devices(dialect: str) -> Insert:

@@ -156,23 +156,6 @@ class Target:
             conditions.append(exists().where(*has))
         return and_(sa_true(), *conditions)
 
-    def describe(self) -> dict[str, Any]:
-        """The filter as a campaign stores and shows it (``target``)."""
-        out: dict[str, Any] = {}
-        if self.devices:
-            out["devices"] = list(self.devices)
-        if self.tags:
-            out["tags"] = dict(self.tags)
-        if self.devinfo:
-            out["devinfo"] = dict(self.devinfo)
-        if self.component:
-            out["has_component"] = self.component
-        if self.version is not None:
-            out["version"] = self.version
-        if self.version_below is not None:
-            out["version_below"] = self.version_below
-        return out
-
 
 def _json_list(values: Iterable[str], dialect: str) -> Any:
     """``SELECT value FROM <the list>``, the list bound as one JSON text parameter."""

@@ -179,3 +179,19 @@ def test_migrate_to_an_unknown_revision_names_the_database(db_url: str) -> None:
     with pytest.raises(MigrationError, match=r"cannot migrate the database at .* to 0042"):
         migrate(db_url, "0042")
     assert current_revision(db_url) == head_revision()
+
+
+def test_migration_0007_creates_the_triggers_and_statistics_the_models_create() -> None:
+    """0007 keeps frozen copies of the attribute triggers; ``create_all`` uses the models'.
+    A change to one without the other would leave migrated and test databases apart."""
+    import importlib.util  # noqa: PLC0415
+
+    from omadm.server.store.models import ATTRIBUTE_STATISTICS, ATTRIBUTE_TRIGGERS  # noqa: PLC0415
+
+    path = MIGRATIONS_DIR / "versions" / "0007_fleet_queries.py"
+    spec = importlib.util.spec_from_file_location("migration_0007", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.ATTRIBUTE_TRIGGERS == ATTRIBUTE_TRIGGERS
+    assert module.ATTRIBUTE_STATISTICS == ATTRIBUTE_STATISTICS

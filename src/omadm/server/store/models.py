@@ -292,39 +292,42 @@ ATTRIBUTE_STATISTICS = (
 
 #: The triggers that keep ``device_attributes`` equal to ``devices.tags`` and ``.devinfo``
 #: (migration 0007 creates them; ``create_all`` too, below).
+_JSON_ATTRIBUTES = (("tags", AttributeKind.TAG), ("devinfo", AttributeKind.DEVINFO))
+
+
+def _forget_rows(kind: AttributeKind) -> str:
+    return f"DELETE FROM device_attributes WHERE device_pk = NEW.id AND kind = '{kind.value}'; "
+
+
 ATTRIBUTE_TRIGGERS = {
     "sqlite": (
         "CREATE TRIGGER devices_attributes_insert AFTER INSERT ON devices FOR EACH ROW BEGIN "
-        + _sqlite_attribute_rows("tags", "tag")
-        + _sqlite_attribute_rows("devinfo", "devinfo")
+        + "".join(_sqlite_attribute_rows(column, kind.value) for column, kind in _JSON_ATTRIBUTES)
         + " END",
-        "CREATE TRIGGER devices_attributes_tags AFTER UPDATE OF tags ON devices "
-        "FOR EACH ROW WHEN NEW.tags IS NOT OLD.tags BEGIN "
-        "DELETE FROM device_attributes WHERE device_pk = NEW.id AND kind = 'tag'; "
-        + _sqlite_attribute_rows("tags", "tag")
-        + " END",
-        "CREATE TRIGGER devices_attributes_devinfo AFTER UPDATE OF devinfo ON devices "
-        "FOR EACH ROW WHEN NEW.devinfo IS NOT OLD.devinfo BEGIN "
-        "DELETE FROM device_attributes WHERE device_pk = NEW.id AND kind = 'devinfo'; "
-        + _sqlite_attribute_rows("devinfo", "devinfo")
-        + " END",
+        *(
+            f"CREATE TRIGGER devices_attributes_{column} AFTER UPDATE OF {column} ON devices "
+            f"FOR EACH ROW WHEN NEW.{column} IS NOT OLD.{column} BEGIN "
+            + _forget_rows(kind)
+            + _sqlite_attribute_rows(column, kind.value)
+            + " END"
+            for column, kind in _JSON_ATTRIBUTES
+        ),
     ),
     "postgresql": (
         # A new row has nothing to delete: no DELETE then (its cached plan, made while the
         # table was empty, would scan the whole table for every row of a bulk insert).
         "CREATE FUNCTION devices_attributes() RETURNS trigger AS $$ BEGIN "
         "IF TG_OP = 'INSERT' THEN "
-        + _postgresql_attribute_rows("tags", "tag")
-        + _postgresql_attribute_rows("devinfo", "devinfo")
+        + "".join(_postgresql_attribute_rows(column, kind.value) for column, kind in _JSON_ATTRIBUTES)
         + " RETURN NULL; END IF; "
-        "IF NEW.tags::text IS DISTINCT FROM OLD.tags::text THEN "
-        "DELETE FROM device_attributes WHERE device_pk = NEW.id AND kind = 'tag'; "
-        + _postgresql_attribute_rows("tags", "tag")
-        + " END IF; "
-        "IF NEW.devinfo::text IS DISTINCT FROM OLD.devinfo::text THEN "
-        "DELETE FROM device_attributes WHERE device_pk = NEW.id AND kind = 'devinfo'; "
-        + _postgresql_attribute_rows("devinfo", "devinfo")
-        + " END IF; RETURN NULL; END $$ LANGUAGE plpgsql",
+        + "".join(
+            f"IF NEW.{column}::text IS DISTINCT FROM OLD.{column}::text THEN "
+            + _forget_rows(kind)
+            + _postgresql_attribute_rows(column, kind.value)
+            + " END IF; "
+            for column, kind in _JSON_ATTRIBUTES
+        )
+        + "RETURN NULL; END $$ LANGUAGE plpgsql",
         "CREATE TRIGGER devices_attributes AFTER INSERT OR UPDATE OF tags, devinfo ON devices "
         "FOR EACH ROW EXECUTE FUNCTION devices_attributes()",
     ),

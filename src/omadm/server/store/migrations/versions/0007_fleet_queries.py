@@ -26,13 +26,76 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from omadm.server.store.models import ATTRIBUTE_STATISTICS, ATTRIBUTE_TRIGGERS
 from omadm.server.version_key import version_key
 
 revision: str = "0007"
 down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+#: Frozen copies of what ``store/models.py`` creates for ``create_all`` (a test holds them equal):
+#: a migration must not change when the models do.
+ATTRIBUTE_TRIGGERS = {
+    "sqlite": (
+        (
+            "CREATE TRIGGER devices_attributes_insert AFTER INSERT ON devices FOR EACH ROW BEGIN "
+            "INSERT INTO device_attributes (device_pk, kind, name, value) SELECT NEW.id, 'tag', "
+            "substr(key, 1, 255), substr(CAST(value AS TEXT), 1, 255) FROM json_each(NEW.tags) WHERE "
+            "json_valid(NEW.tags) AND json_type(NEW.tags) = 'object' AND type NOT IN ('object', "
+            "'array', 'null');INSERT INTO device_attributes (device_pk, kind, name, value) SELECT "
+            "NEW.id, 'devinfo', substr(key, 1, 255), substr(CAST(value AS TEXT), 1, 255) FROM "
+            "json_each(NEW.devinfo) WHERE json_valid(NEW.devinfo) AND json_type(NEW.devinfo) = "
+            "'object' AND type NOT IN ('object', 'array', 'null'); END"
+        ),
+        (
+            "CREATE TRIGGER devices_attributes_tags AFTER UPDATE OF tags ON devices FOR EACH ROW "
+            "WHEN NEW.tags IS NOT OLD.tags BEGIN DELETE FROM device_attributes WHERE device_pk = "
+            "NEW.id AND kind = 'tag'; INSERT INTO device_attributes (device_pk, kind, name, value) "
+            "SELECT NEW.id, 'tag', substr(key, 1, 255), substr(CAST(value AS TEXT), 1, 255) FROM "
+            "json_each(NEW.tags) WHERE json_valid(NEW.tags) AND json_type(NEW.tags) = 'object' AND "
+            "type NOT IN ('object', 'array', 'null'); END"
+        ),
+        (
+            "CREATE TRIGGER devices_attributes_devinfo AFTER UPDATE OF devinfo ON devices FOR EACH "
+            "ROW WHEN NEW.devinfo IS NOT OLD.devinfo BEGIN DELETE FROM device_attributes WHERE "
+            "device_pk = NEW.id AND kind = 'devinfo'; INSERT INTO device_attributes (device_pk, "
+            "kind, name, value) SELECT NEW.id, 'devinfo', substr(key, 1, 255), substr(CAST(value AS "
+            "TEXT), 1, 255) FROM json_each(NEW.devinfo) WHERE json_valid(NEW.devinfo) AND "
+            "json_type(NEW.devinfo) = 'object' AND type NOT IN ('object', 'array', 'null'); END"
+        ),
+    ),
+    "postgresql": (
+        (
+            "CREATE FUNCTION devices_attributes() RETURNS trigger AS $$ BEGIN IF TG_OP = 'INSERT' "
+            "THEN IF jsonb_typeof(NEW.tags::jsonb) = 'object' THEN INSERT INTO device_attributes "
+            "(device_pk, kind, name, value) SELECT NEW.id, 'tag', left(key, 255), left(value #>> "
+            "'{}', 255) FROM jsonb_each(NEW.tags::jsonb) WHERE jsonb_typeof(value) IN ('string', "
+            "'number', 'boolean'); END IF;IF jsonb_typeof(NEW.devinfo::jsonb) = 'object' THEN INSERT "
+            "INTO device_attributes (device_pk, kind, name, value) SELECT NEW.id, 'devinfo', "
+            "left(key, 255), left(value #>> '{}', 255) FROM jsonb_each(NEW.devinfo::jsonb) WHERE "
+            "jsonb_typeof(value) IN ('string', 'number', 'boolean'); END IF; RETURN NULL; END IF; IF "
+            "NEW.tags::text IS DISTINCT FROM OLD.tags::text THEN DELETE FROM device_attributes WHERE "
+            "device_pk = NEW.id AND kind = 'tag'; IF jsonb_typeof(NEW.tags::jsonb) = 'object' THEN "
+            "INSERT INTO device_attributes (device_pk, kind, name, value) SELECT NEW.id, 'tag', "
+            "left(key, 255), left(value #>> '{}', 255) FROM jsonb_each(NEW.tags::jsonb) WHERE "
+            "jsonb_typeof(value) IN ('string', 'number', 'boolean'); END IF; END IF; IF "
+            "NEW.devinfo::text IS DISTINCT FROM OLD.devinfo::text THEN DELETE FROM device_attributes "
+            "WHERE device_pk = NEW.id AND kind = 'devinfo'; IF jsonb_typeof(NEW.devinfo::jsonb) = "
+            "'object' THEN INSERT INTO device_attributes (device_pk, kind, name, value) SELECT "
+            "NEW.id, 'devinfo', left(key, 255), left(value #>> '{}', 255) FROM "
+            "jsonb_each(NEW.devinfo::jsonb) WHERE jsonb_typeof(value) IN ('string', 'number', "
+            "'boolean'); END IF; END IF; RETURN NULL; END $$ LANGUAGE plpgsql"
+        ),
+        (
+            "CREATE TRIGGER devices_attributes AFTER INSERT OR UPDATE OF tags, devinfo ON devices "
+            "FOR EACH ROW EXECUTE FUNCTION devices_attributes()"
+        ),
+    ),
+}
+ATTRIBUTE_STATISTICS = (
+    "CREATE STATISTICS device_attributes_kind_name_value (mcv, dependencies) ON kind, name, "
+    "value FROM device_attributes"
+)
 
 _BACKFILL = {
     "sqlite": (
