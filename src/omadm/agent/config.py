@@ -68,7 +68,10 @@ class AccountConfig:
     password: str
     auth: str = "md5"  # the scheme the device uses towards the server: basic, md5, hmac
     server_password: str = ""  # SRVCRED secret: verifies the server and Package #0
-    require_server_auth: bool = False
+    #: The server must prove itself (SRVCRED, MD5 or HMAC) before any of its commands runs.
+    #: ``false`` trusts whoever answers at ``url`` (logged as a warning every session): only
+    #: for a server that cannot authenticate itself, over TLS or on a trusted network.
+    require_server_auth: bool = True
     name: str = ""
 
     @property
@@ -108,6 +111,17 @@ class ScomoConfig:
     #: left as it is, every server with an account at first (``Add=*&...``). On a device shared
     #: by several management authorities this says which of them manages its software.
     servers: tuple[str, ...] = ()
+    #: A package download stops (result 1403) past this many bytes, whatever the server
+    #: or the descriptor declared; it also stops (1404) when the disk would keep less than
+    #: ``reserve_bytes`` free.
+    max_package_bytes: int = 2 * 1024 * 1024 * 1024
+    #: Refuse every downgrade (an older version over a newer one, result 1407), even when the
+    #: package or its InstallParams allow it.
+    refuse_downgrades: bool = False
+    #: Which publisher keys may sign which component ids (TOML; default: <trust_dir>/policy.toml).
+    trust_policy: str = ""
+    #: Follow download redirects to loopback, link-local and other local addresses (lab use).
+    allow_local_redirects: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "installers", tuple(self.installers))  # TOML gives a list
@@ -255,6 +269,8 @@ def _validate(config: AgentConfig) -> None:
         raise ConfigError("[scomo] version must be '1.0' or '1.1'")
     if config.scomo.reserve_bytes < 0:
         raise ConfigError("[scomo] reserve_bytes must not be negative")
+    if config.scomo.max_package_bytes <= 0:
+        raise ConfigError("[scomo] max_package_bytes must be a positive number of bytes")
     if config.scomo.hook_timeout <= 0:
         raise ConfigError("[scomo] hook_timeout must be a positive number of seconds")
     for spec in config.scomo.installers:
@@ -274,7 +290,12 @@ def _validate(config: AgentConfig) -> None:
         if account.server_id in seen:
             raise ConfigError(f"server {account.server_id!r} is configured twice")
         if account.require_server_auth and not account.server_password:
-            raise ConfigError(f"server {account.server_id!r}: require_server_auth needs server_password")
+            raise ConfigError(
+                f"server {account.server_id!r} has no server_password: the agent runs a server's "
+                "commands only once the server has proved itself with it (SRVCRED). Set server_password "
+                "here and the same secret on the server (omadm ctl devices add --server-password), or "
+                "set require_server_auth = false to trust an unauthenticated server (insecure)"
+            )
         seen.add(account.server_id)
 
 
