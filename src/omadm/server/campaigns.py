@@ -79,7 +79,7 @@ from .store.models import (
     UTCDateTime,
     utc_now,
 )
-from .targets import Target
+from .targets import Target, plan_per_target
 
 __all__ = [
     "CAMPAIGN_KINDS",
@@ -282,6 +282,7 @@ async def _plan(
             raise RegistryError(422, f"a {job_kind.value} campaign targets devices that have {component!r}")
         target["has_component"] = component
     selected = Target.from_campaign(target).where(authority_pk, _dialect(db))
+    await plan_per_target(db)
     return _Plan(job_kind, component, target, selected)
 
 

@@ -26,14 +26,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, String, and_, cast, exists, func, literal, select
+from sqlalchemy import JSON, ColumnElement, String, and_, cast, exists, func, literal, select, text
 from sqlalchemy import true as sa_true
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from .registry import RegistryError
 from .store.models import AttributeKind, Device, DeviceAttribute, DeviceState, InventoryEntry, InventoryKind
 from .version_key import version_key
 
-__all__ = ["CAMPAIGN_TARGET_KEYS", "MAX_VALUE", "Target", "parse_pairs"]
+__all__ = ["CAMPAIGN_TARGET_KEYS", "MAX_VALUE", "Target", "parse_pairs", "plan_per_target"]
 
 #: What a campaign's ``target`` mapping may say.
 CAMPAIGN_TARGET_KEYS = ("devices", "tags", "devinfo", "has_component", "version", "version_below")
@@ -65,6 +66,24 @@ def _text_map(value: Any, key: str) -> dict[str, str]:
             raise RegistryError(422, f"target {key} {name!r}: a value is a string or a number")
         out[str(name)] = str(item).lower() if isinstance(item, bool) else str(item)
     return out
+
+
+async def plan_per_target(db: AsyncSession) -> None:
+    """Make PostgreSQL plan this transaction's target queries for their values, without JIT.
+
+    The driver prepares every statement, and after five runs PostgreSQL may switch to one
+    generic plan for all values; but a tag held by 20 % of the fleet and one held by nobody
+    want different plans (measured at a million devices: a campaign preview went from 0.55 s
+    to 1.0 s on its sixth run). JIT compiles for 50-70 ms on every count of that size and
+    saved less than that. Both settings last until the transaction ends (``SET LOCAL``), so
+    the DM path keeps its cached plans. Nothing to do on SQLite, which plans every statement.
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        await db.execute(
+            text(
+                "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), set_config('jit', 'off', true)"
+            )
+        )
 
 
 def _key(version: str, label: str) -> bytes:

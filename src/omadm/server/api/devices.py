@@ -35,7 +35,7 @@ from ..store.models import (
     InventoryEntry,
     InventoryKind,
 )
-from ..targets import Target, parse_pairs
+from ..targets import Target, parse_pairs, plan_per_target
 from .auth import Db, Operator, Viewer, audit
 from .problems import Problem
 from .schemas import (
@@ -260,6 +260,7 @@ async def list_devices(
         prefix=q or None,
     )
     async with db.begin():
+        await plan_per_target(db)
         dialect = db.get_bind().dialect.name
         where = target.where(actor.authority_pk, dialect)
         query = select(Device).where(where).order_by(Device.device_id).limit(limit + 1)
