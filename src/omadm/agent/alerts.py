@@ -6,6 +6,9 @@ WAL, ``synchronous=FULL``) the moment it exists, sent in every session with its 
 until the server answers it with a 2xx Status, and only then removed. A server that
 answers 4xx/5xx also ends the alert's life, with the answer logged: sending the same bytes
 again would not change its mind.
+
+The database also holds the SCOMO journal (package URLs, reports): its file is created 0600
+before SQLite opens it, and its side files follow (:mod:`omadm.agent.files`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omadm.protocol.messages import Alert, Item, Meta, Source, Target
+
+from .files import prepare_private_database
 
 __all__ = ["AlertQueue", "QueuedAlert", "alert_from_json", "alert_to_json"]
 
@@ -69,8 +74,10 @@ class AlertQueue:
     """Pending alerts per server, in the order they were raised."""
 
     def __init__(self, path: str | Path) -> None:
+        prepare_private_database(path)  # 0600 before SQLite creates it with the umask's 0644
         self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        prepare_private_database(path)  # side files an older omadm left readable
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS alerts (id INTEGER PRIMARY KEY AUTOINCREMENT, "

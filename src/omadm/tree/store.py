@@ -8,6 +8,10 @@ transaction (an Atomic in one outer savepoint), never a partial one.
 
 The store knows nothing of DM semantics: it keeps rows (``NodeRecord``) keyed by the
 canonical path (``.`` for the root, ``./A/B`` below it) and hands out transactions.
+
+The database holds secrets (the DMAcc credentials, in plaintext because digest
+authentication needs them), so its file is created 0600 before SQLite opens it, and its
+side files follow (see :mod:`omadm.agent.files` for why this way).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from omadm.agent.files import prepare_private_database
 
 __all__ = ["SCHEMA_VERSION", "NodeRecord", "TreeStore", "TreeStoreError"]
 
@@ -102,8 +108,13 @@ class TreeStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         try:
+            prepare_private_database(self.path)  # 0600 from the start: it holds the credentials
+        except OSError as exc:
+            raise TreeStoreError(f"cannot create the tree database {self.path}: {exc}") from None
+        try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
+            prepare_private_database(self.path)  # side files an older omadm left readable
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
