@@ -8,6 +8,23 @@ MsgID with their cached reply, so nothing runs twice.
 A server shedding load answers 503 (or 429) with ``Retry-After``: that is not a failure but
 an appointment, kept with a little jitter (``busy_wait``) and with its own bounded budget
 (``busy_retries``), apart from the few retries that real failures get.
+
+A reply is never read whole before it is measured. The agent announces ``MaxMsgSize``
+(``max_msg_size``) and ``MaxObjSize`` (``max_obj_size``) to the server, and no honest
+reply is larger than one message, or one message carrying one whole object of the largest
+size we accept (a server that does not split large objects). So the body is streamed and
+refused past::
+
+    reply_limit = max_msg_size + ceil(max_obj_size * 4 / 3) + 64 KiB
+
+(4/3: a binary object in an XML message is base64; 64 KiB: the envelope around it). With
+the defaults (16 KiB, 4 MiB) that is about 5.4 MiB. A ``Content-Length`` above the limit
+is refused before a byte of the body is read; a body (chunked or close-delimited) that
+passes the limit is refused at that point, and the connection is dropped. Both are
+``TransportError(retryable=False)`` naming the limit: asking again would get the same
+answer. Compression is not asked for (``Accept-Encoding: identity``); a server that
+compresses anyway (gzip or deflate) is decoded chunk by chunk with the decoder's output
+capped by the same limit, so a small compressed bomb cannot expand in memory either.
 """
 
 from __future__ import annotations
@@ -16,6 +33,7 @@ import logging
 import random
 import ssl
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,12 +47,27 @@ from omadm.protocol.codec import encoding_for_content_type
 
 from .config import AgentConfig, ConfigError
 
-__all__ = ["HTTPTransport", "Reply", "TransportError", "busy_wait", "retry_after_seconds", "tls_context"]
+__all__ = [
+    "HTTPTransport",
+    "Reply",
+    "TransportError",
+    "busy_wait",
+    "reply_limit",
+    "retry_after_seconds",
+    "tls_context",
+]
 
 log = logging.getLogger(__name__)
 
 #: HTTP statuses worth another try (the Motorola/Android client retries on these).
 _RETRYABLE = {408, 429, 500, 502, 503, 504}
+#: Room for the SyncML envelope around an object of ``max_obj_size`` in one reply.
+_REPLY_SLACK = 64 * 1024
+
+
+def reply_limit(max_msg_size: int, max_obj_size: int) -> int:
+    """The most bytes a DM reply may have (see the module docstring for the reasoning)."""
+    return max_msg_size + -(-max_obj_size * 4 // 3) + _REPLY_SLACK
 
 
 def tls_context(
@@ -168,28 +201,94 @@ class HTTPTransport:
                 self._sleep(delay)
                 delay *= 2
 
+    @property
+    def reply_limit(self) -> int:
+        """The most bytes a reply may have: ``reply_limit(max_msg_size, max_obj_size)``."""
+        return reply_limit(self.config.max_msg_size, self.config.max_obj_size)
+
     def _post_once(self, url: str, body: bytes, content_type: str, headers: dict[str, str]) -> Reply:
-        request_headers = {"Content-Type": content_type, "Accept": content_type, **headers}
+        """One POST; the reply is streamed so that its size is checked before it is all in memory."""
+        request_headers = {
+            "Content-Type": content_type,
+            "Accept": content_type,
+            "Accept-Encoding": "identity",  # a compressed reply could not be measured before decoding
+            **headers,
+        }
         try:
-            response = self._client.post(url, content=body, headers=request_headers)
+            with self._client.stream("POST", url, content=body, headers=request_headers) as response:
+                if response.status_code != 200:
+                    retry_after = (
+                        retry_after_seconds(response.headers.get("retry-after"))
+                        if response.status_code in (429, 503)
+                        else None
+                    )
+                    raise TransportError(
+                        f"{url} answered HTTP {response.status_code} {response.reason_phrase}",
+                        retryable=response.status_code in _RETRYABLE,
+                        retry_after=retry_after,
+                    )
+                content = self._read_reply(response, url)
         except httpx.TimeoutException:
             raise TransportError(
                 f"no answer from {url} within {self.config.timeout:.0f}s", retryable=True
             ) from None
         except httpx.TransportError as exc:
             raise TransportError(f"cannot reach {url}: {exc}", retryable=True) from None
-        if response.status_code != 200:
-            retry_after = (
-                retry_after_seconds(response.headers.get("retry-after"))
-                if response.status_code in (429, 503)
-                else None
-            )
-            raise TransportError(
-                f"{url} answered HTTP {response.status_code} {response.reason_phrase}",
-                retryable=response.status_code in _RETRYABLE,
-                retry_after=retry_after,
-            )
         content_type_back = response.headers.get("content-type")
         if content_type_back and encoding_for_content_type(content_type_back) is None:
             log.info("server sent Content-Type %r; decoding by the bytes", content_type_back)
-        return Reply(response.content, content_type_back, response.headers.get(HMAC_HEADER))
+        return Reply(content, content_type_back, response.headers.get(HMAC_HEADER))
+
+    def _read_reply(self, response: httpx.Response, url: str) -> bytes:
+        """The reply's body, refused (without reading on) once it passes ``reply_limit``."""
+        limit = self.reply_limit
+        why = f"the agent's limit (max_msg_size + 4/3 max_obj_size + 64 KiB is {limit} bytes)"
+        length = response.headers.get("content-length", "").strip()
+        if length.isdigit() and int(length) > limit:
+            raise TransportError(f"{url} announced a reply of {length} bytes, over {why}", retryable=False)
+        if response.is_stream_consumed:  # built in memory (a test double): already decoded
+            inflate, chunks = None, iter([response.content])
+        else:
+            inflate, chunks = _inflater(response, url), response.iter_raw()
+        received = bytearray()
+        for raw in chunks:
+            chunk = raw if inflate is None else inflate(raw, limit - len(received) + 1)
+            if len(received) + len(chunk) > limit:
+                message = f"{url} sent a reply of more than {limit} bytes, over {why}; the rest was not read"
+                raise TransportError(message, retryable=False)
+            received += chunk
+        return bytes(received)
+
+
+#: Content-Encoding -> zlib ``wbits``; HTTP's "deflate" is the zlib format (32: or gzip).
+_ZLIB_WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS | 32}
+
+
+def _inflater(response: httpx.Response, url: str) -> Callable[[bytes, int], bytes] | None:
+    """``inflate(data, at_most)`` for a compressed reply (None when it is not compressed).
+
+    zlib's ``max_length`` bounds what one call produces, which httpx's own decoders do not:
+    they expand a whole network read at once, up to a thousand times its size.
+    """
+    codings = [c.strip().lower() for c in response.headers.get("content-encoding", "").split(",")]
+    codings = [c for c in codings if c not in ("", "identity")]
+    if not codings:
+        return None
+    if len(codings) > 1 or codings[0] not in _ZLIB_WBITS:
+        raise TransportError(
+            f"{url} sent Content-Encoding {', '.join(codings)}; only identity, gzip and deflate "
+            "are understood",
+            retryable=False,
+        )
+    coding = codings[0]
+    decompressor = zlib.decompressobj(_ZLIB_WBITS[coding])
+
+    def inflate(data: bytes, at_most: int) -> bytes:
+        try:
+            return decompressor.decompress(data, max(1, at_most))
+        except zlib.error as exc:
+            raise TransportError(
+                f"cannot decode the {coding} reply from {url}: {exc}", retryable=False
+            ) from None
+
+    return inflate
