@@ -47,6 +47,7 @@ from omadm.tree.uri import escape_segment, parse_uri
 
 from .dd import DescriptorError, InstallNotifyStatus, parse_descriptor
 from .download import Downloader, DownloadError, disk_free
+from .install_params import InstallParams, InstallParamsError, parse_install_params
 from .installers.base import InstalledComponent, Installer, InstallError, installer_for, load_installers
 from .journal import Job, JobState, Journal, Primitive
 
@@ -433,7 +434,12 @@ class ScomoService:
         pkg_id = pkg_id or manifest.id
         params = self._value(f"{job.node}/InstallParams") or None
         installed_now: list[tuple[Installer, ComponentManifest, InstalledComponent | None]] = []
-        problem = self._check_components(manifest.components, manifest.allow_downgrade, params)
+        try:
+            settings = parse_install_params(params)
+        except InstallParamsError as exc:
+            log.warning("package %s refused (%s): %s", manifest.id, exc.result, exc)
+            return exc.result, None, pkg_id, []
+        problem = self._check_components(manifest.components, manifest.allow_downgrade, settings)
         if problem is not None:
             log.warning("package %s refused: %s", manifest.id, problem[1])
             return problem[0], None, pkg_id, []  # the server's PkgID: what it can match (digest 6.3)
@@ -486,18 +492,31 @@ class ScomoService:
         return ScomoResult.SUCCESSFUL, first[0], first[1], done
 
     def _check_components(
-        self, components: tuple[ComponentManifest, ...], allow_downgrade: bool, params: str | None
+        self, components: tuple[ComponentManifest, ...], allow_downgrade: bool, params: InstallParams
     ) -> tuple[int, str] | None:
+        """Why the package's components may not be installed here (code, reason), or None.
+
+        A downgrade (an older version over a newer one) needs the package's manifest or the
+        InstallParams (``allow-downgrade``, parsed: see :mod:`.install_params`) to allow it,
+        and is refused whatever they say when ``[scomo] refuse_downgrades`` is set. Refused
+        with 1405 (Install Failed): the package is valid, this device will not install it.
+        """
         present = {c.id: c.version for i in self.installers.values() for c in i.inventory()}
         incoming = {c.id: c.version for c in components}
-        downgrade_ok = allow_downgrade or "allow-downgrade" in (params or "")
+        refuse_all = self.agent.config.scomo.refuse_downgrades
+        downgrade_ok = (allow_downgrade or params.allow_downgrade) and not refuse_all
         for component in components:
             if component.env_type not in self.installers:
                 return ScomoResult.UNSUPPORTED_ENVIRONMENT, f"no installer for EnvType {component.env_type!r}"
             old = present.get(component.id)
             if old is not None and compare_versions(component.version, old) < 0 and not downgrade_ok:
+                why = (
+                    "this device refuses every downgrade ([scomo] refuse_downgrades)"
+                    if refuse_all
+                    else "neither the package nor its InstallParams allow it"
+                )
                 return ScomoResult.INSTALL_FAILED, (
-                    f"{component.id} {component.version} would downgrade {old}; the package does not allow it"
+                    f"{component.id} {component.version} would downgrade {old}; {why}"
                 )
             for dep in component.depends:
                 version = incoming.get(dep.id) or present.get(dep.id)
