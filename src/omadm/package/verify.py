@@ -47,11 +47,11 @@ from ._archive import (
     fsync_directory,
     is_regular,
 )
-from ._crypto import SIGNATURE_SIZE, find_signer, key_id
+from ._crypto import SIGNATURE_SIZE, find_signer, key_id, raw_public_key
 from .errors import IntegrityError, PackageError, SignatureError
 from .manifest import ComponentManifest, FileEntry, PackageManifest, path_problem
 
-__all__ = ["DEFAULT_MAX_UNPACKED", "VerifiedPackage", "open_package"]
+__all__ = ["DEFAULT_MAX_UNPACKED", "VerifiedPackage", "key_fingerprint", "open_package"]
 
 #: Default cap on the sum of declared file sizes (1 GiB).
 DEFAULT_MAX_UNPACKED = 1 << 30
@@ -66,13 +66,24 @@ _MEMBER_OVERHEAD = 4096
 _TAIL_BUDGET = 1 << 20
 
 
+def key_fingerprint(key: Ed25519PublicKey) -> str:
+    """The whole SHA-256 (64 hex digits) of the raw public key; :func:`key_id` is its first 16.
+
+    The short id is for people to compare by eye. A device that remembers which key signed
+    a component (SCOMO publisher pinning) keeps the fingerprint: 64 bits of the id could be
+    matched by a key ground for the purpose, 256 bits cannot.
+    """
+    return hashlib.sha256(raw_public_key(key)).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class VerifiedPackage:
     """A package that passed :func:`open_package`.
 
-    ``key_id`` names the trusted key that signed it (``None`` if unsigned or not checked);
-    ``sha256`` and ``size`` describe the whole file; ``manifest_sha256`` lets extraction notice
-    that the file was replaced after verification. Only :func:`open_package` makes these.
+    ``key_id`` names the trusted key that signed it (``None`` if unsigned or not checked)
+    and ``key_fingerprint`` is that key's full :func:`key_fingerprint`; ``sha256`` and ``size``
+    describe the whole file; ``manifest_sha256`` lets extraction notice that the file was
+    replaced after verification. Only :func:`open_package` makes these.
     """
 
     path: Path
@@ -82,6 +93,7 @@ class VerifiedPackage:
     size: int
     signed: bool
     manifest_sha256: str
+    key_fingerprint: str | None = None
 
     def extract_component(self, component_id: str, dest: Path) -> Path:
         """Unpack one component's files into ``dest`` (missing or empty) and return ``dest``.
@@ -184,6 +196,7 @@ def open_package(
         size=size,
         signed=signature is not None,
         manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+        key_fingerprint=None if signer is None else key_fingerprint(signer),
     )
 
 

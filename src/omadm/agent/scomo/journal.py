@@ -9,6 +9,11 @@ idempotent.
 The journal shares its SQLite database with the Generic Alert queue, so that finishing a
 job and queueing its report is *one* transaction: a crash can never lose the report nor
 send it twice.
+
+It also remembers which publisher key signed each installed component (``scomo_publishers``,
+the pins of :mod:`.trust_policy`): kept by the agent rather than by each installer, so that
+pinning holds for plug-in installers too, and kept after a component is removed, so that
+Remove then Install is no way around it.
 """
 
 from __future__ import annotations
@@ -78,6 +83,12 @@ CREATE TABLE IF NOT EXISTS scomo_jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     created TEXT DEFAULT CURRENT_TIMESTAMP,
     updated TEXT DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS scomo_publishers (
+    component TEXT PRIMARY KEY,           -- the component id
+    fingerprint TEXT NOT NULL,            -- SHA-256 of the signing key (omadm.package.verify.key_fingerprint)
+    pkg_id TEXT,                          -- the package that installed it when it was pinned
+    pinned TEXT DEFAULT CURRENT_TIMESTAMP
 );
 """
 
@@ -199,6 +210,23 @@ class Journal:
                 self._db.execute(
                     "INSERT INTO alerts (server_id, alert) VALUES (?, ?)",
                     (job.server_id, alert_to_json(alert)),
+                )
+
+    # -- publisher pins ------------------------------------------------------------------
+
+    def publishers(self) -> dict[str, str]:
+        """The key fingerprint each pinned component id was signed with."""
+        rows = self._db.execute("SELECT component, fingerprint FROM scomo_publishers").fetchall()
+        return {str(component): str(fingerprint) for component, fingerprint in rows}
+
+    def pin_publishers(self, fingerprint: str, components: list[str], pkg_id: str | None) -> None:
+        """Record that ``fingerprint``'s key signed these installed components (one transaction)."""
+        with self._transaction():
+            for component in components:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO scomo_publishers (component, fingerprint, pkg_id) "
+                    "VALUES (?, ?, ?)",
+                    (component, fingerprint, pkg_id),
                 )
 
     @staticmethod

@@ -4,10 +4,12 @@
 ``Operations/<Primitive>`` node. An Exec is checked at once (the node, PkgID, PkgURL,
 Data, the component: a missing precondition is a 4xx Status), written to the journal, and
 answered 202. The work itself runs after the session (``work()``): download with resume,
-verification (size, SHA-256, signature), install through the installer the EnvType names,
-activation, removal. Every step updates the ``Status``/``State`` nodes first, so a server
-that polls sees what a server that waits for the alert will be told; the last step queues
-the Generic Alert 1226 in the same transaction that closes the job.
+verification (size, SHA-256, signature; then the signer's right to the component ids, see
+:mod:`.trust_policy`, and the downgrade rule with InstallParams, see :mod:`.install_params`),
+install through the installer the EnvType names, activation, removal. Every step updates
+the ``Status``/``State`` nodes first, so a server that polls sees what a server that waits
+for the alert will be told; the last step queues the Generic Alert 1226 in the same
+transaction that closes the job.
 
 At start-up ``recover()`` lets the installers finish or undo half-done steps, resumes or
 fails unfinished jobs, and rebuilds ``Inventory/Deployed`` from what is really installed.
@@ -50,6 +52,7 @@ from .download import Downloader, DownloadError, disk_free
 from .install_params import InstallParams, InstallParamsError, parse_install_params
 from .installers.base import InstalledComponent, Installer, InstallError, installer_for, load_installers
 from .journal import Job, JobState, Journal, Primitive
+from .trust_policy import POLICY_FILE, Signer, TrustPolicyError, check_publisher, key_names, load_policy
 
 if TYPE_CHECKING:
     from omadm.agent.runner import Agent
@@ -434,6 +437,12 @@ class ScomoService:
         pkg_id = pkg_id or manifest.id
         params = self._value(f"{job.node}/InstallParams") or None
         installed_now: list[tuple[Installer, ComponentManifest, InstalledComponent | None]] = []
+        refusal = self._check_publisher(verified)
+        if refusal is not None:
+            log.warning(
+                "package %s refused (%s): %s", manifest.id, ScomoResult.FAILED_PACKAGE_VALIDATION, refusal
+            )
+            return ScomoResult.FAILED_PACKAGE_VALIDATION, None, pkg_id, []
         try:
             settings = parse_install_params(params)
         except InstallParamsError as exc:
@@ -488,8 +497,35 @@ class ScomoService:
             installed_now.append((installer, component, before))
             done.append((self._deployed_node(installed), installed.id))
         self.sync_inventory()
+        if verified.key_fingerprint is not None:  # who signed what is installed now (trust_policy)
+            self.journal.pin_publishers(verified.key_fingerprint, [c.id for c in manifest.components], pkg_id)
         first = done[0] if done else (None, manifest.id)
         return ScomoResult.SUCCESSFUL, first[0], first[1], done
+
+    def _check_publisher(self, verified: VerifiedPackage) -> str | None:
+        """Why this package's signer may not publish its components here, or None (1407 if not).
+
+        The trust policy file is read at every install, so an operator's change applies to
+        the next one without a restart; see :mod:`.trust_policy` for the rules.
+        """
+        config = self.agent.config
+        trust_dir = config.trust_dir
+        path = Path(config.scomo.trust_policy) if config.scomo.trust_policy else trust_dir / POLICY_FILE
+        try:
+            policy = load_policy(path, trust_dir)
+        except TrustPolicyError as exc:
+            return f"{exc}; no package is installed until it is fixed"
+        fingerprint = verified.key_fingerprint
+        signer = (
+            None if fingerprint is None else Signer(fingerprint, key_names(trust_dir).get(fingerprint, ()))
+        )
+        return check_publisher(
+            [c.id for c in verified.manifest.components],
+            signer,
+            policy=policy,
+            pins=self.journal.publishers(),
+            policy_path=path,
+        )
 
     def _check_components(
         self, components: tuple[ComponentManifest, ...], allow_downgrade: bool, params: InstallParams
