@@ -180,6 +180,7 @@ def server_account() -> DeviceAccount:
         Credentials(AuthType.MD5, "u", "p"),
         client_nonce=b"n0",
         server_credentials=Credentials(AuthType.MD5, "srv", "sp"),
+        send_server_cred=True,
     )
 
 

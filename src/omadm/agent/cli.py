@@ -117,12 +117,20 @@ def init_command(
     data_dir: Annotated[Path, typer.Option(help="Where the tree and the queue live.")] = Path("omadm-data"),
     server_id: Annotated[str, typer.Option(help="The server's ServerID (the ACL principal).")] = "omadm",
     server_password: Annotated[
-        str, typer.Option(help="SRVCRED secret: verifies the server and Package #0.")
+        str,
+        typer.Option(
+            help="SRVCRED secret: the server proves itself with it (and signs Package #0); "
+            "register the same secret on the server."
+        ),
     ] = "",
     auth: Annotated[str, typer.Option(help=f"Credential scheme: {', '.join(AUTH_SCHEMES)}.")] = "md5",
     require_server_auth: Annotated[
-        bool, typer.Option(help="Refuse servers that do not authenticate.")
-    ] = False,
+        bool,
+        typer.Option(
+            help="Run a server's commands only once it has authenticated (the default; "
+            "--no-require-server-auth trusts whoever answers at --server: insecure)."
+        ),
+    ] = True,
     poll_interval: Annotated[float, typer.Option(help="Seconds between sessions; 0 = never poll.")] = 3600.0,
     bootstrap: Annotated[
         Path | None, typer.Option(help="A bootstrap TNDS document (XML or WBXML) with the DMAcc account(s).")
@@ -142,6 +150,14 @@ def init_command(
     if server or username or password:
         if not (server and username and password):
             _fail(EXIT_CONFIG, "--server, --username and --password go together")
+        if require_server_auth and not server_password:
+            _fail(
+                EXIT_CONFIG,
+                "give --server-password: the agent runs a server's commands only once the server has "
+                "proved itself with that secret (register the same one on the server, e.g. 'omadm ctl "
+                "devices add DEVID --password ... --server-password ...'); or pass "
+                "--no-require-server-auth to trust an unauthenticated server (insecure)",
+            )
         accounts = (
             AccountConfig(
                 server_id=server_id,
@@ -172,6 +188,19 @@ def init_command(
     finally:
         agent.close()
     typer.echo(f"wrote {config}; tree in {agent_config.tree_path}")
+    for account in accounts:
+        if account.require_server_auth:
+            typer.echo(
+                f"server {account.server_id!r} must authenticate with the server password you gave: on the "
+                f"server, register {device_id} with the same --server-password, and the ServerID "
+                f"{account.server_id!r}"
+            )
+        else:
+            typer.echo(
+                f"WARNING: server {account.server_id!r} is trusted without authentication: whoever "
+                f"answers at {account.url} can manage this device",
+                err=True,
+            )
 
 
 def _apply_bootstrap(agent: Agent, path: Path) -> None:
@@ -183,6 +212,13 @@ def _apply_bootstrap(agent: Agent, path: Path) -> None:
         _fail(EXIT_CONFIG, f"{path} is not a usable bootstrap TNDS document: {exc}")
     accounts = ", ".join(a.server_id for a in agent.accounts()) or "none"
     typer.echo(f"bootstrapped {len(written)} nodes from {path}; accounts: {accounts}")
+    for account in agent.accounts():
+        if account.server is None and not agent.trusts_unauthenticated(account.server_id):
+            typer.echo(
+                f"WARNING: account {account.server_id!r} has no server credential (AppAuth with "
+                "AAuthLevel SRVCRED): sessions with it will refuse to run its commands",
+                err=True,
+            )
 
 
 @agent_app.command("bootstrap")

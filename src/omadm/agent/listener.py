@@ -6,12 +6,25 @@ thread checks them with ``NotificationGate`` (the tree is not shared between thr
 A notification is trusted only when its digest verifies with the server's SRVCRED secret
 and the nonce the device issued to that server (or, failing that, the four-zero-byte resync
 nonce: then both sides restart from it). Anything else is logged and ignored, as the
-standard asks: an attacker must not be able to make devices call out. A device starts at
-most one session per (server, session id) it was notified with.
+standard asks: an attacker must not be able to make devices call out.
+
+Replays: a device starts at most one session per (server, session id) within ``memory``
+seconds, and never two for the same bytes among the last ``MAX_REMEMBERED`` it accepted.
+Both are kept in the tree's store, so a restart does not forget them (captured bytes
+replayed after a reboot are refused). Past that window, the digest itself stops a replay:
+each session with an authenticated server issues it a new nonce, which the next Package #0
+must be signed with (the resync nonce is the exception the standard makes, and the
+remembered bytes cover it).
+
+Floods: the agent queues at most ``Agent.MAX_PENDING_NOTIFICATIONS`` unchecked Package #0s
+and drops the rest; the HTTP listener refuses a body without a valid length of at most
+``MAX_PACKAGE0_BYTES`` before reading it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import socket
 import threading
@@ -31,9 +44,23 @@ from omadm.protocol.notification import (
 
 from .runner import Agent, SessionRequest
 
-__all__ = ["HTTPNotificationListener", "NotificationGate", "UDPNotificationListener", "parse_address"]
+__all__ = [
+    "MAX_PACKAGE0_BYTES",
+    "MAX_REMEMBERED",
+    "HTTPNotificationListener",
+    "NotificationGate",
+    "UDPNotificationListener",
+    "parse_address",
+]
 
 log = logging.getLogger("omadm.agent.listener")
+
+#: A Package #0 is a few hundred bytes (digest, header, a vendor part): more is not one.
+MAX_PACKAGE0_BYTES = 4096
+#: Accepted Package #0s remembered (by digest of their bytes) to refuse an exact replay.
+MAX_REMEMBERED = 512
+#: Where the gate keeps what it has seen (the tree store's settings: one small JSON value).
+_SEEN_SETTING = "package0_seen"
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -50,13 +77,39 @@ class NotificationGate:
     """
 
     def __init__(
-        self, agent: Agent, *, clock: Callable[[], float] = time.monotonic, memory: float = 600.0
+        self, agent: Agent, *, clock: Callable[[], float] = time.time, memory: float = 600.0
     ) -> None:
         self.agent = agent
-        self._clock = clock
+        self._clock = clock  # wall time: what is remembered must outlive the process
         self._memory = memory
-        self._seen: dict[tuple[str, int], float] = {}
         self._lock = threading.Lock()
+
+    def _load(self) -> tuple[dict[str, float], list[str]]:
+        """(``server session`` -> when, the digests of the last accepted), as stored."""
+        raw = self.agent.store.get_setting(_SEEN_SETTING)
+        try:
+            data = json.loads(raw) if raw else {}
+            sessions = {str(k): float(v) for k, v in dict(data.get("sessions", {})).items()}
+            digests = [str(d) for d in list(data.get("digests", []))]
+        except (ValueError, TypeError, AttributeError):
+            log.warning("the stored Package #0 replay window was unreadable; starting a new one")
+            return {}, []
+        return sessions, digests
+
+    def _remember(self, key: str, digest: str) -> bool:
+        """Record an accepted Package #0; False when it is a replay (seen before)."""
+        with self._lock:
+            now = self._clock()
+            sessions, digests = self._load()
+            sessions = {k: t for k, t in sessions.items() if now - t < self._memory}
+            if key in sessions or digest in digests:
+                return False
+            sessions[key] = now
+            digests = [*digests, digest][-MAX_REMEMBERED:]
+            self.agent.store.set_setting(
+                _SEEN_SETTING, json.dumps({"sessions": sessions, "digests": digests})
+            )
+            return True
 
     def accept(self, data: bytes) -> SessionRequest | None:
         try:
@@ -79,18 +132,12 @@ class NotificationGate:
         if result is VerifyResult.FAILED:
             log.warning("ignored a Package #0 from %s: the digest does not verify", note.server_id)
             return None
-        key = (note.server_id, note.session_id)
-        with self._lock:
-            now = self._clock()
-            self._seen = {k: t for k, t in self._seen.items() if now - t < self._memory}
-            if key in self._seen:
-                log.info(
-                    "ignored a repeated Package #0 from %s for session %s",
-                    note.server_id,
-                    note.session_id_hex,
-                )
-                return None
-            self._seen[key] = now
+        key = f"{note.server_id} {note.session_id}"
+        if not self._remember(key, hashlib.sha256(data).hexdigest()):
+            log.info(
+                "ignored a repeated Package #0 from %s for session %s", note.server_id, note.session_id_hex
+            )
+            return None
         if result is VerifyResult.OK_RESYNC:
             # Nonce resynchronisation (Notification 1.2): both sides start again from 0x00000000.
             log.info("Package #0 from %s verified with the resync nonce", note.server_id)
@@ -141,10 +188,19 @@ class HTTPNotificationListener:
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 10.0  # seconds for a slow sender: a Package #0 is one small write
+
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > 4096:
-                    self.send_error(413, "a Package #0 is at most a few hundred bytes")
+                if self.headers.get("Transfer-Encoding"):
+                    self.send_error(411, "send a Package #0 with a Content-Length, not chunked")
+                    return
+                declared = (self.headers.get("Content-Length") or "").strip()
+                if not declared.isdigit():  # missing, negative ("-1" read to the end) or not a number
+                    self.send_error(411, f"Content-Length must be a number of bytes, not {declared!r}")
+                    return
+                length = int(declared)
+                if length > MAX_PACKAGE0_BYTES:
+                    self.send_error(413, f"a Package #0 is at most {MAX_PACKAGE0_BYTES} bytes")
                     return
                 body = self.rfile.read(length)
                 content_type = self.headers.get("Content-Type", "")

@@ -29,7 +29,7 @@ from omadm.mo.devdetail import DEVDETAIL
 from omadm.mo.devinfo import DEVINFO
 from omadm.mo.dmacc import DMACC
 from omadm.protocol import auth, wbxml
-from omadm.protocol.codes import AlertCode, AuthType
+from omadm.protocol.codes import AlertCode, AuthType, StatusCode
 from omadm.protocol.errors import ProtocolError
 from omadm.protocol.messages import Alert
 from omadm.protocol.session import (
@@ -46,7 +46,7 @@ from omadm.protocol.session import (
 )
 from omadm.tree import tnds
 from omadm.tree.store import TreeStore
-from omadm.tree.tree import DMTree, utc_now
+from omadm.tree.tree import DMTree, NodeHandler, TreeError, utc_now
 from omadm.tree.uri import ROOT as ROOT_URI
 from omadm.tree.uri import escape_segment
 
@@ -153,8 +153,34 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
     return handle
 
 
+class _ServerIdGuard(NodeHandler):
+    """Refuses a ServerID that another DMAcc account already has (418).
+
+    A ServerID is the principal ACLs grant rights to and the name a Package #0 is checked
+    against: a server that could give an account of its own another authority's ServerID
+    would become that authority on this device. The MO already forbids replacing a ServerID
+    (405); this closes the other ways in: an added account, a TNDS document, a Copy.
+    """
+
+    def check(self, tree: DMTree, path: str, command: str) -> None:
+        if command == "Delete":
+            return
+        value = tree.system_value(path)
+        account = path.rsplit("/", 1)[0]
+        for record in tree.store.children("./DMAcc"):
+            if record.path != account and tree.system_value(f"{record.path}/ServerID") == value:
+                raise TreeError(
+                    f"ServerID {value!r} belongs to the account {record.path}: it is unique on a device",
+                    int(StatusCode.ALREADY_EXISTS),
+                )
+
+
 class Agent:
     """A device's DM client: its persistent tree, its accounts, its sessions."""
+
+    #: Package #0s received but not checked yet, at most; more are dropped (a flood of
+    #: datagrams must not grow the agent: each is checked in turn by the agent's thread).
+    MAX_PENDING_NOTIFICATIONS = 64
 
     def __init__(
         self,
@@ -175,6 +201,8 @@ class Agent:
         self.alerts = AlertQueue(config.data_dir / "alerts.sqlite")
         self.transport = transport or HTTPTransport(config)
         self._requests: queue.Queue[SessionRequest | bytes] = queue.Queue()
+        self._notifications = threading.BoundedSemaphore(self.MAX_PENDING_NOTIFICATIONS)
+        self._dropped_notifications = 0
         self.bootstrap()
         self.scomo: ScomoService | None = None
         if config.scomo.enabled:
@@ -222,6 +250,7 @@ class Agent:
             },
         )
         self.tree.mount(DMACC)
+        self.tree.register_handler("./DMAcc/*/ServerID", _ServerIdGuard())
         known = {a.server_id for a in self.accounts()}
         for account in self.config.accounts:
             if account.server_id not in known:
@@ -328,9 +357,17 @@ class Agent:
             raise LookupError("this device has no DM account; run 'omadm agent init'")
         if server_id is None:
             return accounts[0]
-        for account in accounts:
-            if account.server_id == server_id:
-                return account
+        matches = [account for account in accounts if account.server_id == server_id]
+        if len(matches) > 1:
+            # A ServerID is an ACL principal: two accounts naming it would let one's address
+            # and credentials stand in for the other's. The tree refuses to make a second one
+            # (see _ServerIdGuard); a tree that has one anyway is not guessed at.
+            raise LookupError(
+                f"{len(matches)} DMAcc accounts name ServerID {server_id!r} "
+                f"({', '.join(a.node for a in matches)}): remove all but one with 'omadm agent tree'"
+            )
+        if matches:
+            return matches[0]
         raise LookupError(
             f"no DM account for server {server_id!r}; known: {', '.join(a.server_id for a in accounts)}"
         )
@@ -362,6 +399,22 @@ class Agent:
         account = self.account(request.server_id)
         session_id = request.session_id or self.next_session_id()
         report = SessionReport(account.server_id, session_id)
+        if account.server is None:
+            if not self.trusts_unauthenticated(account.server_id):
+                report.outcome = Outcome.AUTH_FAILED
+                report.reason = (
+                    f"account {account.server_id!r} has no server credential (SRVCRED), so the server "
+                    "cannot prove itself and none of its commands may run: give it a server_password "
+                    "(and the same secret on the server), or opt out with require_server_auth = false"
+                )
+                log.error("%s", report.line())
+                return report
+            log.warning(
+                "server %s is trusted WITHOUT authentication (require_server_auth = false): whoever "
+                "answers at %s can manage this device",
+                account.server_id,
+                account.url,
+            )
         client = ClientSession(
             self._client_config(account, session_id, request.alert_code), self.tree.session(account.server_id)
         )
@@ -376,8 +429,16 @@ class Agent:
             log.info("%s", report.line())
         return report
 
+    def trusts_unauthenticated(self, server_id: str) -> bool:
+        """Whether omadm.toml opts this server out of authentication (``require_server_auth = false``).
+
+        Only an account in the file can be opted out: one from a bootstrap or added by a server
+        always has to authenticate.
+        """
+        configured = next((a for a in self.config.accounts if a.server_id == server_id), None)
+        return configured is not None and not configured.require_server_auth
+
     def _client_config(self, account: Account, session_id: str, alert_code: int) -> ClientConfig:
-        configured = next((a for a in self.config.accounts if a.server_id == account.server_id), None)
         return ClientConfig(
             device_id=str(self.tree.system_value("./DevInfo/DevId") or self.config.device.id),
             server_uri=account.url,
@@ -385,7 +446,9 @@ class Agent:
             client_nonce=account.client_nonce,
             server_credentials=account.server,
             server_nonce=account.server_nonce,
-            require_server_auth=bool(configured and configured.require_server_auth and account.server),
+            # An account with a SRVCRED secret always checks the server (and so rotates the
+            # nonce a Package #0 is signed with); one without runs only when opted out.
+            require_server_auth=account.server is not None,
             session_id=session_id,
             alert_code=alert_code,
             devinfo=self.devinfo(),
@@ -471,9 +534,21 @@ class Agent:
         """Ask ``run`` for a session (thread-safe)."""
         self._requests.put(request)
 
-    def notify(self, package0: bytes) -> None:
-        """Hand a received Package #0 to ``run``, which verifies it (thread-safe)."""
+    def notify(self, package0: bytes) -> bool:
+        """Hand a received Package #0 to ``run``, which verifies it (thread-safe).
+
+        False when ``MAX_PENDING_NOTIFICATIONS`` already wait: this one is dropped (logged
+        once per burst), as a device drops what it cannot take; a real server notifies again.
+        """
+        if not self._notifications.acquire(blocking=False):
+            self._dropped_notifications += 1
+            if self._dropped_notifications == 1:
+                log.warning(
+                    "Package #0 flood: %d wait to be checked; dropping more", self.MAX_PENDING_NOTIFICATIONS
+                )
+            return False
         self._requests.put(bytes(package0))
+        return True
 
     def run(self, stop: threading.Event) -> None:
         """Sessions until ``stop`` is set: on every poll, Package #0 and pending alert."""
@@ -500,6 +575,13 @@ class Agent:
                 item = self._requests.get(timeout=wait)
             except queue.Empty:
                 continue
-            request = gate.accept(item) if isinstance(item, bytes) else item
+            if isinstance(item, bytes):
+                self._notifications.release()
+                if self._dropped_notifications:
+                    log.warning("dropped %d Package #0s in a flood", self._dropped_notifications)
+                    self._dropped_notifications = 0
+                request = gate.accept(item)
+            else:
+                request = item
             if request is not None:
                 self.connect(request)

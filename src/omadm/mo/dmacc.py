@@ -49,6 +49,8 @@ ADDR_TYPES = ("URI", "IPv4", "IPv6")
 
 _REQUIRED = Access.ADD | Access.GET | Access.REPLACE
 """A node an account must have: created with it, readable, changeable, not deletable alone."""
+_FIXED = Access.ADD | Access.GET
+"""A node set once, with its account: readable, never replaced."""
 _OPTIONAL = _REQUIRED | Access.DELETE
 """A node an account may lack: it can also be deleted on its own."""
 _SECRET = Access.ADD | Access.DELETE | Access.REPLACE
@@ -82,11 +84,12 @@ def _leaf(
     optional: bool = False,
     values: tuple[str, ...] = (),
     default: str | None = None,
+    access: Access | None = None,
 ) -> NodeDef:
     return NodeDef(
         name,
         Format.CHR,
-        _OPTIONAL if optional else _REQUIRED,
+        access if access is not None else _OPTIONAL if optional else _REQUIRED,
         Occurrence.ZERO_OR_ONE if optional else Occurrence.ONE,
         Scope.DYNAMIC,
         description=description,
@@ -120,7 +123,9 @@ _ACCOUNT = _node(
     _leaf(
         "ServerID",
         "Identifier of the DM server: the principal named in ACLs and the server identifier of "
-        "Package #0 notifications.",
+        "Package #0 notifications. Set when the account is added, never replaced (DM 1.2 gives it "
+        "Get only): a server that renamed its account would take another authority's rights.",
+        access=_FIXED,
     ),
     _leaf("Name", "User-displayable name of the DM server.", optional=True),
     _leaf(

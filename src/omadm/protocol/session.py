@@ -923,6 +923,8 @@ class _OwnAuth:
         self.nonce = nonce
         self.accepted = False  # a 212 came back: no more Cred this session
         self.challenges = 0
+        #: Why we stopped answering the peer's challenges (a downgrade we refused), if we did.
+        self.refused: str | None = None
         self._events = events
 
     def cred(self) -> Cred | None:
@@ -953,6 +955,18 @@ class _OwnAuth:
                     wanted = auth.auth_type_of(status.chal)
                 except ProtocolError:
                     wanted = self.creds.auth_type
+                if (
+                    wanted is AuthType.BASIC
+                    and self.creds.auth_type is not AuthType.BASIC
+                    and not peer_trusted
+                ):
+                    # Basic sends the password itself: a peer that has not proved who it is
+                    # does not get it by asking (a rogue server or a man in the middle would).
+                    self.refused = (
+                        f"a server that has not authenticated asked for basic credentials; this "
+                        f"account uses {self.creds.auth_type.value}; its password is not sent in the clear"
+                    )
+                    return False
                 if wanted in (AuthType.BASIC, AuthType.MD5, AuthType.HMAC):
                     self.creds = dataclasses.replace(self.creds, auth_type=wanted)
             if chal_nonce is not None:
@@ -1148,6 +1162,12 @@ class ClientSession(_Endpoint):
         # 2. What did the server say about us?
         hdr_status = self._header_status(message)
         self._resend_on_challenge = self._own.on_header_status(hdr_status, self._peer.authenticated)
+        if self._own.refused is not None:
+            events.append(
+                AuthenticationFailed(self._own.refused, hdr_status.code if hdr_status else 401, final=True)
+            )
+            self._move("give-up")
+            return self._pop_events()
         if self._resend_on_challenge and self._own.challenges > self.config.max_auth_attempts:
             events.append(
                 AuthenticationFailed(

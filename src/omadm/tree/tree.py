@@ -138,6 +138,14 @@ class NodeHandler:
         """Run an Exec on ``path``; the default refuses (405)."""
         return Outcome(StatusCode.COMMAND_NOT_ALLOWED)
 
+    def check(self, tree: DMTree, path: str, command: str) -> None:
+        """Called inside a server's Add, Replace or Delete at or below the pattern, before it
+        commits: raise :class:`TreeError` (with the status to answer) to refuse it.
+
+        For rules the DDF cannot say, such as a value unique across instances; the tree
+        already holds the new value when this runs, and a refusal rolls it back.
+        """
+
     def changed(self, tree: DMTree, path: str, command: str) -> None:
         """Called after a server's Add, Replace or Delete at or below the pattern committed."""
 
@@ -591,6 +599,9 @@ class TreeSession:
                 outcome = self._dispatch(command, item)
                 if not 200 <= outcome.code < 300:
                     raise _Refused(outcome)
+                for path, what in self._changes[mark:]:
+                    for handler in self.tree._handlers_above(parse_uri(path)):
+                        handler.check(self.tree, path, what)
         except _Refused as refused:
             del self._changes[mark:]
             outcome = refused.outcome
