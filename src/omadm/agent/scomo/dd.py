@@ -158,7 +158,9 @@ class DescriptorError(Exception):
     ``status`` is the install-notify code to report (906 Invalid descriptor, or 951
     Invalid DDVersion); ``result`` is the SCOMO result (always 1402 Download Failed).
     ``install_notify_uri`` is set when the broken DD still named a usable notify URI, so
-    the device can tell the download server why it gave up, as DLOTA expects.
+    the device can tell the download server why it gave up, as DLOTA expects;
+    ``source_url`` is where the DD came from, against which that URI is judged by the
+    local-address policy (:mod:`omadm.agent.addresses`).
     """
 
     def __init__(
@@ -167,10 +169,12 @@ class DescriptorError(Exception):
         *,
         status: InstallNotifyStatus = InstallNotifyStatus.INVALID_DESCRIPTOR,
         install_notify_uri: str | None = None,
+        source_url: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.install_notify_uri = install_notify_uri
+        self.source_url = source_url
 
     @property
     def result(self) -> ScomoResult:
@@ -340,7 +344,9 @@ def parse_descriptor(data: bytes, *, base_url: str | None = None) -> DownloadDes
     notify_ok = notify is not None and _is_http_url(notify)
 
     def fail(message: str, status: InstallNotifyStatus = InstallNotifyStatus.INVALID_DESCRIPTOR) -> NoReturn:
-        raise DescriptorError(message, status=status, install_notify_uri=notify if notify_ok else None)
+        raise DescriptorError(
+            message, status=status, install_notify_uri=notify if notify_ok else None, source_url=base_url
+        )
 
     version = values.get("dd_version") or None
     if version is not None and _major(version) not in _SUPPORTED_MAJOR_VERSIONS:
@@ -441,7 +447,9 @@ def send_install_notify(
 
     Best effort by design: the install-notify report is a courtesy to the download server
     (the SCOMO Generic Alert is the authoritative report), so failures are logged and
-    never raised; the caller may keep the False and try again later.
+    never raised; the caller may keep the False and try again later. Redirects are not
+    followed (a 3xx is an undelivered report): a 307 would re-POST the report to wherever
+    the server names, local services included, and a report is not worth that check.
     """
     body = status.line.encode("ascii")
     where = redact_url(url)
@@ -451,6 +459,7 @@ def send_install_notify(
             content=body,
             headers={"Content-Type": "text/plain"},
             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            follow_redirects=False,
         )
     except Exception as exc:  # the contract is "never raises": bad URLs included
         log.warning("install-notify %r to %s failed: %s", status.line, where, exc)

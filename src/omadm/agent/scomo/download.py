@@ -24,7 +24,11 @@ after the DM session, over links that drop and on devices that reboot. So:
   HTTP 404 / 410 / other 4xx, unexpected status         1402    no
   connection lost mid-body                              1402    yes (resumes)
   size or SHA-256 differs from what was expected        1402    no (.part deleted)
+  more bytes than declared (DD, expected, length)       1402    no (.part deleted)
+  over ``max_package_bytes`` (declared or sent)         1402    no (.part deleted)
   not enough free space for the announced size          1404    no
+  free space under ``reserve_bytes`` while writing      1404    no (.part deleted)
+  redirect (or a DD's objectURI) to a local address     1402    no
   DD invalid / unsupported DDVersion                    1402    no
   DD size or type differs from the object (905)         1402    no
   none of the DD's types is acceptable (953)            1413    no
@@ -36,7 +40,35 @@ after the DM session, over links that drop and on devices that reboot. So:
   transit or on the server, and 1407 is kept for the package signature check done after
   the download. The ``.part`` is deleted because resuming corrupt bytes cannot help.
   Generally, a failure that says the *data* is wrong deletes the ``.part``; one that says
-  nothing about the data (network, HTTP status, disk space) keeps it for a later resume.
+  nothing about the data (network, HTTP status, a disk that is full or too small for the
+  announced size) keeps it for a later resume. The streaming caps below delete it.
+
+* **Bounded on disk.** An endless body must not fill the disk, so while streaming the
+  download stops at the first of: the size the job declared (the DD's ``size``, the
+  caller's ``expected_size`` or the Content-Length: more bytes than declared is a failure),
+  ``max_package_bytes`` (``[scomo] max_package_bytes``, 2 GiB by default, whatever was
+  declared; a declared size above it is refused before the body), and free space: every
+  MiB written, ``free_space`` (``disk_free`` minus ``[scomo] reserve_bytes`` when built
+  from the config) must still hold what is left of the announced size, or be non-negative
+  when the size is unknown. Each check is made *before* a chunk is written, so nothing
+  past a cap reaches the disk. These stops delete the ``.part``: the bytes are what eats
+  the disk, and resuming an endless body cannot help. The result for a size cap is 1402
+  (Download Failed), not 1403, which SCOMO reserves for a download *authentication*
+  failure; running out of room under the reserve is 1404 (Device Out of Memory).
+
+* **Redirects are followed one hop at a time** (at most the client's ``max_redirects``),
+  each target checked before it is requested: a target whose host resolves to a loopback,
+  link-local, unspecified, multicast or reserved address (:mod:`omadm.agent.addresses`)
+  is refused, so a download server cannot make the device fetch from its own services or
+  a metadata endpoint (server-side request forgery). The same holds for a DD's objectURI
+  and installNotifyURI, which the download server chose too. Exempt are: the URL the DM
+  server gave (it is not a redirect; labs serve packages on loopback), a target on the
+  *same origin* (scheme, host, port) as the URL it came from (nothing new is reached),
+  and every target when ``[scomo] allow_local_redirects`` is set (lab use). A refusal is
+  1402 (Download Failed, not retryable: the server would send us to the same place); a
+  name that does not resolve is 1501, retryable, as when connecting to it fails. The
+  check resolves the name itself, so a DNS answer that changes between the check and the
+  connection (rebinding) is not caught here.
 
 * **Retries** (``retries`` more attempts, exponential backoff from ``retry_backoff``) are
   made only for retryable failures, each one resuming from the ``.part``.
@@ -72,6 +104,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from omadm import __version__
+from omadm.agent.addresses import LocalAddressError, check_host
 from omadm.agent.transport import tls_context
 from omadm.protocol.codes import ScomoResult
 
@@ -90,6 +123,7 @@ from .dd import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_PACKAGE_BYTES",
     "DownloadError",
     "DownloadResult",
     "Downloader",
@@ -109,6 +143,11 @@ Progress = Callable[[int, int | None], None]
 FreeSpace = Callable[[Path], int]
 
 _CHUNK = 64 * 1024
+#: Free space is checked again after this many bytes are written (not at every chunk).
+_SPACE_CHECK_EVERY = 1024 * 1024
+#: The default ``max_package_bytes`` (as ``[scomo] max_package_bytes``).
+DEFAULT_MAX_PACKAGE_BYTES = 2 * 1024 * 1024 * 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _AUTH_STATUSES = frozenset({401, 403, 407})
 _RETRYABLE_4XX = frozenset({408, 429})
 _CONTENT_RANGE_RE = re.compile(r"\s*bytes\s+(?:(\d+)-(\d+)|\*)\s*/\s*(\d+|\*)\s*", re.IGNORECASE)
@@ -219,7 +258,10 @@ class Downloader:
     not given). ``sleep`` and ``free_space`` are injectable for tests; ``client`` too (it
     is then not closed by :meth:`close`). ``accept_types``, when given, is the set of
     package media types the device can install: a DD offering none of them is refused
-    before the download (953, SCOMO 1413).
+    before the download (953, SCOMO 1413). ``max_package_bytes`` caps every download;
+    ``allow_local_redirects`` turns the local-address policy for redirects off (see the
+    module docstring). ``free_space`` is what may still be written: :meth:`from_config`
+    makes it the disk's free space minus ``[scomo] reserve_bytes``.
 
     One Downloader may serve many downloads, one at a time per ``dest``.
     """
@@ -240,8 +282,14 @@ class Downloader:
         free_space: FreeSpace = disk_free,
         client: httpx.Client | None = None,
         accept_types: Collection[str] | None = None,
+        max_package_bytes: int = DEFAULT_MAX_PACKAGE_BYTES,
+        allow_local_redirects: bool = False,
     ) -> None:
+        if max_package_bytes <= 0:
+            raise ValueError("max_package_bytes must be a positive number of bytes")
         self._scratch = scratch
+        self.max_package_bytes = max_package_bytes
+        self.allow_local_redirects = allow_local_redirects
         self.timeout = timeout
         self.retries = max(0, retries)
         self.retry_backoff = retry_backoff
@@ -253,16 +301,18 @@ class Downloader:
         self._client = client or httpx.Client(
             verify=tls_context(verify, ca_file, client_cert, client_key),
             timeout=timeout,
-            follow_redirects=True,  # CDNs redirect package URLs; httpx caps the chain
+            follow_redirects=False,  # followed in _open, one checked hop at a time
             headers={"User-Agent": f"omadm-agent/{__version__}"},
         )
 
     @classmethod
     def from_config(cls, config: AgentConfig, **overrides: Any) -> Downloader:
-        """A Downloader with the agent's timeout, retry and TLS settings.
+        """A Downloader with the agent's timeout, retry, TLS and ``[scomo]`` limits.
 
-        Downloads of relative ``dest`` names go to ``<data_dir>/downloads``.
+        Downloads of relative ``dest`` names go to ``<data_dir>/downloads``; the disk must
+        keep ``reserve_bytes`` free.
         """
+        reserve = config.scomo.reserve_bytes
         options: dict[str, Any] = {
             "scratch": config.data_dir / "downloads",
             "timeout": config.timeout,
@@ -272,6 +322,9 @@ class Downloader:
             "ca_file": config.tls.ca_file or None,
             "client_cert": config.tls.client_cert or None,
             "client_key": config.tls.client_key or None,
+            "free_space": lambda directory: disk_free(directory) - reserve,
+            "max_package_bytes": config.scomo.max_package_bytes,
+            "allow_local_redirects": config.scomo.allow_local_redirects,
         }
         options.update(overrides)
         return cls(**options)
@@ -334,6 +387,8 @@ class Downloader:
             _check_scheme(url)
             if expected_size is not None and expected_size < 0:
                 raise DownloadError(ScomoResult.DOWNLOAD_FAILED, f"expected size {expected_size} is negative")
+            if expected_size is not None and expected_size > self.max_package_bytes:
+                raise self._too_big(None, f"{redact_url(url)} is announced with {expected_size} bytes")
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if not resume:
@@ -358,7 +413,7 @@ class Downloader:
         """
         if descriptor.install_notify_uri is None:
             return False
-        return send_install_notify(self._client, descriptor.install_notify_uri, status)
+        return self._send_notify(descriptor.source_url, descriptor.install_notify_uri, status)
 
     # -- attempts and retries -------------------------------------------------------------
 
@@ -398,6 +453,12 @@ class Downloader:
         descriptor = outcome
         try:
             try:
+                self._check_hop(
+                    descriptor.source_url,
+                    descriptor.object_uri,
+                    "points at",
+                    notify_status=InstallNotifyStatus.INVALID_DESCRIPTOR,
+                )
                 self._check_descriptor(job, descriptor)
                 result = self._fetch(job, descriptor.object_uri, descriptor=descriptor)
             except OSError as exc:
@@ -426,19 +487,88 @@ class Downloader:
                 f"the descriptor announces {descriptor.size} bytes, {job.expected_size} were expected",
                 notify_status=InstallNotifyStatus.ATTRIBUTE_MISMATCH,
             )
+        if descriptor.size > self.max_package_bytes:
+            raise self._too_big(descriptor, f"the descriptor announces {descriptor.size} bytes")
         self._check_space(job, descriptor.size - _resume_offset(job, descriptor.object_uri))
 
     def _notify_failure(self, exc: DownloadError) -> None:
         cause = exc.__cause__
         if isinstance(cause, DescriptorError):
             if cause.install_notify_uri:
-                send_install_notify(self._client, cause.install_notify_uri, cause.status)
+                self._send_notify(cause.source_url, cause.install_notify_uri, cause.status)
             return
         if exc.descriptor is None or exc.descriptor.install_notify_uri is None:
             return
         status = exc.notify_status or InstallNotifyStatus.for_scomo_result(exc.result)
         exc.notify_status = status
-        send_install_notify(self._client, exc.descriptor.install_notify_uri, status)
+        self._send_notify(exc.descriptor.source_url, exc.descriptor.install_notify_uri, status)
+
+    def _send_notify(self, origin: str | None, uri: str, status: InstallNotifyStatus) -> bool:
+        """POST an install-notify report, unless the DD's notify URI is a refused local one."""
+        try:
+            self._check_hop(origin, uri, "names the install-notify URI")
+        except DownloadError as exc:
+            log.warning("install-notify %r not sent: %s", status.line, exc)
+            return False
+        return send_install_notify(self._client, uri, status)
+
+    # -- where the download server may send us -----------------------------------------
+
+    def _check_hop(
+        self,
+        origin: str | None,
+        target: str,
+        verb: str,
+        *,
+        notify_status: InstallNotifyStatus | None = None,
+    ) -> None:
+        """Refuse ``target`` (a URL that ``origin`` sent us to) if it is local; see the module docstring.
+
+        ``verb`` says how ``origin`` named it, for the message ("redirects to", ...).
+        """
+        _check_scheme(target)
+        if self.allow_local_redirects:
+            return
+        parts = urlsplit(target)
+        try:
+            port = parts.port or _DEFAULT_PORTS[parts.scheme.lower()]
+        except ValueError:
+            raise DownloadError(
+                ScomoResult.DOWNLOAD_FAILED, f"{redact_url(target)!r} has an invalid port"
+            ) from None
+        if origin is not None and _origin(origin) == (parts.scheme.lower(), parts.hostname, port):
+            return  # the same server again: nothing new is reached
+        host = parts.hostname
+        assert host is not None  # _check_scheme refuses URLs without a host
+        where = redact_url(origin) if origin is not None else "the download server"
+        try:
+            check_host(host, port)
+        except LocalAddressError as exc:
+            raise DownloadError(
+                # Download Failed: the device refuses to fetch from there, as for an unsupported
+                # URL scheme; not 15xx (a server error, retryable here: the redirect would repeat)
+                # and not 1403 (authentication).
+                ScomoResult.DOWNLOAD_FAILED,
+                f"{where} {verb} {redact_url(target)}, but {exc}: refused (local addresses are "
+                "followed only with [scomo] allow_local_redirects)",
+                notify_status=notify_status,
+            ) from None
+        except OSError as exc:
+            raise DownloadError(
+                ScomoResult.ALTERNATE_DOWNLOAD_SERVER_UNAVAILABLE,
+                f"{where} {verb} {redact_url(target)}, but {host} does not resolve: {exc}",
+                retryable=True,
+                notify_status=notify_status,
+            ) from None
+
+    def _too_big(self, descriptor: DownloadDescriptor | None, what: str) -> DownloadError:
+        """Over ``max_package_bytes``: 1402 (1403 would say the credentials were wrong)."""
+        return DownloadError(
+            ScomoResult.DOWNLOAD_FAILED,
+            f"{what}, over this device's max_package_bytes of {self.max_package_bytes} bytes",
+            notify_status=InstallNotifyStatus.DEVICE_ABORTED,
+            descriptor=descriptor,
+        )
 
     # -- one request ----------------------------------------------------------------------
 
@@ -494,10 +624,25 @@ class Downloader:
 
     @contextmanager
     def _open(self, url: str, headers: dict[str, str]) -> Iterator[httpx.Response]:
+        """GET ``url``, following redirects one checked hop at a time; the final response."""
         where = redact_url(url)
         try:
             request = self._client.build_request("GET", url, headers=headers)
-            response = self._client.send(request, stream=True)
+            response = self._client.send(request, stream=True, follow_redirects=False)
+            hops = 0
+            # httpx builds the next request as its own redirect handling would (Range kept,
+            # Authorization dropped across origins) but leaves sending it to us.
+            while response.next_request is not None:
+                response.close()
+                if hops == self._client.max_redirects:
+                    raise httpx.TooManyRedirects("Exceeded maximum allowed redirects.", request=request)
+                hops += 1
+                following = response.next_request
+                self._check_hop(
+                    str(request.url), str(following.url), f"answered {response.status_code}, redirecting to"
+                )
+                request = following
+                response = self._client.send(request, stream=True, follow_redirects=False)
         except httpx.TimeoutException:
             raise DownloadError(
                 ScomoResult.ALTERNATE_DOWNLOAD_SERVER_UNAVAILABLE,
@@ -606,9 +751,12 @@ class Downloader:
         if total is None and resume is not None:
             total = resume.meta.total
         self._check_announced(job, url, total, content_type, descriptor)
+        declared = _first_known(total, job.expected_size, descriptor.size if descriptor else None)
+        if declared is not None and declared > self.max_package_bytes:
+            _discard(job)
+            raise self._too_big(descriptor, f"{redact_url(url)} has {declared} bytes")
         if total is not None:
             self._check_space(job, total - offset)
-        limit = _first_known(total, job.expected_size, descriptor.size if descriptor else None)
 
         hasher = hashlib.sha256()
         if offset:
@@ -631,16 +779,26 @@ class Downloader:
             )
             if job.progress is not None:
                 job.progress(done, total)
+            # A known total was just checked against free space; an unknown one is checked now.
+            space_check_at = done if total is None else done + _SPACE_CHECK_EVERY
             try:
                 for chunk in _guard_body(chunks, offset, total, url):
-                    fh.write(chunk)
-                    hasher.update(chunk)
-                    done += len(chunk)
-                    if limit is not None and done > limit:
+                    # Every cap is checked before the chunk is written: nothing past it lands.
+                    after = done + len(chunk)
+                    if declared is not None and after > declared:
                         _discard(job)
                         raise _mismatch(
-                            descriptor, f"{redact_url(url)} sent more than the {limit} bytes announced"
+                            descriptor, f"{redact_url(url)} sent more than the {declared} bytes announced"
                         )
+                    if after > self.max_package_bytes:
+                        _discard(job)
+                        raise self._too_big(descriptor, f"{redact_url(url)} sent at least {after} bytes")
+                    if done >= space_check_at:
+                        self._check_room(job, url, done, total)
+                        space_check_at = done + _SPACE_CHECK_EVERY
+                    fh.write(chunk)
+                    hasher.update(chunk)
+                    done = after
                     if job.progress is not None:
                         job.progress(done, total)
             finally:
@@ -684,6 +842,27 @@ class Downloader:
             _discard(job)
             raise _mismatch(descriptor, f"{where} has {total} bytes; {job.expected_size} were expected")
 
+    def _check_room(self, job: _Job, url: str, done: int, total: int | None) -> None:
+        """While streaming: the disk must still take the rest (or, size unknown, keep its reserve).
+
+        Stopping deletes the ``.part``: it is what is filling the disk.
+        """
+        directory = job.dest.parent
+        needed = total - done if total is not None else 0
+        free = self._free_space(directory)
+        if free >= needed:
+            return
+        _discard(job)
+        if total is not None:
+            why = f"only {max(free, 0)} more bytes fit in {directory} above the reserved free space"
+        else:
+            why = f"{directory} is down to its reserved free space and the size was never announced"
+        raise DownloadError(
+            ScomoResult.DOWNLOAD_FAILED_OUT_OF_MEMORY,
+            f"stopped {redact_url(url)} after {done} bytes: {why} ([scomo] reserve_bytes); .part deleted",
+            notify_status=InstallNotifyStatus.INSUFFICIENT_MEMORY,
+        )
+
     def _check_space(self, job: _Job, needed: int) -> None:
         if needed <= 0:
             return
@@ -709,6 +888,9 @@ class Downloader:
     ) -> DownloadResult:
         """Verify the whole ``.part``, then make it ``dest`` durably (fsync, rename, fsync dir)."""
         where = redact_url(url)
+        if size > self.max_package_bytes:
+            _discard(job)
+            raise self._too_big(descriptor, f"{where} has {size} bytes")
         if descriptor is not None and size != descriptor.size:
             _discard(job)
             raise _mismatch(descriptor, f"{where} gave {size} bytes; the descriptor says {descriptor.size}")
@@ -966,3 +1148,13 @@ def _caused_by_tls(exc: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    """(scheme, host, port) with the default port filled in; what "the same server" means."""
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, parts.hostname, parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        return "", None, None
