@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from omadm.agent.config import AgentConfig, DeviceConfig, ScomoConfig
-from omadm.agent.scomo.dd import DD_CONTENT_TYPE, DownloadDescriptor, InstallNotifyStatus
+from omadm.agent.scomo.dd import DD_CONTENT_TYPE, DownloadDescriptor, InstallNotifyStatus, parse_descriptor
 from omadm.agent.scomo.download import Downloader, DownloadError, meta_path, part_path
 from omadm.protocol.codes import ScomoResult
 
@@ -430,3 +430,26 @@ class TestRedirects:
             assert result.descriptor is not None
             assert not d.report_install(result.descriptor, InstallNotifyStatus.SUCCESS)
         assert server.paths("POST") == ["/notify"] and elsewhere.hits == []
+
+    def test_a_refused_object_does_not_let_its_server_hear_the_failure(
+        self, server: ScriptedServer, elsewhere: ScriptedServer, tmp_path: Path
+    ) -> None:
+        document = descriptor(elsewhere.url("/pkg"), len(PACKAGE), notify=elsewhere.url("/hook"))
+        server.serve("/pkg.dd", document, DD_CONTENT_TYPE)
+        with downloader(tmp_path) as d, pytest.raises(DownloadError, match="points at"):
+            d.download(server.url("/pkg.dd"), tmp_path / "pkg")
+        assert elsewhere.hits == []
+
+    def test_a_stored_descriptor_still_reports_to_the_server_of_its_object(
+        self, server: ScriptedServer, tmp_path: Path
+    ) -> None:
+        """The journal keeps the DD as XML, parsed again without its own URL: still same origin."""
+        server.serve("/pkg", PACKAGE)
+        server.serve("/pkg.dd", descriptor("/pkg", len(PACKAGE), notify="/notify"), DD_CONTENT_TYPE)
+        with downloader(tmp_path) as d:
+            result = d.download(server.url("/pkg.dd"), tmp_path / "pkg")
+            assert result.descriptor is not None
+            stored = parse_descriptor(result.descriptor.to_xml())
+            assert stored.source_url is None
+            assert d.report_install(stored, InstallNotifyStatus.SUCCESS)
+        assert [hit.body for hit in server.hits if hit.method == "POST"] == [b"900 Success"]

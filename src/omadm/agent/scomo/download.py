@@ -413,7 +413,9 @@ class Downloader:
         """
         if descriptor.install_notify_uri is None:
             return False
-        return self._send_notify(descriptor.source_url, descriptor.install_notify_uri, status)
+        return self._send_notify(
+            descriptor.source_url, descriptor.install_notify_uri, status, reached=(descriptor.object_uri,)
+        )
 
     # -- attempts and retries -------------------------------------------------------------
 
@@ -501,12 +503,19 @@ class Downloader:
             return
         status = exc.notify_status or InstallNotifyStatus.for_scomo_result(exc.result)
         exc.notify_status = status
+        # Not the objectURI's server as "reached": it may be the very target just refused.
         self._send_notify(exc.descriptor.source_url, exc.descriptor.install_notify_uri, status)
 
-    def _send_notify(self, origin: str | None, uri: str, status: InstallNotifyStatus) -> bool:
-        """POST an install-notify report, unless the DD's notify URI is a refused local one."""
+    def _send_notify(
+        self, origin: str | None, uri: str, status: InstallNotifyStatus, *, reached: Collection[str] = ()
+    ) -> bool:
+        """POST an install-notify report, unless the DD's notify URI is a refused local one.
+
+        ``reached``: the DD's objectURI once it was fetched (so its server passed the policy);
+        it stands in for ``origin`` when the DD was stored and parsed again without its URL.
+        """
         try:
-            self._check_hop(origin, uri, "names the install-notify URI")
+            self._check_hop(origin, uri, "names the install-notify URI", reached=reached)
         except DownloadError as exc:
             log.warning("install-notify %r not sent: %s", status.line, exc)
             return False
@@ -521,10 +530,12 @@ class Downloader:
         verb: str,
         *,
         notify_status: InstallNotifyStatus | None = None,
+        reached: Collection[str] = (),
     ) -> None:
         """Refuse ``target`` (a URL that ``origin`` sent us to) if it is local; see the module docstring.
 
-        ``verb`` says how ``origin`` named it, for the message ("redirects to", ...).
+        ``verb`` says how ``origin`` named it, for the message ("redirects to", ...). A target
+        on the origin of ``origin`` or of a ``reached`` URL (one already fetched) passes.
         """
         _check_scheme(target)
         if self.allow_local_redirects:
@@ -536,7 +547,8 @@ class Downloader:
             raise DownloadError(
                 ScomoResult.DOWNLOAD_FAILED, f"{redact_url(target)!r} has an invalid port"
             ) from None
-        if origin is not None and _origin(origin) == (parts.scheme.lower(), parts.hostname, port):
+        known = [u for u in (origin, *reached) if u is not None]
+        if (parts.scheme.lower(), parts.hostname, port) in {_origin(u) for u in known}:
             return  # the same server again: nothing new is reached
         host = parts.hostname
         assert host is not None  # _check_scheme refuses URLs without a host
