@@ -54,6 +54,7 @@ EXAMPLES = REPO / "examples"
 DEVICE_ID = "IMEI:490154203237518"
 SERVER_ID = "omadm-test"
 USER, PASSWORD = "dev-user", "dev-secret"
+SERVER_PASSWORD = "srv-secret"
 ROOT = "./SCOMO"
 DOWNLOAD = f"{ROOT}/Download"
 DELIVERED = f"{ROOT}/Inventory/Delivered"
@@ -426,7 +427,11 @@ class World:
         self.data = self.root / "data"
         (self.data / "trust").mkdir(parents=True)
         shutil.copy(self.packages.publisher, self.data / "trust" / "publisher.pem")
-        account = DeviceAccount(Credentials(AuthType.BASIC, USER, PASSWORD))
+        account = DeviceAccount(
+            Credentials(AuthType.BASIC, USER, PASSWORD),
+            server_credentials=Credentials(AuthType.BASIC, SERVER_ID, SERVER_PASSWORD),
+            send_server_cred=True,
+        )
         self.server = TestDMServer({DEVICE_ID: account}, self._script)
         self.config_path = self.root / "omadm.toml"
         self._write_config()
@@ -442,7 +447,11 @@ class World:
         config = AgentConfig(
             device=DeviceConfig(id=DEVICE_ID),
             data_dir=self.data,
-            accounts=(AccountConfig(SERVER_ID, self.server.url, USER, PASSWORD, auth="basic"),),
+            accounts=(
+                AccountConfig(
+                    SERVER_ID, self.server.url, USER, PASSWORD, auth="basic", server_password=SERVER_PASSWORD
+                ),
+            ),
             poll_interval=0,
             max_msg_size=self.max_msg_size,
             retries=1,

@@ -111,6 +111,7 @@ def account(scheme: AuthType = AuthType.MD5, **changes: object) -> DeviceAccount
         Credentials(scheme, USER, PASSWORD),
         client_nonce=b"server-nonce-0",
         server_credentials=Credentials(scheme, SERVER_ID, SERVER_PASSWORD),
+        send_server_cred=True,
     )
     return replace(acc, **changes)  # type: ignore[arg-type]
 
@@ -252,7 +253,9 @@ def test_a_200_kb_value_moves_as_a_large_object_under_max_msg_size_4096(
 
 
 def test_two_management_authorities_see_only_what_their_acls_grant(tmp_path: Path) -> None:
-    other = AccountConfig(server_id="other-ma", url="http://unused", username="u2", password="p2")
+    other = AccountConfig(
+        server_id="other-ma", url="http://unused", username="u2", password="p2", server_password="p2s"
+    )
     first = Steps(
         [
             Add("0", (Item(target=Target("./Vendor"), meta=Meta(format="node")),)),
@@ -271,7 +274,12 @@ def test_two_management_authorities_see_only_what_their_acls_grant(tmp_path: Pat
             Get("0", (Item(target=Target("./DevInfo/Mod")),)),
         ]
     )
-    b_account = DeviceAccount(Credentials(AuthType.MD5, "u2", "p2"), client_nonce=b"n")
+    b_account = DeviceAccount(
+        Credentials(AuthType.MD5, "u2", "p2"),
+        client_nonce=b"n",
+        server_credentials=Credentials(AuthType.MD5, "other-ma", "p2s"),
+        send_server_cred=True,
+    )
     with TestDMServer({DEVICE_ID: b_account}, second) as server_b:
         cfg = load_config(config)
         save_config(replace(cfg, accounts=(*cfg.accounts, replace(other, url=server_b.url))), config)

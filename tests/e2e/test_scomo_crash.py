@@ -99,12 +99,19 @@ def test_sigkill_at_random_instants_of_scomo_operations(
     files = {f"/{v.package.name}": v.package.read_bytes() for v in variants.values()}
     with SlowPackageServer(files, RATE) as packages:
         campaign = Campaign({name: packages.url(f"/{v.package.name}") for name, v in variants.items()})
-        account = DeviceAccount(Credentials(AuthType.MD5, USER, PASSWORD), client_nonce=b"nonce-0")
+        account = DeviceAccount(
+            Credentials(AuthType.MD5, USER, PASSWORD),
+            client_nonce=b"nonce-0",
+            server_credentials=Credentials(AuthType.MD5, "omadm-crash", "srv-secret"),
+            send_server_cred=True,
+        )
         with TestDMServer({DEVICE_ID: account}, campaign) as server:
             config = AgentConfig(
                 device=DeviceConfig(id=DEVICE_ID),
                 data_dir=data,
-                accounts=(AccountConfig("omadm-crash", server.url, USER, PASSWORD),),
+                accounts=(
+                    AccountConfig("omadm-crash", server.url, USER, PASSWORD, server_password="srv-secret"),
+                ),
                 poll_interval=0.3,
                 retries=2,
                 retry_backoff=0.05,

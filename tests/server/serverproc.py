@@ -168,6 +168,10 @@ class RoundRobin:
         self._http.server_close()
 
 
+#: The SRVCRED secret the agents of these tests know their server by (register it with the device).
+SERVER_PASSWORD = "srv-secret"
+
+
 def agent_config(
     directory: Path,
     dm_url: str,
@@ -178,7 +182,8 @@ def agent_config(
     poll: float = 0,
     retries: int = 2,
 ) -> Path:
-    """An agent for ``device_id`` (user ``dev``, password ``secret``) that trusts ``trusted_key``.
+    """An agent for ``device_id`` (user ``dev``, password ``secret``; the server proves itself
+    with ``SERVER_PASSWORD``) that trusts ``trusted_key``.
 
     ``retries`` (backoff from 0.2 s, doubled) bounds how long a download or a message waits
     for a server that is down: 2 is 0.6 s, 5 is 6.2 s (longer than a server's restart).
@@ -194,7 +199,7 @@ def agent_config(
         AgentConfig(
             device=DeviceConfig(id=device_id),
             data_dir=data,
-            accounts=(AccountConfig("omadm", dm_url, "dev", "secret"),),
+            accounts=(AccountConfig("omadm", dm_url, "dev", "secret", server_password=SERVER_PASSWORD),),
             poll_interval=poll,
             encoding=Encoding(encoding),
             max_msg_size=4096,

@@ -21,7 +21,7 @@ from omadm.package.build import build_package
 from omadm.package.signing import generate_key, save_public_key
 from omadm.protocol.codec import Encoding
 
-from .serverproc import ServerProcess, agent_config, agent_connect
+from .serverproc import SERVER_PASSWORD, ServerProcess, agent_config, agent_connect
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +50,10 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def make_agent(tmp_path: Path, server: ServerProcess, packages: dict[str, Path], encoding: Encoding) -> Path:
     config = agent_config(tmp_path, f"{server.url}/dm", DEVICE, packages["key"], encoding=encoding.value)
-    server.run("device", "add", DEVICE, "--username", "dev", "--password", "secret")
+    server.run(
+        "device", "add", DEVICE, "--username", "dev", "--password", "secret",
+        "--server-password", SERVER_PASSWORD,
+    )  # fmt: skip
     return config
 
 
@@ -136,10 +139,13 @@ def add_oem(server: ServerProcess, config: Path, *, scomo_servers: tuple[str, ..
     """
     server.run("authority", "add", "oem", "--server-id", "oem-dm")
     server.run(
-        "device", "add", DEVICE, "--username", "oemdev", "--password", "oem-secret", "--authority", "oem"
+        "device", "add", DEVICE, "--username", "oemdev", "--password", "oem-secret", "--authority", "oem",
+        "--server-password", "oem-srv-secret",
     )  # fmt: skip
     settings = load_config(config)
-    oem_account = AccountConfig("oem-dm", f"{server.url}/dm/oem", "oemdev", "oem-secret")
+    oem_account = AccountConfig(
+        "oem-dm", f"{server.url}/dm/oem", "oemdev", "oem-secret", server_password="oem-srv-secret"
+    )
     scomo = replace(settings.scomo, servers=scomo_servers)
     save_config(replace(settings, accounts=(*settings.accounts, oem_account), scomo=scomo), config)
 

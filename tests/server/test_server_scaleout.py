@@ -26,7 +26,7 @@ from omadm.package.signing import generate_key, save_public_key
 from omadm.server.store.models import DeviceEvent, Job
 
 from .conftest import POSTGRES_ENV, postgres_database
-from .serverproc import ENV, RoundRobin, ServerProcess, agent_config, agent_connect
+from .serverproc import ENV, SERVER_PASSWORD, RoundRobin, ServerProcess, agent_config, agent_connect
 
 pytestmark = pytest.mark.e2e
 
@@ -98,7 +98,10 @@ def test_two_workers_serve_alternate_messages_of_each_session(
             devices = [f"IMEI:35175605152{i:04d}" for i in range(2)]
             configs = []
             for i, device in enumerate(devices):
-                admin.run("device", "add", device, "--username", "dev", "--password", "secret")
+                admin.run(
+                    "device", "add", device, "--username", "dev", "--password", "secret",
+                    "--server-password", SERVER_PASSWORD,
+                )  # fmt: skip
                 configs.append(agent_config(tmp_path / f"agent{i}", f"{proxy.url}/dm", device, key))
                 admin.run("job", "add", device, "install", "--artifact", artifact)
             for config in configs:
@@ -135,7 +138,10 @@ def test_a_server_killed_during_a_batch_of_jobs_loses_no_result_and_applies_none
     try:
         artifact = server.run("artifact", "add", str(pkg)).split()[1].rstrip(":")
         for i, device in enumerate(devices):
-            server.run("device", "add", device, "--username", "dev", "--password", "secret")
+            server.run(
+                "device", "add", device, "--username", "dev", "--password", "secret",
+                "--server-password", SERVER_PASSWORD,
+            )  # fmt: skip
             server.run("job", "add", device, "install", "--artifact", artifact)
             server.run("job", "add", device, "refresh-inventory")
             # The agents outlast a restart (6.2 s of retries): a download cut by a kill resumes

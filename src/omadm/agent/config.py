@@ -111,11 +111,11 @@ class ScomoConfig:
     #: left as it is, every server with an account at first (``Add=*&...``). On a device shared
     #: by several management authorities this says which of them manages its software.
     servers: tuple[str, ...] = ()
-    #: A package download stops (result 1403) past this many bytes, whatever the server
+    #: A package download stops (result 1402) past this many bytes, whatever the server
     #: or the descriptor declared; it also stops (1404) when the disk would keep less than
     #: ``reserve_bytes`` free.
     max_package_bytes: int = 2 * 1024 * 1024 * 1024
-    #: Refuse every downgrade (an older version over a newer one, result 1407), even when the
+    #: Refuse every downgrade (an older version over a newer one, result 1405), even when the
     #: package or its InstallParams allow it.
     refuse_downgrades: bool = False
     #: Which publisher keys may sign which component ids (TOML; default: <trust_dir>/policy.toml).

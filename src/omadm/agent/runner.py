@@ -45,13 +45,15 @@ from omadm.protocol.session import (
     StatusReceived,
 )
 from omadm.tree import tnds
+from omadm.tree.errors import TreeError
 from omadm.tree.store import TreeStore
-from omadm.tree.tree import DMTree, NodeHandler, TreeError, utc_now
+from omadm.tree.tree import DMTree, NodeHandler, utc_now
 from omadm.tree.uri import ROOT as ROOT_URI
 from omadm.tree.uri import escape_segment
 
 from .alerts import AlertQueue
 from .config import AccountConfig, AgentConfig, ConfigError
+from .files import private_opener, secure_data_dir
 from .transport import HTTPTransport, TransportError
 
 if TYPE_CHECKING:
@@ -135,7 +137,7 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
     The kernel drops the lock when the process dies, SIGKILL included, so a crash never
     leaves a stale lock behind. The file names the holder's pid for the error message.
     """
-    handle = open(data_dir / "agent.lock", "a+", encoding="ascii")  # noqa: SIM115 - held for the agent's life
+    handle = open(data_dir / "agent.lock", "a+", encoding="ascii", opener=private_opener)  # noqa: SIM115 - held for the agent's life
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -191,7 +193,7 @@ class Agent:
         inspect_only: bool = False,
     ) -> None:
         self.config = config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(config.data_dir)  # 0700, its files 0600: the tree holds both passwords
         # One working agent per data directory: two would run the same SCOMO job twice, and
         # one's crash recovery would undo the other's install in progress. Inspecting (status,
         # tree get) takes no lock and recovers nothing, so it is safe beside a running agent.

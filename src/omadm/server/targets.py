@@ -81,7 +81,8 @@ async def plan_per_target(db: AsyncSession) -> None:
     if db.get_bind().dialect.name == "postgresql":
         await db.execute(
             text(
-                "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), set_config('jit', 'off', true)"
+                "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
+                " set_config('jit', 'off', true)"
             )
         )
 

@@ -44,7 +44,7 @@ def config(tmp_path: Path, packages: tuple[Path, Path, Path]) -> Path:
         AgentConfig(
             device=DeviceConfig(id="IMEI:1"),
             data_dir=data,
-            accounts=(AccountConfig("srv", "http://127.0.0.1:9/dm", "u", "p"),),
+            accounts=(AccountConfig("srv", "http://127.0.0.1:9/dm", "u", "p", server_password="sp"),),
             poll_interval=0,
             retries=0,
             retry_backoff=0.01,

@@ -48,12 +48,17 @@ def test_download_install_lands_in_deployed_and_is_reported_with_the_correlator(
                 while commands:
                     session.queue(commands.pop(0))
 
-        account = DeviceAccount(Credentials(AuthType.MD5, "u", "p"), client_nonce=b"n")
+        account = DeviceAccount(
+            Credentials(AuthType.MD5, "u", "p"),
+            client_nonce=b"n",
+            server_credentials=Credentials(AuthType.MD5, "srv", "sp"),
+            send_server_cred=True,
+        )
         with TestDMServer({"IMEI:5": account}, script) as server:
             config = AgentConfig(
                 device=DeviceConfig(id="IMEI:5"),
                 data_dir=tmp_path / "data",
-                accounts=(AccountConfig("srv", server.url, "u", "p"),),
+                accounts=(AccountConfig("srv", server.url, "u", "p", server_password="sp"),),
                 poll_interval=0,
                 retries=1,
                 retry_backoff=0.01,
