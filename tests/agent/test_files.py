@@ -17,15 +17,15 @@ import pytest
 
 from omadm.agent.alerts import AlertQueue
 from omadm.agent.config import AccountConfig, AgentConfig, DeviceConfig
-from omadm.agent.files import (
+from omadm.agent.runner import Agent
+from omadm.protocol.messages import Alert
+from omadm.tree.files import (
     create_private_file,
     make_private,
     prepare_private_database,
     private_opener,
     secure_data_dir,
 )
-from omadm.agent.runner import Agent
-from omadm.protocol.messages import Alert
 from omadm.tree.store import NodeRecord, TreeStore
 
 
@@ -114,7 +114,7 @@ def test_an_old_0755_data_dir_with_0644_files_is_repaired_and_the_repair_logged(
 ) -> None:
     data = tmp_path / "data"
     old_layout(data)
-    with caplog.at_level(logging.WARNING, logger="omadm.agent.files"):
+    with caplog.at_level(logging.WARNING, logger="omadm.tree.files"):
         repaired = secure_data_dir(data)
     assert mode(data) == 0o700
     assert modes(data) == {
@@ -150,7 +150,7 @@ def test_a_shared_directory_keeps_its_mode_but_the_agents_files_in_it_are_made_p
         (shared / name).write_bytes(b"")
         (shared / name).chmod(0o644)
     shared.chmod(0o755)
-    with caplog.at_level(logging.WARNING, logger="omadm.agent.files"):
+    with caplog.at_level(logging.WARNING, logger="omadm.tree.files"):
         repaired = secure_data_dir(shared)
     assert mode(shared) == 0o755
     assert modes(shared) == {

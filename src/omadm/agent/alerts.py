@@ -8,7 +8,7 @@ answers 4xx/5xx also ends the alert's life, with the answer logged: sending the 
 again would not change its mind.
 
 The database also holds the SCOMO journal (package URLs, reports): its file is created 0600
-before SQLite opens it, and its side files follow (:mod:`omadm.agent.files`).
+before SQLite opens it, and its side files follow (:mod:`omadm.tree.files`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omadm.protocol.messages import Alert, Item, Meta, Source, Target
-
-from .files import prepare_private_database
+from omadm.tree.files import prepare_private_database
 
 __all__ = ["AlertQueue", "QueuedAlert", "alert_from_json", "alert_to_json"]
 

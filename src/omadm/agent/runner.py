@@ -46,6 +46,7 @@ from omadm.protocol.session import (
 )
 from omadm.tree import tnds
 from omadm.tree.errors import TreeError
+from omadm.tree.files import private_opener, secure_data_dir
 from omadm.tree.store import TreeStore
 from omadm.tree.tree import DMTree, NodeHandler, utc_now
 from omadm.tree.uri import ROOT as ROOT_URI
@@ -53,7 +54,6 @@ from omadm.tree.uri import escape_segment
 
 from .alerts import AlertQueue
 from .config import AccountConfig, AgentConfig, ConfigError
-from .files import private_opener, secure_data_dir
 from .transport import HTTPTransport, TransportError
 
 if TYPE_CHECKING:

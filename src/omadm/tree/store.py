@@ -11,7 +11,7 @@ canonical path (``.`` for the root, ``./A/B`` below it) and hands out transactio
 
 The database holds secrets (the DMAcc credentials, in plaintext because digest
 authentication needs them), so its file is created 0600 before SQLite opens it, and its
-side files follow (see :mod:`omadm.agent.files` for why this way).
+side files follow (see :mod:`omadm.tree.files` for why this way).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from omadm.agent.files import prepare_private_database
+from omadm.tree.files import prepare_private_database
 
 __all__ = ["SCHEMA_VERSION", "NodeRecord", "TreeStore", "TreeStoreError"]
 

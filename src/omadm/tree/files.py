@@ -50,7 +50,7 @@ __all__ = [
     "secure_data_dir",
 ]
 
-log = logging.getLogger("omadm.agent.files")
+log = logging.getLogger("omadm.tree.files")
 
 #: Mode of the data directory: the agent's user only.
 PRIVATE_DIR_MODE = 0o700
