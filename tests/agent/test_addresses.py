@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from omadm.agent.addresses import (
+from omadm.addresses import (
     IPAddress,
     LocalAddressError,
     check_host,

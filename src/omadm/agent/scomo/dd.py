@@ -160,7 +160,7 @@ class DescriptorError(Exception):
     ``install_notify_uri`` is set when the broken DD still named a usable notify URI, so
     the device can tell the download server why it gave up, as DLOTA expects;
     ``source_url`` is where the DD came from, against which that URI is judged by the
-    local-address policy (:mod:`omadm.agent.addresses`).
+    local-address policy (:mod:`omadm.addresses`).
     """
 
     def __init__(

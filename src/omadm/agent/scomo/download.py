@@ -58,7 +58,7 @@ after the DM session, over links that drop and on devices that reboot. So:
 
 * **Redirects are followed one hop at a time** (at most the client's ``max_redirects``),
   each target checked before it is requested: a target whose host resolves to a loopback,
-  link-local, unspecified, multicast or reserved address (:mod:`omadm.agent.addresses`)
+  link-local, unspecified, multicast or reserved address (:mod:`omadm.addresses`)
   is refused, so a download server cannot make the device fetch from its own services or
   a metadata endpoint (server-side request forgery). The same holds for a DD's objectURI
   and installNotifyURI, which the download server chose too. Exempt are: the URL the DM
@@ -104,7 +104,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from omadm import __version__
-from omadm.agent.addresses import LocalAddressError, check_host
+from omadm.addresses import LocalAddressError, check_host
 from omadm.agent.transport import tls_context
 from omadm.protocol.codes import ScomoResult
 
