@@ -12,11 +12,13 @@ import logging
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from omadm.protocol.codec import Encoding
 from omadm.protocol.codes import ScomoResult
 from omadm.protocol.errors import ProtocolError
 from omadm.tree.errors import TreeError
@@ -30,6 +32,7 @@ from .config import (
     ConfigError,
     DeviceConfig,
     load_config,
+    save_account,
     save_config,
 )
 from .runner import Agent, Outcome, SessionRequest
@@ -135,8 +138,28 @@ def init_command(
     bootstrap: Annotated[
         Path | None, typer.Option(help="A bootstrap TNDS document (XML or WBXML) with the DMAcc account(s).")
     ] = None,
+    listen_udp: Annotated[
+        str,
+        typer.Option(
+            "--listen-udp",
+            help="HOST:PORT where 'agent run' waits for Package #0 (server-initiated sessions), "
+            "e.g. 0.0.0.0:2948; without it the device only polls.",
+        ),
+    ] = "",
+    encoding: Annotated[str, typer.Option(help="How messages go on the wire: xml or wbxml.")] = "xml",
+    trust_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trust-key",
+            help="A package publisher's public key (.pub.pem) to trust, copied into <data-dir>/trust; "
+            "repeatable.",
+        ),
+    ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing configuration.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(help="Overwrite an existing configuration, and rewrite the account in the tree."),
+    ] = False,
 ) -> None:
     """Write omadm.toml and build the device's tree (DevInfo, DevDetail, DMAcc).
 
@@ -146,6 +169,15 @@ def init_command(
         _fail(EXIT_CONFIG, f"{config} exists; use --force to overwrite it")
     if auth not in AUTH_SCHEMES:
         _fail(EXIT_CONFIG, f"--auth must be one of {', '.join(AUTH_SCHEMES)}")
+    wire = _encoding_option(encoding)
+    if listen_udp:
+        from .listener import parse_address  # noqa: PLC0415 - the listeners are for 'run'
+
+        try:
+            parse_address(listen_udp)
+        except ValueError as exc:
+            _fail(EXIT_CONFIG, f"--listen-udp: {exc}")
+    keys = [(path, _public_key_bytes(path)) for path in trust_key or ()]
     accounts: tuple[AccountConfig, ...] = ()
     if server or username or password:
         if not (server and username and password):
@@ -177,17 +209,39 @@ def init_command(
             data_dir=data_dir.resolve(),
             accounts=accounts,
             poll_interval=poll_interval,
+            encoding=wire,
+            listen_udp=listen_udp,
         )
         save_config(agent_config, config)
         agent = Agent(load_config(config))
     except (ConfigError, TreeStoreError, OSError) as exc:
         _fail(EXIT_CONFIG, str(exc))
     try:
+        if force:
+            # The tree is the truth once it exists and the file only adds accounts it lacks;
+            # re-initialising is the owner saying "this is the account now", so say it there.
+            for account in accounts:
+                agent.set_account(account)
+        _install_trust_keys(agent.config.trust_dir, keys, replace=force)
         if bootstrap is not None:
             _apply_bootstrap(agent, bootstrap)
+    except (TreeError, LookupError, OSError) as exc:
+        _fail(EXIT_CONFIG, str(exc))
     finally:
         agent.close()
     typer.echo(f"wrote {config}; tree in {agent_config.tree_path}")
+    for path, _ in keys:
+        typer.echo(f"trusting packages signed with {path} ({agent.config.trust_dir / _key_name(path)})")
+    if listen_udp:
+        typer.echo(
+            f"'omadm agent run' answers Package #0 on udp {listen_udp}: register that address with the "
+            "server (e.g. --notify udp://HOST:PORT) so it can wake this device"
+        )
+    elif poll_interval:
+        typer.echo(
+            f"without --listen-udp the device only polls (every {poll_interval:g} s): the server "
+            "cannot wake it for a new job"
+        )
     for account in accounts:
         if account.require_server_auth:
             typer.echo(
@@ -201,6 +255,45 @@ def init_command(
                 f"answers at {account.url} can manage this device",
                 err=True,
             )
+
+
+def _encoding_option(value: str) -> Encoding:
+    try:
+        return Encoding(value.lower())
+    except ValueError:
+        _fail(EXIT_CONFIG, f"--encoding must be xml or wbxml, not {value!r}")
+
+
+def _public_key_bytes(path: Path) -> bytes:
+    """The file at ``path`` if it is a PEM Ed25519 public key (checked before anything is written)."""
+    from omadm.package.errors import PackageError  # noqa: PLC0415 - only --trust-key needs it
+    from omadm.package.signing import load_public_key  # noqa: PLC0415
+
+    try:
+        load_public_key(path)
+        return path.read_bytes()
+    except (PackageError, OSError) as exc:
+        _fail(EXIT_CONFIG, f"--trust-key: {exc}")
+
+
+def _key_name(path: Path) -> str:
+    """The key's name in the trust directory, which reads only ``*.pem`` files."""
+    return path.name if path.name.endswith(".pem") else path.name + ".pem"
+
+
+def _install_trust_keys(trust_dir: Path, keys: list[tuple[Path, bytes]], *, replace: bool) -> None:
+    """Copy publisher keys into ``trust_dir``; another key under the same name needs --force."""
+    if not keys:
+        return
+    from omadm.tree.files import private_opener  # noqa: PLC0415
+
+    trust_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for path, data in keys:
+        target = trust_dir / _key_name(path)
+        if target.exists() and target.read_bytes() != data and not replace:
+            _fail(EXIT_CONFIG, f"{target} holds another key; rename {path}, or use --force to replace it")
+        with open(target, "wb", opener=private_opener) as out:
+            out.write(data)
 
 
 def _apply_bootstrap(agent: Agent, path: Path) -> None:
@@ -232,6 +325,93 @@ def bootstrap_command(
         _apply_bootstrap(agent, document)
     finally:
         agent.close()
+
+
+account_app = typer.Typer(
+    help="The device's DM server accounts (DMAcc in the tree).", no_args_is_help=True, rich_markup_mode=None
+)
+agent_app.add_typer(account_app, name="account")
+
+_SCHEME_NAMES = {scheme: name for name, scheme in AUTH_SCHEMES.items()}
+
+
+@account_app.command("set")
+def account_set_command(
+    server_id: Annotated[str, typer.Option("--server-id", help="Which account: the server's ServerID.")],
+    server: Annotated[str | None, typer.Option(help="The DM server URL.")] = None,
+    username: Annotated[str | None, typer.Option(help="The device's user name at the server.")] = None,
+    password: Annotated[str | None, typer.Option(help="The device's password at the server.")] = None,
+    server_password: Annotated[
+        str | None, typer.Option(help="SRVCRED secret the server proves itself with.")
+    ] = None,
+    auth: Annotated[str | None, typer.Option(help=f"Credential scheme: {', '.join(AUTH_SCHEMES)}.")] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Change an account's server URL or credentials in the tree (what sessions use) and omadm.toml.
+
+    What is not given stays as the tree has it. An account the tree does not have is added
+    (then --server, --username and --password are needed). Stop 'omadm agent run' first.
+    """
+    if auth is not None and auth not in AUTH_SCHEMES:
+        _fail(EXIT_CONFIG, f"--auth must be one of {', '.join(AUTH_SCHEMES)}")
+    if server is not None and not server.startswith(("http://", "https://")):
+        _fail(EXIT_CONFIG, "--server must start with http:// or https://")
+    agent = _open(config)
+    try:
+        account = _merged_account(agent, server_id, server, username, password, server_password, auth)
+        configured = next((a for a in agent.config.accounts if a.server_id == server_id), None)
+        in_file = configured is not None or server_id not in {a.server_id for a in agent.accounts()}
+        if configured is not None:
+            account = replace(
+                account, require_server_auth=configured.require_server_auth, name=configured.name
+            )
+        if in_file and account.require_server_auth and not account.server_password:
+            _fail(
+                EXIT_CONFIG,
+                f"account {server_id!r} needs --server-password: the agent runs a server's commands only "
+                "once the server has proved itself with it",
+            )
+        node = agent.set_account(account)
+        if in_file:
+            save_account(account, config)
+    except (LookupError, TreeError, ConfigError, OSError) as exc:
+        _fail(EXIT_CONFIG, str(exc))
+    finally:
+        agent.close()
+    where = f"{node} and {config}" if in_file else f"{node} (a bootstrapped account: not in {config})"
+    typer.echo(
+        f"account {server_id!r}: {account.url}, user {account.username!r} ({account.auth}); wrote {where}"
+    )
+
+
+def _merged_account(
+    agent: Agent,
+    server_id: str,
+    server: str | None,
+    username: str | None,
+    password: str | None,
+    server_password: str | None,
+    auth: str | None,
+) -> AccountConfig:
+    """The account as it will be: what was given, the rest as the tree has it now."""
+    if not any(a.server_id == server_id for a in agent.accounts()):
+        if not (server and username and password):
+            _fail(
+                EXIT_CONFIG,
+                f"the tree has no account for server {server_id!r}: give --server, --username and "
+                "--password to add one",
+            )
+        return AccountConfig(server_id, server, username, password, auth or "md5", server_password or "")
+    current = agent.account(server_id)  # LookupError when two accounts name it
+    client, srv = current.client, current.server
+    return AccountConfig(
+        server_id=server_id,
+        url=server or current.url,
+        username=username if username is not None else (client.username if client else ""),
+        password=password if password is not None else (client.password if client else ""),
+        auth=auth or (_SCHEME_NAMES.get(client.auth_type, "md5") if client else "md5"),
+        server_password=server_password if server_password is not None else (srv.password if srv else ""),
+    )
 
 
 @agent_app.command("connect")

@@ -32,6 +32,7 @@ __all__ = [
     "ScomoConfig",
     "TLSConfig",
     "load_config",
+    "save_account",
     "save_config",
 ]
 
@@ -327,6 +328,38 @@ def save_config(config: AgentConfig, path: str | Path) -> None:
         },
         "server": [asdict(a) for a in config.accounts],
     }
+    _write_toml(document, path)
+
+
+def save_account(account: AccountConfig, path: str | Path) -> None:
+    """Put ``account`` in the ``[[server]]`` list of the file at ``path`` (replacing its ServerID's).
+
+    Only that table changes: the rest of the file is written back as it was read, without
+    the environment overrides ``load_config`` applies (they must not become settings).
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no configuration at {path} (create one with 'omadm agent init')") from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    servers = data.get("server", [])
+    if not isinstance(servers, list):
+        raise ConfigError("[[server]] must be an array of tables")
+    table = asdict(account)
+    for index, server in enumerate(servers):
+        if isinstance(server, dict) and server.get("server_id") == account.server_id:
+            servers[index] = table
+            break
+    else:
+        servers.append(table)
+    data["server"] = servers
+    _write_toml(data, path)
+
+
+def _write_toml(document: dict[str, Any], path: Path) -> None:
+    """Write ``document`` atomically (fsync, rename), mode 0600: the file holds passwords."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

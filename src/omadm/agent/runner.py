@@ -28,10 +28,10 @@ from omadm import __version__
 from omadm.mo.devdetail import DEVDETAIL
 from omadm.mo.devinfo import DEVINFO
 from omadm.mo.dmacc import DMACC
-from omadm.protocol import auth, wbxml
+from omadm.protocol import auth, codec, wbxml
 from omadm.protocol.codes import AlertCode, AuthType, StatusCode
 from omadm.protocol.errors import ProtocolError
-from omadm.protocol.messages import Alert
+from omadm.protocol.messages import Alert, Status
 from omadm.protocol.session import (
     AuthenticationFailed,
     ClientConfig,
@@ -54,7 +54,7 @@ from omadm.tree.uri import escape_segment
 
 from .alerts import AlertQueue
 from .config import AccountConfig, AgentConfig, ConfigError
-from .transport import HTTPTransport, TransportError
+from .transport import HTTPTransport, Reply, TransportError
 
 if TYPE_CHECKING:
     from .scomo.operations import ScomoService
@@ -125,6 +125,25 @@ class SessionReport:
             f"{self.commands} commands, {self.alerts_delivered} alerts delivered, {self.seconds:.2f}s"
         )
         return text + (f" ({self.reason})" if self.reason else "")
+
+
+_REFUSED = (int(StatusCode.INVALID_CREDENTIALS), int(StatusCode.MISSING_CREDENTIALS))
+
+
+def _credentials_refused(reply: Reply) -> int | None:
+    """The 401 or 407 the server put on our SyncHdr in ``reply``, None when it did not.
+
+    The session machine has already taken the message apart; this looks again only on the
+    rare path of a server's abort, to tell "our password is wrong" from "the server broke off".
+    """
+    try:
+        message, _ = codec.decode(reply.body, reply.content_type)
+    except ProtocolError:
+        return None
+    for command in message.commands:
+        if isinstance(command, Status) and command.cmd_ref == "0":
+            return command.code if command.code in _REFUSED else None
+    return None
 
 
 class AgentBusy(ConfigError):
@@ -264,26 +283,75 @@ class Agent:
         base = f"./DMAcc/{name}"
         sid = account.server_id
         t = self.tree
-        t.system_add_interior(base, acl=f"Add={sid}&Delete={sid}&Get={sid}&Replace={sid}")
-        t.system_set(f"{base}/AppID", "w7")
-        t.system_set(f"{base}/ServerID", sid)
-        if account.name:
-            t.system_set(f"{base}/Name", account.name)
-        t.system_set(f"{base}/AppAddr/1/Addr", account.url)
-        t.system_set(f"{base}/AppAddr/1/AddrType", "URI")
-        t.system_set(f"{base}/AAuthPref", _AAUTH_TYPE[account.auth_type])
-        t.system_set(f"{base}/AppAuth/1/AAuthLevel", "CLCRED")
-        t.system_set(f"{base}/AppAuth/1/AAuthType", _AAUTH_TYPE[account.auth_type])
-        t.system_set(f"{base}/AppAuth/1/AAuthName", account.username)
-        t.system_set(f"{base}/AppAuth/1/AAuthSecret", account.password)
-        t.system_set(f"{base}/AppAuth/1/AAuthData", b"", format="bin", type="application/octet-stream")
-        if account.server_password:
-            t.system_set(f"{base}/AppAuth/2/AAuthLevel", "SRVCRED")
-            t.system_set(f"{base}/AppAuth/2/AAuthType", _AAUTH_TYPE[account.auth_type])
-            t.system_set(f"{base}/AppAuth/2/AAuthName", sid)
-            t.system_set(f"{base}/AppAuth/2/AAuthSecret", account.server_password)
-            t.system_set(f"{base}/AppAuth/2/AAuthData", b"", format="bin", type="application/octet-stream")
+        with self.store.transaction():
+            t.system_add_interior(base, acl=f"Add={sid}&Delete={sid}&Get={sid}&Replace={sid}")
+            t.system_set(f"{base}/AppID", "w7")
+            t.system_set(f"{base}/ServerID", sid)
+            if account.name:
+                t.system_set(f"{base}/Name", account.name)
+            self._write_account(base, account, clcred=f"{base}/AppAuth/1", srvcred=f"{base}/AppAuth/2")
         return base
+
+    def set_account(self, account: AccountConfig) -> str:
+        """Rewrite the DMAcc account of ``account.server_id`` (address, scheme, both credentials).
+
+        The tree is the truth once it exists (a server may change its own account), so
+        re-reading omadm.toml never changes an account: this is how the device's owner does,
+        for a password changed on the server or a server that moved. The account keeps its
+        node, its ACL and the nonces both sides hold; an account not in the tree is added.
+        """
+        try:
+            current = self.account(account.server_id)
+        except LookupError:
+            if any(a.server_id == account.server_id for a in self.accounts()):
+                raise  # two accounts name it: not guessed at
+            return self.add_account(account)
+        with self.store.transaction():
+            addresses = self.store.children(f"{current.node}/AppAddr")
+            address = addresses[0].path if addresses else f"{current.node}/AppAddr/1"
+            self.tree.system_set(f"{address}/Addr", account.url)
+            self.tree.system_set(f"{address}/AddrType", "URI")
+            self._write_account(
+                current.node,
+                account,
+                clcred=current.client_auth_node or self._free_auth_node(current.node, "1"),
+                srvcred=current.server_auth_node or self._free_auth_node(current.node, "2"),
+                address=False,
+            )
+            if account.name:
+                self.tree.system_set(f"{current.node}/Name", account.name)
+        return current.node
+
+    def _free_auth_node(self, base: str, preferred: str) -> str:
+        taken = {r.name for r in self.store.children(f"{base}/AppAuth")}
+        name = preferred
+        while name in taken:
+            name = str(int(name) + 1) if name.isdigit() else name + "1"
+        return f"{base}/AppAuth/{name}"
+
+    def _write_account(
+        self, base: str, account: AccountConfig, *, clcred: str, srvcred: str, address: bool = True
+    ) -> None:
+        """The address and credential nodes of an account (in the caller's transaction)."""
+        t = self.tree
+        scheme = _AAUTH_TYPE[account.auth_type]
+        if address:
+            t.system_set(f"{base}/AppAddr/1/Addr", account.url)
+            t.system_set(f"{base}/AppAddr/1/AddrType", "URI")
+        t.system_set(f"{base}/AAuthPref", scheme)
+        t.system_set(f"{clcred}/AAuthLevel", "CLCRED")
+        t.system_set(f"{clcred}/AAuthType", scheme)
+        t.system_set(f"{clcred}/AAuthName", account.username)
+        t.system_set(f"{clcred}/AAuthSecret", account.password)
+        if self.store.get(f"{clcred}/AAuthData") is None:
+            t.system_set(f"{clcred}/AAuthData", b"", format="bin", type="application/octet-stream")
+        if account.server_password:
+            t.system_set(f"{srvcred}/AAuthLevel", "SRVCRED")
+            t.system_set(f"{srvcred}/AAuthType", scheme)
+            t.system_set(f"{srvcred}/AAuthName", account.server_id)
+            t.system_set(f"{srvcred}/AAuthSecret", account.server_password)
+            if self.store.get(f"{srvcred}/AAuthData") is None:
+                t.system_set(f"{srvcred}/AAuthData", b"", format="bin", type="application/octet-stream")
 
     def bootstrap_tnds(self, data: bytes) -> list[str]:
         """Apply a bootstrap TNDS document (XML or WBXML), as the device itself (no ACL).
@@ -480,6 +548,16 @@ class Agent:
                 self._abort(client, account)
                 return
             self._handle(events + client.events(), account, report, alert_tags)
+            if report.outcome == Outcome.ABORTED and (code := _credentials_refused(reply)) is not None:
+                # A server gives up on a device's wrong password with 401 on its SyncHdr and
+                # Alert 1223: that is a credentials problem for the operator, not a broken
+                # protocol, and the exit code must say so (3, not 5).
+                report.outcome = Outcome.AUTH_FAILED
+                report.reason = (
+                    f"the server refused our credentials ({code} on our SyncHdr, then Alert 1223): "
+                    f"check the account's username and password, e.g. 'omadm agent account set "
+                    f"--server-id {account.server_id} --password ...'"
+                )
             if report.outcome != Outcome.OK:
                 return
             report.commands = client.commands_received
