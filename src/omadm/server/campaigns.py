@@ -404,6 +404,7 @@ async def create_campaign(
     )
     db.add(campaign)
     await db.flush()
+    await plan_per_target(db, on=False)  # the insert's foreign-key checks keep their cached plans
     numbered = (
         select(
             Device.id.label("device_pk"),
