@@ -74,6 +74,7 @@ __all__ = [
     "NonceReceived",
     "Outcome",
     "Outgoing",
+    "ReplyTooLarge",
     "ResultsReceived",
     "ServerConfig",
     "ServerSession",
@@ -95,6 +96,24 @@ class Credentials:
     auth_type: AuthType
     username: str
     password: str
+
+
+class ReplyTooLarge(LocalProtocolError):
+    """(server) The peer's MaxMsgSize cannot carry any reply, not even a Status and an abort.
+
+    The DM reply the peer asked for cannot be sent within its own limit, so the answer has
+    to travel outside DM (the server endpoint refuses the request at the HTTP level).
+    ``limit`` is the peer's MaxMsgSize, ``needed`` the size of the smallest reply.
+    """
+
+    def __init__(self, limit: int, needed: int) -> None:
+        super().__init__(
+            f"MaxMsgSize {limit} is too small for any reply: the smallest, a Status and an abort, "
+            f"takes {needed} bytes",
+            status_hint=StatusCode.REQUEST_ENTITY_TOO_LARGE,
+        )
+        self.limit = limit
+        self.needed = needed
 
 
 @dataclass(frozen=True, slots=True)
@@ -1484,7 +1503,14 @@ class ServerSession(_Endpoint):
             return Outgoing(body, content_type, headers, message)
         if self.state is not State.REPLY_DUE:
             raise LocalProtocolError(f"server session cannot reply while {self.state.value}")
-        msg, body = self._build()
+        msg_id = self._out_msg_id
+        try:
+            msg, body = self._build()
+        except LocalProtocolError as exc:
+            msg, body = self._abort_too_small(msg_id, str(exc))
+            outgoing = self._outgoing(msg, body, None)
+            self._last_wire = (outgoing.body, outgoing.content_type, outgoing.headers)
+            return outgoing
         outgoing = self._outgoing(msg, body, None)
         self._last_wire = (outgoing.body, outgoing.content_type, outgoing.headers)
         carries_commands = any(not isinstance(c, Status) for c in msg.commands)
@@ -1512,6 +1538,32 @@ class ServerSession(_Endpoint):
     def events(self) -> list[Event]:
         """Events raised outside ``receive`` (e.g. ``SessionEnded`` by ``reply``), oldest first."""
         return self._pop_events()
+
+    def _abort_too_small(self, msg_id: int, why: str) -> tuple[Message, bytes]:
+        """The reply did not fit the peer's MaxMsgSize: end the session with the smallest message.
+
+        A device whose MaxMsgSize cannot carry the Statuses it is owed cannot be managed, and
+        waiting for a larger limit would loop for ever. The protocol's way out is an abort:
+        Status for the SyncHdr, Alert 1223 and Final (section 2.2 allows leaving out the other
+        Statuses). If even that does not fit, no DM reply can: ``ReplyTooLarge``.
+        """
+        limit = self.peer_max_msg_size or 0
+        self._out_msg_id = msg_id  # the failed build took a MsgID
+        self._outbox = [_Out(Alert("0", data=str(int(AlertCode.SESSION_ABORT))))]
+        self._chunking = None
+        self._peer_package_open = False
+        try:
+            msg, body = self._build()
+        except LocalProtocolError:
+            self.peer_max_msg_size = None  # measure the abort without a limit
+            self._out_msg_id = msg_id
+            self._outbox = [_Out(Alert("0", data=str(int(AlertCode.SESSION_ABORT))))]
+            _, smallest = self._build()
+            raise ReplyTooLarge(limit, len(smallest) + _SIZE_MARGIN) from None
+        self._move("abort")
+        reason = f"the device's MaxMsgSize of {limit} bytes cannot carry the reply ({why})"
+        self._events.append(SessionAborted(by_peer=False, reason=reason))
+        return msg, body
 
     # -- between HTTP requests -------------------------------------------------------
 

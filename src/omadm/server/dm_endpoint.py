@@ -53,6 +53,7 @@ from omadm.protocol.session import (
     Event,
     NonceIssued,
     NonceReceived,
+    ReplyTooLarge,
     ResultsReceived,
     ServerSession,
     SessionAborted,
@@ -103,6 +104,15 @@ _INVENTORY_LEAVES = {
 }
 _MAC_SIZE = 32
 _OPEN_JOB_STATES = (JobState.QUEUED.value, JobState.SENT.value, JobState.ACCEPTED.value)
+# Bounds of SyncHdr fields (HTTP 400 beyond them): the store's columns, or generous limits.
+_MAX_SESSION_ID = 64  # dm_sessions.session_id
+_MAX_MSG_ID = 20
+_MAX_DEVICE_ID = 255  # devices.device_id
+_MAX_NAME = 255  # devices.username
+_MAX_URI = 2048
+_MAX_CRED = 1024
+_MAX_TOKEN = 64  # dm_sessions.token
+_MAX_AUTHORITY = 100  # authorities.name
 _AUTHORITY_TTL = 30.0  # seconds an authority's name is trusted without looking again
 _UNKNOWN_AUTHORITY_TTL = 2.0
 
@@ -195,6 +205,12 @@ class DMEndpoint:
             return _text(400, f"not a DM message: {exc}")
         token = request.query_params.get("s", "")
         name = request.path_params.get("authority", "")
+        problem = _header_problem(message) or _bounded("the session token (s=)", token, _MAX_TOKEN)
+        if problem is not None:
+            log.warning("dm refused: %s", problem)
+            return _text(400, f"message refused: {problem}")
+        if _bounded("authority", name, _MAX_AUTHORITY) is not None:
+            return _text(404, "no such management authority on this server")
         authority = await self._authority(name)
         if authority is None:
             log.warning(
@@ -304,9 +320,18 @@ class DMEndpoint:
             # transaction rolls back), so the client may send a correct one.
             raise _Refusal(400, f"message refused: {exc}") from None
         await self._apply(unit, record, device, events, note)
+        if session.authenticated:
+            # Also a device managed without DM credentials, which never sends any: its
+            # session counts as contact and history the same.
+            self._contact(unit, record, device)
         if session.authenticated and not session.finished and device.state == DeviceState.ACCEPTED.value:
             await self._send_work(unit, record, session, device, note)
-        reply = session.reply()
+        try:
+            reply = session.reply()
+        except ReplyTooLarge as exc:
+            # Not even an abort fits the device's MaxMsgSize: no DM answer can be sent, so the
+            # refusal travels in HTTP; nothing of this message is kept.
+            raise _Refusal(400, str(exc)) from None
         await self._apply(unit, record, device, session.events(), note)
         await self._save(record, session)
         unit.keep_live(session)
@@ -430,11 +455,7 @@ class DMEndpoint:
             elif isinstance(event, DevInfoReceived):
                 device.devinfo = {**(device.devinfo or {}), **event.values}
             elif isinstance(event, Authenticated):
-                if device.auth_failures or not record.context.get("authenticated"):
-                    device.auth_failures = 0
-                    record.context = {**record.context, "authenticated": True}
-                    unit.event(device, "session", token=record.token)
-                device.last_contact = utc_now()
+                self._contact(unit, record, device)
             elif isinstance(event, AuthenticationFailed):
                 device.auth_failures = (device.auth_failures or 0) + 1
                 if event.after_challenge or event.final:
@@ -465,6 +486,15 @@ class DMEndpoint:
             await self._replace_inventory(unit, record, device, items)
             for job_id in context.get("inventory_jobs", []):
                 await self._inventory_job_done(unit.orm(), device, int(job_id))
+
+    @staticmethod
+    def _contact(unit: Unit, record: DmSession, device: Device) -> None:
+        """The device proved who it is in this session (or needs not): contact and history, once."""
+        if device.auth_failures or not record.context.get("authenticated"):
+            device.auth_failures = 0
+            record.context = {**record.context, "authenticated": True}
+            unit.event(device, "session", token=record.token)
+            device.last_contact = utc_now()
 
     async def _on_status(self, unit: Unit, record: DmSession, device: Device, event: StatusReceived) -> None:
         code = event.status.code
@@ -900,6 +930,42 @@ def _items_digest(items: Sequence[Item]) -> str:
         parts.append((item.source.loc_uri if item.source is not None else "").encode())
         parts.append(data if isinstance(data, bytes) else (data or "").encode())
     return hashlib.sha256(b"\0".join(parts)).hexdigest()
+
+
+def _bounded(what: str, value: str | None, limit: int) -> str | None:
+    """Why ``value`` cannot be stored or looked up as it is (too long, control characters), or None."""
+    if value is None:
+        return None
+    if len(value) > limit:
+        return f"{what} is {len(value)} characters long; at most {limit} are accepted"
+    if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        return f"{what} contains control characters"
+    return None
+
+
+def _header_problem(message: Message) -> str | None:
+    """Why the SyncHdr cannot be served (a field beyond what is stored of it), or None.
+
+    The bounds are the store's column sizes (PostgreSQL refuses longer values, which would be
+    an error after the work was done) and generous multiples of what real clients send.
+    """
+    header = message.header
+    checks = (
+        ("SessionID", header.session_id, _MAX_SESSION_ID),
+        ("MsgID", header.msg_id, _MAX_MSG_ID),
+        ("Source/LocURI (the device id)", header.source.loc_uri, _MAX_DEVICE_ID),
+        ("Source/LocName", header.source.loc_name, _MAX_NAME),
+        ("Target/LocURI", header.target.loc_uri, _MAX_URI),
+        ("Target/LocName", header.target.loc_name, _MAX_NAME),
+        ("Cred/Data", header.cred.data if header.cred is not None else None, _MAX_CRED),
+    )
+    for what, value, limit in checks:
+        problem = _bounded(what, value, limit)
+        if problem is not None:
+            return problem
+    if not header.source.loc_uri:
+        return "Source/LocURI (the device id) is empty"
+    return None
 
 
 def _devinfo_of(message: Message) -> dict[str, Any]:
