@@ -11,6 +11,7 @@ document (``title``, ``detail``, ``errors``), so the pages can show what the API
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -85,10 +86,28 @@ class ApiClient:
         """The JSON body of ``POST /api/v1{path}``; :class:`ApiError` for an error status."""
         return await self._call("POST", path, json=json)
 
+    async def upload(self, path: str, content: AsyncIterator[bytes], params: Params) -> tuple[int, Any]:
+        """``POST /api/v1{path}`` with ``content`` as the raw body, passed on as it arrives.
+
+        Returns the status with the JSON body: the packages API says 201 for a new package
+        and 200 for bytes it had already, which the console tells the operator.
+        """
+        response = await self._http.post(
+            API_PREFIX + path,
+            params=params,
+            content=content,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return response.status_code, self._body(response)
+
     async def _call(
         self, method: str, path: str, *, params: Params | None = None, json: dict[str, Any] | None = None
     ) -> Any:
         response = await self._http.request(method, API_PREFIX + path, params=params, json=json)
+        return self._body(response)
+
+    @staticmethod
+    def _body(response: httpx.Response) -> Any:
         if not response.is_success:
             raise ApiError.from_response(response)
         if not response.content:

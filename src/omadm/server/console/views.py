@@ -7,14 +7,26 @@ error becomes an error page with the problem's title and detail and the API's st
 the page they came from with the outcome as a flash message, so that reloading a page never
 repeats an action. A 401 from the API (the token was revoked, or never valid) logs out.
 
+Forms that create something (register a device, upload a package, a new campaign) are
+*form pages*: ``GET`` shows the form, ``POST`` makes the API calls and redirects to what was
+created, or shows the form again with the API's error and the values typed (never the
+passwords), so that a refused form is corrected rather than typed anew. A new campaign is
+previewed (``POST /api/v1/campaigns/preview``) before it can be created, and the console
+creates only what the operator saw previewed (see :func:`submit_campaign`).
+
+What a role cannot do is not shown: a viewer sees no form that changes anything, and only
+admins see the audit log in the menu. The API still decides every call.
+
 Forms are read with :func:`urllib.parse.parse_qs` rather than FastAPI's ``Form``: the
-console only posts ``application/x-www-form-urlencoded``, and this spares the server the
-``python-multipart`` dependency.
+console posts ``application/x-www-form-urlencoded``, except the package upload, which
+:mod:`.multipart` streams; this spares the server the ``python-multipart`` dependency.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +40,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..store.models import CampaignState, DeviceState, JobKind, JobState
 from .client import ApiClient, ApiError, Params
+from .multipart import MultipartError, MultipartReader, boundary_of
 from .session import (
     COOKIE,
     Flash,
@@ -40,7 +53,7 @@ from .session import (
     set_token,
 )
 
-__all__ = ["ACTIONS", "PAGES", "login_form", "login_submit", "logout", "root"]
+__all__ = ["ACTIONS", "FORMS", "PAGES", "login_form", "login_submit", "logout", "root", "upload_package"]
 
 HERE = Path(__file__).resolve().parent
 PREFIX = "/console"
@@ -108,6 +121,7 @@ def render(
 ) -> HTMLResponse:
     """A page: the template with the flash message and the CSRF token, and strict headers."""
     flash = read_flash(request)
+    context.setdefault("is_admin", False)
     html = _env.get_template(template).render(
         prefix=PREFIX,
         path=request.url.path,
@@ -178,18 +192,30 @@ class Console:
     csrf: str
     me: dict[str, Any]  # the token: name, role, authority (GET /api/v1/whoami)
 
+    @property
+    def may_change(self) -> bool:
+        """The token's role may change the fleet (``operator`` and ``admin``)."""
+        return self.me.get("role") in ("operator", "admin")
+
     def render(self, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
-        # Buttons a viewer could only get a 403 from are not shown (the API decides anyway).
-        may_change = self.me.get("role") in ("operator", "admin")
+        # Forms and links a role could only get a 403 from are not shown (the API decides
+        # anyway): viewers change nothing, only admins read the audit log.
         return render(
             self.request,
             template,
             status=status,
             csrf=self.csrf,
             me=self.me,
-            may_change=may_change,
+            may_change=self.may_change,
+            is_admin=self.me.get("role") == "admin",
             **context,
         )
+
+    def done(self, to: str, text: str) -> Response:
+        """Post/redirect/get after a form that worked: to ``to`` (below the console), with ``text``."""
+        response = _redirect(PREFIX + to)
+        set_flash(response, self.request, Flash("ok", text))
+        return response
 
     def query(self, *names: str) -> Params:
         """The non-empty filters among ``names`` in the page's query, to pass to the API."""
@@ -234,8 +260,20 @@ class Console:
         }
 
 
+@dataclass(frozen=True)
+class Done:
+    """What an action did, and where to go next when it is not the action's object's page."""
+
+    text: str
+    to: str  # a console path, without the /console prefix
+
+
 Page = Callable[[Console], Awaitable[Response]]
-Action = Callable[[Console, dict[str, str]], Awaitable[str]]
+Action = Callable[[Console, dict[str, str]], Awaitable[str | Done]]
+#: A form page's view: the form, with the values typed and the API's error, if any.
+Show = Callable[[Console, dict[str, str], ApiError | None], Awaitable[Response]]
+#: A form page's submission: the API calls, then a redirect (or the form again, previewed).
+Submit = Callable[[Console, dict[str, str]], Awaitable[Response]]
 
 
 def page(handler: Page) -> Callable[[Request], Awaitable[Response]]:
@@ -274,23 +312,16 @@ def action(handler: Action) -> Callable[[Request], Awaitable[Response]]:
         secret = _secret(request)
         form = await _form(request)
         if not csrf_valid(secret, token, form.get("csrf")):
-            return render(
-                request,
-                "error.html",
-                status=403,
-                csrf=csrf_token(secret, token),
-                error=ApiError(
-                    403,
-                    "Forbidden",
-                    "this form did not come from this console session (CSRF check failed); "
-                    "reload the page and try again",
-                ),
-            )
+            return _csrf_refused(request, secret, token)
         back = _safe_next(form.get("next"), request.url.path.rsplit("/", 1)[0])
         async with ApiClient(request.app, token) as api:
             console = Console(request, api, csrf_token(secret, token), {})
             try:
-                flash = Flash("ok", await handler(console, form))
+                outcome = await handler(console, form)
+                if isinstance(outcome, Done):
+                    flash, back = Flash("ok", outcome.text), PREFIX + outcome.to
+                else:
+                    flash = Flash("ok", outcome)
             except ApiError as exc:
                 if exc.status == 401:
                     return _logged_out(request, exc)
@@ -302,6 +333,125 @@ def action(handler: Action) -> Callable[[Request], Awaitable[Response]]:
 
     endpoint.__name__ = handler.__name__
     return endpoint
+
+
+def _csrf_refused(request: Request, secret: bytes, token: str) -> Response:
+    return render(
+        request,
+        "error.html",
+        status=403,
+        csrf=csrf_token(secret, token),
+        error=ApiError(
+            403,
+            "Forbidden",
+            "this form did not come from this console session (CSRF check failed); "
+            "reload the page and try again",
+        ),
+    )
+
+
+def form_page(show: Show) -> Callable[[Request], Awaitable[Response]]:
+    """The ``GET`` of a form page: the empty form (a page like any other)."""
+
+    async def blank(console: Console) -> Response:
+        return await show(console, {}, None)
+
+    blank.__name__ = show.__name__
+    return page(blank)
+
+
+def form_submit(show: Show, submit: Submit) -> Callable[[Request], Awaitable[Response]]:
+    """The ``POST`` of a form page: CSRF check, then ``submit``; an API error shows the form
+    again with the error and the values typed, with the API's status (a 5xx as 502)."""
+
+    async def endpoint(request: Request) -> Response:
+        token = request.cookies.get(COOKIE)
+        if not token:
+            return _to_login(request)
+        secret = _secret(request)
+        form = await _form(request)
+        if not csrf_valid(secret, token, form.get("csrf")):
+            return _csrf_refused(request, secret, token)
+        async with ApiClient(request.app, token) as api:
+            console = Console(request, api, csrf_token(secret, token), {})
+            try:
+                console.me = await api.get("/whoami")
+                try:
+                    return await submit(console, form)
+                except ApiError as exc:
+                    if exc.status == 401:
+                        raise
+                    return await show(console, form, exc)
+            except ApiError as exc:
+                if exc.status == 401:
+                    return _logged_out(request, exc)
+                return console.render("error.html", status=_error_status(exc), error=exc)
+
+    endpoint.__name__ = submit.__name__
+    return endpoint
+
+
+def _error_status(exc: ApiError) -> int:
+    """The status of a page that shows the API's error: its own 4xx; 502 for its 5xx."""
+    return exc.status if 400 <= exc.status < 500 else 502
+
+
+def _form_status(console: Console, error: ApiError | None) -> int:
+    """A form page's status: the error's, else 403 for a role that may not use the form."""
+    if error is not None:
+        return _error_status(error)
+    return 200 if console.may_change else 403
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    """A form value the console cannot even turn into an API call, said as the API would."""
+    return ApiError(
+        422, "Unprocessable Content", f"{field}: {message}", [{"field": field, "message": message}]
+    )
+
+
+def _pairs(form: dict[str, str], field: str) -> dict[str, str]:
+    """``name=value`` pairs, one per line or separated by commas (tags, DevInfo fields)."""
+    pairs: dict[str, str] = {}
+    for item in re.split(r"[\n,]", form.get(field, "")):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise _invalid(field, f"{item.strip()!r} is not name=value")
+        pairs[name.strip()] = value.strip()
+    return pairs
+
+
+def _words(form: dict[str, str], field: str) -> list[str]:
+    """A list typed as words separated by commas, spaces or lines (DevIds, wave sizes)."""
+    return [word for word in re.split(r"[\s,]+", form.get(field, "")) if word]
+
+
+def _number(form: dict[str, str], field: str, kind: type[int] | type[float]) -> int | float | None:
+    raw = form.get(field, "").strip()
+    if not raw:
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise _invalid(field, f"{raw!r} is not a {'whole ' if kind is int else ''}number") from None
+
+
+def _share(form: dict[str, str], field: str, default: float) -> float:
+    """A threshold typed as a share (``0.9``) or a percentage (``90%``)."""
+    raw = form.get(field, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise _invalid(field, f"{raw!r} is not a share (0.9) or a percentage (90%)") from None
+
+
+def _without_secrets(values: dict[str, str]) -> dict[str, str]:
+    """The values typed, to fill a form shown again: passwords are never sent back."""
+    return {k: v for k, v in values.items() if "password" not in k and k != "csrf"}
 
 
 # ------------------------------------------------------------------ login, logout
@@ -456,7 +606,18 @@ async def device(console: Console) -> Response:
     inventory = await api.get(f"{base}/inventory")
     jobs = await api.get("/jobs", {"device": device_id, "limit": 20})
     history = await api.get(f"{base}/history", {"limit": 30})
-    return console.render("device.html", device=found, inventory=inventory, jobs=jobs, history=history)
+    # The new-job form's choices: recent packages, and the components the device reported.
+    choices = await _packages(console)
+    return console.render(
+        "device.html",
+        device=found,
+        inventory=inventory,
+        jobs=jobs,
+        history=history,
+        packages=choices,
+        job_kinds=JOB_KINDS,
+        components=sorted({e["ident"] for e in inventory if e["kind"] == "deployed" and e["ident"]}),
+    )
 
 
 async def packages(console: Console) -> Response:
@@ -506,6 +667,214 @@ async def audit(console: Console) -> Response:
     return console.render("audit.html", refused=None, **listed)
 
 
+# ------------------------------------------------------------------ form pages
+
+
+async def _packages(console: Console) -> list[dict[str, Any]]:
+    """The packages a form offers (the newest page of them); none to a role that cannot use them."""
+    if not console.may_change:
+        return []
+    found: list[dict[str, Any]] = (await console.api.get("/packages", {"limit": PAGE_SIZE}))["items"]
+    return found
+
+
+#: The authentication schemes a device may use (the API's ``auth``), md5 first: the default.
+AUTH_SCHEMES = ("md5", "hmac", "basic")
+#: The operations the console offers: the package kinds take a package, the others a component.
+PACKAGE_KINDS = ("install", "update")
+COMPONENT_KINDS = ("remove", "activate", "deactivate")
+JOB_KINDS = (*PACKAGE_KINDS, *COMPONENT_KINDS)
+
+
+async def new_device(console: Console, values: dict[str, str], error: ApiError | None) -> Response:
+    return console.render(
+        "device_new.html",
+        status=_form_status(console, error),
+        values=_without_secrets(values),
+        error=error,
+        auth_schemes=AUTH_SCHEMES,
+    )
+
+
+async def register_device(console: Console, form: dict[str, str]) -> Response:
+    """``POST /api/v1/devices`` with the form's fields; then the new device's page."""
+    body = {
+        "device_id": form.get("device_id", "").strip(),
+        "username": form.get("username", "").strip(),
+        "password": form.get("password", ""),
+        "auth": form.get("auth", "md5"),
+        "server_password": form.get("server_password", ""),
+        "notify_address": form.get("notify_address", "").strip(),
+        "tags": _pairs(form, "tags"),
+    }
+    found = await console.api.post("/devices", body)
+    return console.done(
+        f"/devices/{_pathpart(found['device_id'])}", f"Device {found['device_id']} registered."
+    )
+
+
+async def new_package(console: Console, values: dict[str, str], error: ApiError | None) -> Response:
+    return console.render("package_new.html", status=_form_status(console, error), values=values, error=error)
+
+
+#: The longest small field of the upload form (the CSRF token is 64 characters).
+_FIELD_MAX = 1024
+
+
+async def upload_package(request: Request) -> Response:
+    """The upload form's ``POST`` (``multipart/form-data``): the file goes on to the API as it
+    arrives, after the CSRF field, which the form puts first, has been checked."""
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return _to_login(request)
+    secret = _secret(request)
+    fields: dict[str, str] = {}
+    async with ApiClient(request.app, token) as api:
+        console = Console(request, api, csrf_token(secret, token), {})
+        try:
+            reader = MultipartReader(request.stream(), boundary_of(request.headers.get("content-type", "")))
+            while (part := await reader.next_part()) is not None:
+                if part.filename is None:
+                    fields[part.name] = (await reader.read(_FIELD_MAX)).decode("utf-8", "replace")
+                    continue
+                if not csrf_valid(secret, token, fields.get("csrf")):
+                    return _csrf_refused(request, secret, token)
+                # Browsers send the name alone; some old ones the whole path.
+                filename = re.split(r"[/\\]", part.filename)[-1].strip()
+                if part.name != "package" or not filename:
+                    continue
+                status, found = await api.upload("/packages", reader.chunks(), {"filename": filename})
+                again = "" if status == 201 else " (these bytes were uploaded before: nothing changed)"
+                return console.done(
+                    f"/packages/{found['id']}",
+                    f"Package {found['id']} ({found['filename']}) uploaded{again}.",
+                )
+            if not csrf_valid(secret, token, fields.get("csrf")):
+                return _csrf_refused(request, secret, token)
+            raise _invalid("package", "choose a package file (.omp) to upload")
+        except MultipartError as exc:
+            error = ApiError(400, "Bad Request", str(exc))
+        except ApiError as exc:
+            if exc.status == 401:
+                return _logged_out(request, exc)
+            error = exc
+        try:
+            console.me = await api.get("/whoami")
+        except ApiError as exc:
+            return (
+                _logged_out(request, exc)
+                if exc.status == 401
+                else console.render("error.html", status=_error_status(exc), error=exc)
+            )
+        return await new_package(console, {}, error)
+
+
+async def new_campaign(
+    console: Console,
+    values: dict[str, str],
+    error: ApiError | None,
+    *,
+    preview: dict[str, Any] | None = None,
+    previewed: str = "",
+    changed: bool = False,
+) -> Response:
+    """The campaign form; after a preview, the devices it would target and the create buttons."""
+    choices = await _packages(console)
+    return console.render(
+        "campaign_new.html",
+        status=_form_status(console, error),
+        values=values,
+        error=error,
+        packages=choices,
+        kinds=JOB_KINDS,
+        package_kinds=PACKAGE_KINDS,
+        preview=preview,
+        previewed=previewed,
+        changed=changed,
+    )
+
+
+def _campaign_body(form: dict[str, str]) -> dict[str, Any]:
+    """The ``POST /api/v1/campaigns`` body the form describes (empty fields left out)."""
+    kind = form.get("kind", "")
+    body: dict[str, Any] = {"name": form.get("name", "").strip(), "kind": kind}
+    if kind in PACKAGE_KINDS:
+        artifact = _number(form, "artifact_id", int)
+        if artifact is None:
+            raise _invalid("artifact_id", f"choose the package to {kind}")
+        body["artifact_id"] = artifact
+    elif component := form.get("component_id", "").strip():
+        body["component_id"] = component
+    target: dict[str, Any] = {}
+    if devices := _words(form, "devices"):
+        target["devices"] = devices
+    if tags := _pairs(form, "tags"):
+        target["tags"] = tags
+    if devinfo := _pairs(form, "devinfo"):
+        target["devinfo"] = devinfo
+    for name in ("has_component", "version", "version_below"):
+        if value := form.get(name, "").strip():
+            target[name] = value
+    body["target"] = target
+    body["waves"] = [int(w) if w.isdigit() else w for w in _words(form, "waves")]
+    body["success_threshold"] = _share(form, "success_threshold", 1.0)
+    body["error_threshold"] = _share(form, "error_threshold", 0.0)
+    if (timeout := _number(form, "device_timeout", float)) is not None:
+        body["device_timeout"] = timeout
+    body["max_retries"] = _number(form, "max_retries", int) or 0
+    if window := form.get("window", "").strip():
+        body["window"] = window
+    body["skip_busy"] = form.get("skip_busy") == "on"
+    return body
+
+
+def _fingerprint(body: dict[str, Any]) -> str:
+    """What a preview was of: the body without its name (renaming changes no device)."""
+    canonical = json.dumps({k: v for k, v in body.items() if k != "name"}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+async def submit_campaign(console: Console, form: dict[str, str]) -> Response:
+    """Preview, then create (and start) exactly what was previewed.
+
+    Every submission first builds the API body. "Preview" asks the API which devices it
+    would target and shows the form again with the answer and the body's fingerprint.
+    "Create" (or "Create and start") creates the campaign only when the form still carries
+    the fingerprint of the body it now describes; a form changed since its preview is
+    previewed again instead, so that nobody starts a rollout to devices they have not seen.
+    """
+    api = console.api
+    body = _campaign_body(form)
+    fingerprint = _fingerprint(body)
+    verb = form.get("do", "preview")
+    if verb in ("create", "start") and form.get("previewed") == fingerprint:
+        created = await api.post("/campaigns", body)
+        number = created["id"]
+        if verb == "create":
+            return console.done(f"/campaigns/{number}", f"Campaign {number} created as a draft.")
+        try:
+            started = await api.post(f"/campaigns/{number}/start")
+        except ApiError as exc:
+            if exc.status == 401:
+                raise
+            response = _redirect(f"{PREFIX}/campaigns/{number}")
+            text = f"Campaign {number} created, but not started ({exc.status} {exc.title}): {exc.detail}"
+            set_flash(response, console.request, Flash("error", text))
+            return response
+        return console.done(
+            f"/campaigns/{number}", f"Campaign {number} created and started: it is {started['state']}."
+        )
+    found = await api.post("/campaigns/preview", {k: v for k, v in body.items() if k != "name" or v})
+    return await new_campaign(
+        console,
+        form,
+        None,
+        preview=found,
+        previewed=fingerprint,
+        changed=verb in ("create", "start"),
+    )
+
+
 # ------------------------------------------------------------------ actions
 
 
@@ -521,6 +890,25 @@ async def reject_device(console: Console, form: dict[str, str]) -> str:
     device_id = str(console.request.path_params["device_id"])
     await console.api.post(f"/devices/{_pathpart(device_id)}/reject")
     return f"Device {device_id} rejected."
+
+
+async def add_job(console: Console, form: dict[str, str]) -> Done:
+    """``POST /api/v1/jobs`` for the device of the page; then the new job's page."""
+    device_id = str(console.request.path_params["device_id"])
+    kind = form.get("kind", "")
+    body: dict[str, Any] = {"device_id": device_id, "kind": kind}
+    if kind in PACKAGE_KINDS:
+        artifact = _number(form, "artifact_id", int)
+        if artifact is None:
+            raise _invalid("artifact_id", f"choose the package to {kind}")
+        body["artifact_id"] = artifact
+    elif kind in COMPONENT_KINDS:
+        component = form.get("component_id", "").strip()
+        if not component:
+            raise _invalid("component_id", f"name the component to {kind}")
+        body["component_id"] = component
+    created = await console.api.post("/jobs", body)
+    return Done(f"Job {created['id']} queued: {kind} on {device_id}.", f"/jobs/{created['id']}")
 
 
 async def cancel_job(console: Console, form: dict[str, str]) -> str:
@@ -556,9 +944,17 @@ PAGES: list[tuple[str, Page]] = [
     ("/audit", audit),
 ]
 
+#: ``(path, show, submit)`` of every form page (``GET`` and ``POST``), below ``/console``;
+#: listed before the pages, so that ``/devices/new`` is not taken for a DevId.
+FORMS: list[tuple[str, Show, Submit]] = [
+    ("/devices/new", new_device, register_device),
+    ("/campaigns/new", new_campaign, submit_campaign),
+]
+
 #: ``(path, handler)`` of every action (``POST``), below ``/console``.
 ACTIONS: list[tuple[str, Action]] = [
     ("/devices/{device_id}/accept", accept_device),
+    ("/devices/{device_id}/jobs", add_job),
     ("/devices/{device_id}/reject", reject_device),
     ("/jobs/{job_id}/cancel", cancel_job),
     *[(f"/campaigns/{{campaign_id}}/{verb}", _campaign_action(verb)) for verb in _CAMPAIGN_DONE],

@@ -1,7 +1,8 @@
 // omadm console: the only script. Two jobs, both optional (every page works without it):
 // 1. A page whose <body data-refresh="N"> is set (a running campaign) reloads its <main>
 //    every N seconds, in place, until the fetched page no longer asks for it.
-// 2. A form with data-confirm="question" asks before it is sent.
+// 2. A form, or the submit button pressed, with data-confirm="question" asks before the form
+//    is sent (the button's question wins: "Preview" needs none, "Create and start" does).
 "use strict";
 
 (function () {
@@ -38,7 +39,11 @@
   }
 
   document.addEventListener("submit", function (event) {
-    var question = event.target.dataset ? event.target.dataset.confirm : "";
+    var button = event.submitter;
+    var question = button && button.dataset.confirm ? button.dataset.confirm : "";
+    if (!question && event.target.dataset) {
+      question = event.target.dataset.confirm || "";
+    }
     if (question && !window.confirm(question)) {
       event.preventDefault();
     }
