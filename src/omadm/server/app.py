@@ -3,8 +3,10 @@
 ``create_app(config)`` wires the parts: the store (SQLite or PostgreSQL), the artifact
 storage, the DM endpoint at ``POST /dm`` (a plain Starlette route: it needs none of FastAPI's
 request machinery, which costs tens of microseconds a message), the signed package and
-descriptor downloads under ``/artifacts``, and ``GET /health``. The schema must be migrated
-(``omadm server migrate``); the app refuses to start on an older one rather than fail later.
+descriptor downloads under ``/artifacts``, ``GET /health``, the REST API with its docs
+(``/api/docs``, Swagger UI served from the package: no CDN) and the console. The schema must
+be at this omadm's revision (``omadm server`` creates it in an empty database and upgrades
+an older one with ``--migrate``); the app refuses to start on another rather than fail later.
 """
 
 from __future__ import annotations
@@ -31,14 +33,18 @@ from .artifacts.urls import descriptor_url, download_url
 from .config import ServerConfig
 from .console import console_routes
 from .dm_endpoint import DMEndpoint, PackageLocator
+from .docs_ui import docs_routes
 from .store.engine import check_schema, database_url, make_engine, make_sync_engine, session_factory
 from .store.models import Device, Job, JobKind, JobState, utc_now
 from .store.writer import DmWriter
 from .sweeper import run_sweeper
 
-__all__ = ["create_app"]
+__all__ = ["OPENAPI_URL", "create_app"]
 
 log = logging.getLogger("omadm.server")
+
+#: The OpenAPI document; the interactive docs are at ``docs_ui.DOCS_URL`` (``/api/docs``).
+OPENAPI_URL = "/api/openapi.json"
 
 _BY_URL = {
     JobKind.INSTALL.value,
@@ -97,10 +103,11 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
     app = OmadmApp(
         title="omadm server",
         lifespan=lifespan,
-        openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        openapi_url=OPENAPI_URL,
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: ours serves it (docs_ui.py)
         redoc_url=None,
     )
+    app.router.routes.extend(docs_routes(OPENAPI_URL, app.title))
     app.router.routes.append(Route("/dm", dm, methods=["POST"], include_in_schema=False))
     # Another management authority's devices: /dm/<authority name> (docs/authorities.md).
     app.router.routes.append(Route("/dm/{authority}", dm, methods=["POST"], include_in_schema=False))

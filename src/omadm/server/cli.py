@@ -17,6 +17,7 @@ import getpass
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -38,7 +39,7 @@ from .registry import (
     list_authorities,
     record_event,
 )
-from .store.engine import database_url, make_engine, mask_url, session_factory
+from .store.engine import SchemaError, database_url, make_engine, mask_url, session_factory
 from .store.models import (
     DEFAULT_AUTHORITY,
     DEFAULT_AUTHORITY_PK,
@@ -121,6 +122,9 @@ def _logging(level: int = logging.INFO) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # Alembic narrates every start (its plug-ins, the DDL mode, each step); the server says in
+    # one line what it did to the schema instead. Its warnings and errors still show.
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
 
 
 @server_app.callback()
@@ -137,8 +141,15 @@ def serve(
     unknown_devices: Annotated[
         str | None, typer.Option("--unknown-devices", help="reject, pending or accept [reject].")
     ] = None,
+    migrate: Annotated[
+        bool,
+        typer.Option(
+            "--migrate",
+            help="Upgrade a database of an older omadm before serving (an empty one always gets its schema).",
+        ),
+    ] = False,
 ) -> None:
-    """Serve DM sessions (POST /dm), package downloads (/artifacts) and /health."""
+    """Serve DM sessions (POST /dm), package downloads (/artifacts), the API, the console, /health."""
     ctx.obj = {"config": config, "db": db, "data_dir": data_dir}
     if ctx.invoked_subcommand is not None:
         return
@@ -154,16 +165,21 @@ def serve(
         unknown_devices=unknown_devices,
     )
     _logging()
+    log = logging.getLogger("omadm.server")
     settings.secret_bytes()  # create it before workers race for it
     # Workers are separate processes: they rebuild the configuration from the environment.
     os.environ["OMADM_SERVER_SETTINGS"] = json.dumps(_as_env(settings))
-    url = database_url(settings.db or None, settings.data_dir)
+    try:
+        url = database_url(settings.db or None, settings.data_dir)
+    except ValueError as exc:
+        _fail(str(exc))
+    _prepare_database(url, upgrade=migrate)
     if settings.workers > 1 and url.startswith("sqlite"):
-        logging.getLogger("omadm.server").warning(
+        log.warning(
             "%d workers on SQLite only queue for its one writer; use PostgreSQL to scale out",
             settings.workers,
         )
-    logging.getLogger("omadm.server").info(
+    log.info(
         "serving on %s:%s with %s (%d worker%s)",
         settings.host,
         settings.port,
@@ -171,6 +187,8 @@ def serve(
         settings.workers,
         "s" if settings.workers > 1 else "",
     )
+    for line in _first_steps(settings, config=config, db=db, data_dir=data_dir):
+        log.info("%s", line)
     uvicorn.run(
         "omadm.server.cli:app_from_environment",
         factory=True,
@@ -189,6 +207,49 @@ def serve(
         # server closing an idle connection just as the device sends on it (uvicorn: 5 s).
         timeout_keep_alive=75,
     )
+
+
+def _prepare_database(url: str, *, upgrade: bool) -> None:
+    """Give an empty database its schema, upgrade an older one when asked, or stop in one line.
+
+    Done here, once, before uvicorn starts: a refusal inside the workers' start-up would be
+    a traceback per worker, where the operator needs one sentence saying what to do.
+    """
+    from .store.migrate import MigrationError, prepare_database  # noqa: PLC0415
+
+    try:
+        done = prepare_database(url, upgrade=upgrade)
+    except (SchemaError, MigrationError) as exc:
+        _fail(str(exc))
+    if done:
+        logging.getLogger("omadm.server").info("%s", done)
+
+
+def _first_steps(
+    settings: ServerConfig, *, config: Path | None, db: str | None, data_dir: Path | None
+) -> list[str]:
+    """Where everything is, and how to get in: what a new operator needs from the start-up log."""
+    from .api import API_PREFIX  # noqa: PLC0415
+    from .console.views import PREFIX as CONSOLE_PREFIX  # noqa: PLC0415
+    from .docs_ui import DOCS_URL  # noqa: PLC0415
+
+    base = settings.base_url
+    # The token command must open the same database as this server: repeat the options given.
+    same = "".join(
+        f" {option} {shlex.quote(str(value))}"
+        for option, value in (
+            ("--config", config),
+            ("--db", mask_url(db) if db else None),
+            ("--data-dir", data_dir),
+        )
+        if value is not None
+    )
+    return [
+        f"DM endpoint: {base}/dm (the AppAddr of the devices' DMAcc account)",
+        f"web console: {base}{CONSOLE_PREFIX}",
+        f"REST API: {base}{API_PREFIX}, its docs: {base}{DOCS_URL}",
+        f"first API token (console login too): omadm server{same} token add NAME --role admin",
+    ]
 
 
 def _as_env(settings: ServerConfig) -> dict[str, Any]:

@@ -14,8 +14,10 @@ COMMITTED), so code that reads then writes a row locks it (``with_for_update``).
 ``psycopg``) for the DM writer's threads (``store/writer.py``), its SQLite connections set up
 like the async engine's.
 
-The server never creates tables itself: ``omadm server migrate`` (``store.migrate``) does,
-and ``check_schema`` refuses a database that is not at this omadm's revision.
+Tables come from the migrations (``store.migrate``): ``omadm server`` gives an empty database
+its schema when it starts, ``omadm server migrate`` (or ``omadm server --migrate``) upgrades
+an older one, and ``check_schema`` makes each worker refuse a database that is not at this
+omadm's revision.
 """
 
 from __future__ import annotations

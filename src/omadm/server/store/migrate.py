@@ -27,10 +27,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from omadm.server.store.engine import database_url, make_engine, mask_url
+from omadm.server.store.engine import SchemaError, database_url, make_engine, mask_url
 
 __all__ = [
     "MIGRATIONS_DIR",
@@ -43,6 +43,7 @@ __all__ = [
     "known_revisions",
     "migrate",
     "migrate_engine",
+    "prepare_database",
 ]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -177,3 +178,58 @@ def current_revision(url: str) -> str | None:
     _refuse_running_loop("current_revision", "engine_revision")
     result: str | None = asyncio.run(_with_engine(url, engine_revision))
     return result
+
+
+def _has_tables(connection: Connection) -> bool:
+    return bool(inspect(connection).get_table_names())
+
+
+async def _state(engine: AsyncEngine) -> tuple[str | None, bool]:
+    async with engine.connect() as connection:
+        revision = await connection.run_sync(_revision_of)
+        tables = revision is not None or await connection.run_sync(_has_tables)
+    return revision, tables
+
+
+def prepare_database(url: str, *, upgrade: bool = False) -> str | None:
+    """Make the database at ``url`` ready for ``omadm server``; what was done, None for nothing.
+
+    An empty database (the first start) gets this omadm's schema: there is nothing to lose,
+    and a new operator should not have to know about ``omadm server migrate`` first. A
+    database at an older revision is upgraded only when asked (``upgrade``, the server's
+    ``--migrate``): that changes the operator's data, which they may want to back up first.
+
+    Raises:
+        SchemaError: the database cannot be used as it is (older without ``upgrade``, newer
+            than this omadm, or another application's tables); the message says what to do.
+        MigrationError: the database cannot be reached, or a migration failed.
+    """
+    _refuse_running_loop("prepare_database", "migrate_engine")
+    try:
+        revision, tables = asyncio.run(_with_engine(url, _state))
+    except Exception as exc:
+        raise MigrationError(f"cannot open the database at {mask_url(url)}: {exc}") from exc
+    head = head_revision()
+    where = f"the database at {mask_url(url)}"
+    if revision == head:
+        return None
+    if revision is None:
+        if tables:
+            raise SchemaError(
+                f"{where} has tables but no omadm schema (another application's?): "
+                "give omadm an empty database of its own"
+            )
+        migrate(url)
+        return f"created the omadm schema (revision {head}) in {where}"
+    if revision not in known_revisions():
+        raise SchemaError(
+            f"{where} is at revision {revision}, unknown to this omadm (which needs {head}): "
+            "a newer omadm migrated it; run that version"
+        )
+    if not upgrade:
+        raise SchemaError(
+            f"{where} is at revision {revision}, this omadm needs {head}: back it up, then run "
+            "'omadm server migrate' or start with --migrate"
+        )
+    migrate(url)
+    return f"upgraded {where} from revision {revision} to {head}"
