@@ -25,8 +25,8 @@ from sqlalchemy import select
 from omadm.protocol import codec
 from omadm.protocol.codec import Encoding
 from omadm.protocol.messages import Alert, Message, Meta
-from omadm.server.registry import add_device
-from omadm.server.store.models import Device, DeviceEvent, DmSession
+from omadm.server.registry import add_device, create_job, find_device
+from omadm.server.store.models import Device, DeviceEvent, DmSession, Job, JobKind, JobState
 
 from .dmharness import BASE, DEVICE, Harness, make_harness
 
@@ -203,3 +203,77 @@ async def test_a_device_without_credentials_gets_last_contact_and_history(
         async with h.sessions() as db:
             kinds = [e.kind for e in (await db.execute(select(DeviceEvent))).scalars()]
         assert kinds.count("session") == 2
+
+
+# -- 2. failed authentication costs no rows ----------------------------------------------------
+
+
+async def test_many_bad_credential_attempts_leave_no_rows_and_one_bounded_counter(harness: Harness) -> None:
+    sessions, events, device = await rows(harness)
+    columns = [c.name for c in Device.__table__.columns]
+    for attempt in range(40):
+        body = pkg1(session_id=str(attempt), msg_id=str(1 + attempt % 4), cred="Zz6EivR3yeaaENcRN6lpAQ==")
+        response = await harness.post(f"{BASE}/dm", body, XML)
+        assert response.status_code == 200
+    wrong = harness.client("wrong", session_id="99")
+    assert all(r.status_code == 200 for r in await harness.run(wrong))
+    after_sessions, after_events, after_device = await rows(harness)
+    assert after_sessions == sessions  # no session row for a device that never authenticated
+    assert after_events - events <= 3  # "auth-failed" history: the first few of the run only
+    changed = {name for name, old, new in zip(columns, device, after_device, strict=True) if old != new}
+    assert changed <= {"auth_failures", "row_version"}
+    # The device with the right password still gets in, and its counter starts again.
+    assert all(r.status_code == 200 for r in await harness.run(harness.client(session_id="100")))
+    assert (await harness.device()).auth_failures == 0
+    assert await harness.count(DmSession) == sessions + 1
+
+
+async def test_a_first_contact_challenge_writes_nothing(harness: Harness) -> None:
+    before = await rows(harness)
+    out = harness.client().start()  # no nonce yet: challenged
+    response = await harness.post(f"{BASE}/dm", out.body, out.content_type)
+    assert response.status_code == 200
+    assert await rows(harness) == before
+
+
+# -- 4. clients that ignore RespURI --------------------------------------------------------------
+
+
+async def test_a_client_that_ignores_resp_uri_continues_its_session(harness: Harness) -> None:
+    async with harness.sessions() as db, db.begin():
+        device = await find_device(db, DEVICE)
+        assert device is not None
+        job = await create_job(db, device, JobKind.REFRESH_INVENTORY, {})
+    client = harness.client(session_id="42")
+    out = client.start()
+    server_msg_ids = []
+    while out is not None:
+        response = await harness.post(f"{BASE}/dm", out.body, out.content_type)  # never the RespURI
+        assert response.status_code == 200, response.text
+        server_msg_ids.append(decoded(response.content).header.msg_id)
+        client.receive(response.content, content_type=response.headers["content-type"])
+        client.events()
+        out = client.reply()
+    assert server_msg_ids == [str(n) for n in range(1, len(server_msg_ids) + 1)]
+    assert len(server_msg_ids) >= 3  # challenge, authenticated with the job, its Results
+    async with harness.sessions() as db:
+        done = await db.get(Job, job.id)
+        records = list((await db.execute(select(DmSession))).scalars())
+    assert done is not None and done.state == JobState.SUCCEEDED.value  # the Results were taken
+    assert len(records) == 1 and records[0].session_id == "42" and records[0].finished
+
+
+async def test_a_message_without_token_does_not_join_a_session_the_device_did_not_authenticate_in(
+    harness: Harness,
+) -> None:
+    # Another device's SessionID, or a session never authenticated, is not continued: the
+    # message is served as a new (challenged) one.
+    out = harness.client(session_id="43").start()
+    first = await harness.post(f"{BASE}/dm", out.body, out.content_type)
+    assert first.status_code == 200
+    forged = pkg1(session_id="43", msg_id="2", cred="Zz6EivR3yeaaENcRN6lpAQ==")
+    second = await harness.post(f"{BASE}/dm", forged, XML)
+    assert second.status_code == 200
+    statuses = [c for c in decoded(second.content).commands if getattr(c, "cmd", "") == "SyncHdr"]
+    assert [s.data for s in statuses] == ["401"]  # type: ignore[attr-defined]
+    assert await harness.count(DmSession) == 0

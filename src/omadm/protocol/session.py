@@ -852,7 +852,13 @@ class _PeerAuth:
     """
 
     def __init__(
-        self, expected: Credentials | None, nonce: bytes, new_nonce: Callable[[], bytes], events: list[Event]
+        self,
+        expected: Credentials | None,
+        nonce: bytes,
+        new_nonce: Callable[[], bytes],
+        events: list[Event],
+        *,
+        rotate_on_failure: bool = True,
     ) -> None:
         self.expected = expected
         self.nonce = nonce
@@ -860,11 +866,17 @@ class _PeerAuth:
         self.failures = 0
         self._new_nonce = new_nonce
         self._events = events
+        self._rotate_on_failure = rotate_on_failure
 
     def _challenge(self, code: int, reason: str) -> _Verdict:
         assert self.expected is not None
         self.failures += 1
-        chal = self._fresh_chal()
+        if self._rotate_on_failure or not self.nonce or self.expected.auth_type is AuthType.BASIC:
+            chal = self._fresh_chal()
+        else:
+            # The nonce the peer failed with stays valid until it authenticates: a failure
+            # then changes nothing that must be stored (a server keeps no trace of it).
+            chal = auth.make_chal(self.expected.auth_type, self.nonce)
         self._events.append(AuthenticationFailed(reason, code, after_challenge=self.failures > 1))
         return _Verdict(code, chal, ok=False, reason=reason)
 
@@ -1387,6 +1399,10 @@ class ServerConfig:
     max_obj_size: int | None = 16 * 1024 * 1024
     max_auth_failures: int = 3
     nonce_factory: Callable[[], bytes] = auth.new_nonce
+    #: Messages of this session answered before without anything stored: each was a challenge
+    #: (a server keeps a session only once the device authenticated in it), so they count as
+    #: failed attempts and the reply is numbered after them.
+    challenged_before: int = 0
 
 
 _SERVER_COMMANDS = (Add, Replace, Delete, Copy, Get, Exec, Alert, Atomic, Sequence)
@@ -1411,8 +1427,14 @@ class ServerSession(_Endpoint):
         self.state = State.AWAITING_REPLY
         self.device_id: str | None = None
         self._peer = _PeerAuth(
-            config.client_credentials, config.client_nonce, config.nonce_factory, self._events
+            config.client_credentials,
+            config.client_nonce,
+            config.nonce_factory,
+            self._events,
+            rotate_on_failure=False,
         )
+        self._peer.failures = config.challenged_before
+        self._out_msg_id = config.challenged_before
         self._own = _OwnAuth(
             config.server_credentials if config.send_server_cred else None, config.server_nonce, self._events
         )

@@ -113,6 +113,10 @@ _MAX_URI = 2048
 _MAX_CRED = 1024
 _MAX_TOKEN = 64  # dm_sessions.token
 _MAX_AUTHORITY = 100  # authorities.name
+#: A stateless challenge counts at most this many earlier ones (from the client's MsgID).
+_MAX_CHALLENGED = 1000
+#: Failed sessions recorded in a device's history per run of failures (the counter goes on).
+_FAILURES_IN_HISTORY = 3
 _AUTHORITY_TTL = 30.0  # seconds an authority's name is trusted without looking again
 _UNKNOWN_AUTHORITY_TTL = 2.0
 
@@ -260,7 +264,9 @@ class DMEndpoint:
             unit = FastUnit(self.writer, authority, self.rows)
             try:
                 reply = await self._handle(unit, message, body, token, hmac_header=hmac_header, note=note)
-                await self.writer.commit(unit.write())
+                write = unit.write()
+                if write is not None:  # None: a challenge, which stores nothing
+                    await self.writer.commit(write)
             except (FullPathNeeded, WriteConflict, WriterUnavailable, _Refusal) as why:
                 if isinstance(why, _Refusal) and not unit.cached:
                     raise  # decided on rows just loaded: the general path would refuse it too
@@ -278,7 +284,7 @@ class DMEndpoint:
         finally:
             # The general path changed the device's row (its version moved on): what the
             # fast path kept of it would only cost a refused write.
-            self.rows.forget(note.get("device_pk"), token)
+            self.rows.forget(note.get("device_pk"), note.get("token") or token)
 
     async def _transaction(
         self, message: Message, body: bytes, token: str, hmac_header: str | None, note: dict[str, Any]
@@ -308,7 +314,7 @@ class DMEndpoint:
         hmac_header: str | None,
         note: dict[str, Any],
     ) -> Any:
-        record, session, device = await self._load(unit, message, token)
+        record, session, device, new = await self._load(unit, message, token)
         note["token"] = record.token
         note["device_pk"] = device.id
         try:
@@ -333,15 +339,33 @@ class DMEndpoint:
             # refusal travels in HTTP; nothing of this message is kept.
             raise _Refusal(400, str(exc)) from None
         await self._apply(unit, record, device, session.events(), note)
+        if new and not session.authenticated:
+            # A challenge (no or wrong credentials) keeps no session: failed attempts, however
+            # many, cost no rows. The device's next message, credentials and all, is served as
+            # this one was, and its MsgID says how many were challenged before (``_load``).
+            session.events()
+            return reply
+        if new:
+            unit.add_session(record)
         await self._save(record, session)
         unit.keep_live(session)
         return reply
 
     async def _load(
         self, unit: Unit, message: Message, token: str
-    ) -> tuple[DmSession, ServerSession, Device]:
+    ) -> tuple[DmSession, ServerSession, Device, bool]:
+        """The message's session row, session and device; True: a new session (no row yet)."""
         header = message.header
-        found = await unit.session_for(token) if token and header.msg_id != "1" else None
+        found = None
+        if header.msg_id != "1":
+            if token:
+                found = await unit.session_for(token)
+            else:
+                # A client that ignores RespURI and posts every message to the same URL (as
+                # lenient servers allow): the session its device authenticated in, by SessionID.
+                found = await unit.session_of(
+                    header.source.loc_uri, header.session_id, self.config.session_timeout
+                )
         if found is not None:
             record, device = found  # finished too: a repeated last message gets its reply again
             session = unit.live_session(token)
@@ -349,12 +373,15 @@ class DMEndpoint:
                 try:
                     session = ServerSession.restore(self._unseal(record.snapshot))
                 except LocalProtocolError as exc:
-                    why = f"session {token} cannot be resumed ({exc}); start a new one"
+                    why = f"session {record.token} cannot be resumed ({exc}); start a new one"
                     raise _Refusal(410, why) from None
-            return record, session, device
+            return record, session, device, False
         device = await self._admit(unit, message)
         token = secrets.token_urlsafe(18)
-        session = ServerSession(self._session_config(device, token, unit.authority))
+        # No stored session for a later message: every earlier one was challenged (see _handle).
+        msg_id = int(header.msg_id) if header.msg_id.isdigit() else 1
+        challenged = min(max(msg_id - 1, 0), _MAX_CHALLENGED)
+        session = ServerSession(self._session_config(device, token, unit.authority, challenged))
         record = DmSession(
             token=token,
             device_pk=device.id,
@@ -364,8 +391,7 @@ class DMEndpoint:
             created=utc_now(),
             updated=utc_now(),
         )
-        unit.add_session(record)
-        return record, session, device
+        return record, session, device, True
 
     async def _admit(self, unit: Unit, message: Message) -> Device:
         device_id = message.header.source.loc_uri
@@ -419,7 +445,9 @@ class DMEndpoint:
         self._authorities[name] = (ref, now + (_AUTHORITY_TTL if ref is not None else _UNKNOWN_AUTHORITY_TTL))
         return ref
 
-    def _session_config(self, device: Device, token: str, authority: AuthorityRef) -> SessionConfig:
+    def _session_config(
+        self, device: Device, token: str, authority: AuthorityRef, challenged: int = 0
+    ) -> SessionConfig:
         config = self.config
         client: Credentials | None = None
         scheme = AuthType(device.auth_type) if device.auth_type else None
@@ -438,6 +466,7 @@ class DMEndpoint:
             send_server_cred=server is not None,
             max_msg_size=config.max_msg_size,
             max_obj_size=config.max_obj_size,
+            challenged_before=challenged,
         )
 
     # -- what happened ------------------------------------------------------------------------
@@ -457,12 +486,17 @@ class DMEndpoint:
             elif isinstance(event, Authenticated):
                 self._contact(unit, record, device)
             elif isinstance(event, AuthenticationFailed):
-                device.auth_failures = (device.auth_failures or 0) + 1
                 if event.after_challenge or event.final:
                     log.warning("dm device=%s authentication failed: %s", device.device_id, event.reason)
                 else:  # a session's first message often has no (or outdated) credentials
                     log.info("dm device=%s challenged: %s", device.device_id, event.reason)
-                if event.final:
+                if event.after_challenge and not event.final:  # final: a summary of the others
+                    # Wrong credentials (the nonce we gave was used): one counter per device,
+                    # reset by the next success, is all a failure stores, however many there
+                    # are. A first message's failure is the normal start of a session.
+                    device.auth_failures = (device.auth_failures or 0) + 1
+                if event.final and (device.auth_failures or 0) <= _FAILURES_IN_HISTORY:
+                    # The history shows the first few of a run of failures, not every one.
                     unit.event(device, "auth-failed", reason=event.reason)
             elif isinstance(event, StatusReceived):
                 await self._on_status(unit, record, device, event)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
@@ -64,6 +65,16 @@ class Unit:
     async def session_for(self, token: str) -> tuple[DmSession, Device] | None:
         """The session of ``token`` (locked for this message) and its device."""
         raise FullPathNeeded("load a session")
+
+    async def session_of(
+        self, device_id: str, session_id: str, max_age: float
+    ) -> tuple[DmSession, Device] | None:
+        """The latest session (locked) ``device_id`` authenticated in under ``session_id``.
+
+        For clients that ignore RespURI: their later messages carry no token. Only sessions
+        updated within ``max_age`` seconds count (an idle one is over).
+        """
+        raise FullPathNeeded("find a session by SessionID")
 
     async def device(self, device_id: str) -> Device | None:
         """The device whose DevId is ``device_id``."""
@@ -116,6 +127,28 @@ class OrmUnit(Unit):
         )
         row = found.first()
         return None if row is None else (row[0], row[1])
+
+    async def session_of(
+        self, device_id: str, session_id: str, max_age: float
+    ) -> tuple[DmSession, Device] | None:
+        device = await self.device(device_id)
+        if device is None:
+            return None
+        found = await self.db.execute(
+            select(DmSession)
+            .where(
+                DmSession.device_pk == device.id,
+                DmSession.session_id == session_id,
+                DmSession.updated >= utc_now() - timedelta(seconds=max_age),
+            )
+            .order_by(DmSession.updated.desc())
+            .limit(1)
+            .with_for_update()
+        )
+        record = found.scalar_one_or_none()
+        if record is None or not (record.context or {}).get("authenticated"):
+            return None
+        return record, device
 
     async def device(self, device_id: str) -> Device | None:
         return await find_device(self.db, device_id, authority_pk=self.authority.pk)
@@ -291,11 +324,14 @@ class FastUnit(Unit):
         """The message's device, once known (what to forget when the message goes elsewhere)."""
         return self._device.id if self._device is not None else None
 
-    def write(self) -> MessageWrite:
-        """The message's changes for the writer; FullPathNeeded if it changed more than it may."""
+    def write(self) -> MessageWrite | None:
+        """The message's changes for the writer; FullPathNeeded if it changed more than it may.
+
+        None: the message changed nothing (a challenge, which keeps no session).
+        """
         record, device = self._record, self._device
-        if record is None or device is None:
-            raise FullPathNeeded("no session")
+        if device is None:
+            raise FullPathNeeded("no device")
         changed: dict[str, Any] = {}
         for name in _DEVICE_NAMES:
             value = getattr(device, name)
@@ -303,6 +339,10 @@ class FastUnit(Unit):
                 if name not in DEVICE_COLUMNS:
                     raise FullPathNeeded(f"device column {name} changed")
                 changed[name] = value
+        if record is None:
+            if changed or self._events or self._inventory is not None:
+                raise FullPathNeeded("changes without a session")  # the writer writes sessions
+            return None
         self._written = MessageWrite(
             session={name: getattr(record, name) for name in _SESSION_NAMES},
             expected_messages=self._loaded_messages,
