@@ -1,9 +1,12 @@
 """``omadm agent``: set up, run and inspect the device agent. Glue only; logic lives in ``runner``.
 
 Exit codes of ``connect``: 0 the session succeeded; 1 configuration or usage problem;
-3 authentication failed; 4 the server could not be reached; 5 the server broke the
-protocol or aborted the session. The local software commands (``install``, ``activate``,
-``deactivate``, ``remove``) exit 6 when the operation ran and failed (the SCOMO result says why).
+3 authentication failed (the server refused our credentials, even when it says so by
+aborting with Alert 1223, or it did not prove itself); 4 the server could not be reached;
+5 the server broke the protocol or aborted the session for another reason. The local
+software commands (``install``, ``activate``, ``deactivate``, ``remove``) exit 6 when the
+operation ran and failed (the SCOMO result says why). ``account set`` changes an account's
+address or credentials in the tree, which wins over ``omadm.toml``.
 """
 
 from __future__ import annotations
