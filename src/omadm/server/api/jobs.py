@@ -20,7 +20,7 @@ from ..store.models import Artifact, Device, DeviceState, Job, JobKind, JobState
 from .auth import Db, Operator, Viewer, audit
 from .devices import get_device
 from .problems import Problem
-from .schemas import JobCreate, JobOut, Page, Paging, RowId
+from .schemas import MAX_ID, JobCreate, JobOut, Page, Paging, RowId
 
 __all__ = ["job_out", "router"]
 
@@ -90,10 +90,13 @@ async def list_jobs(
     device: Annotated[str | None, Query(description="Only this device's (its DevId).")] = None,
     state: Annotated[JobState | None, Query()] = None,
     kind: Annotated[JobKind | None, Query()] = None,
+    campaign: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only this campaign's jobs.")] = None,
 ) -> Page[JobOut]:
     conditions = [Device.authority_pk == actor.authority_pk]
     if device is not None:
         conditions.append(Device.device_id == device)
+    if campaign is not None:
+        conditions.append(Job.campaign_id == campaign)
     if state is not None:
         conditions.append(Job.state == state.value)
     if kind is not None:
