@@ -252,11 +252,11 @@ async def test_an_operator_queues_jobs_from_the_device_page(console: Console, pa
 
 async def test_a_rejected_device_offers_no_new_job(console: Console) -> None:
     await add_device(console, DEV)
+    browser = await console.login("operator")
+    assert ">Queue job</button>" in (await browser.get(f"/console/devices/{DEV}")).text
     async with console.api.sessions() as db, db.begin():
         await db.execute(update(Device).where(Device.device_id == DEV).values(state="rejected"))
-    browser = await console.login("operator")
-    page = (await browser.get(f"/console/devices/{DEV}")).text
-    assert "Queue job" not in page
+    assert "Queue job" not in (await browser.get(f"/console/devices/{DEV}")).text  # the API refuses it
 
 
 # ------------------------------------------------------------------ a campaign
