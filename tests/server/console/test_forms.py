@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from omadm.server.api.schemas import CampaignCreate
+from omadm.server.console.client import ApiClient
 from omadm.server.store.models import Device, InventoryEntry
 
 from .conftest import Browser, Console
@@ -97,6 +99,38 @@ async def test_an_operator_registers_a_device(console: Console) -> None:
     assert shown["has_server_password"] and shown["tags"] == {"ring": "beta", "region": "eu"}
     rows = [(r.actor, r.action, r.target) for r in await console.api.audit_rows()]
     assert ("operator-bot", "device.add", DEV) in rows
+
+
+async def test_a_server_password_the_api_made_is_shown_once_on_a_page_of_its_own(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device registered with a notification address and no server password gets one made
+    by the API, which answers it once (``generated_server_password``): the console shows it
+    on the answer's page, never in a redirect's cookie nor on the device's page."""
+    post, made = ApiClient.post, []
+
+    async def api_that_makes_one(self: ApiClient, path: str, json: dict[str, Any] | None = None) -> Any:
+        found = await post(self, path, json)  # (an API that makes none yet: pretend it does)
+        if path == "/devices" and json and json["notify_address"] and not json["server_password"]:
+            made.append(found.setdefault("generated_server_password", "made-by-the-server-0123"))
+        return found
+
+    monkeypatch.setattr(ApiClient, "post", api_that_makes_one)
+    browser = await console.login("operator")
+    await browser.get("/console/devices/new")
+    form = {"device_id": DEV, "username": "dev1", "password": "pw", "notify_address": "udp://10.0.0.7:2948"}
+    response = await browser.post("/console/devices/new", form)
+    assert response.status_code == 201 and "set-cookie" not in response.headers
+    assert response.headers["cache-control"] == "no-store"
+    assert len(made) == 1 and made[0]
+    assert f'<code class="secret">{made[0]}</code>' in response.text
+    assert "it is not shown again" in response.text
+    assert 'href="/console/devices/IMEI%3A490154203237518"' in response.text
+    assert made[0] not in (await browser.get(f"/console/devices/{DEV}")).text
+
+    plain = {**form, "device_id": "IMEI:2", "notify_address": ""}
+    response = await browser.post("/console/devices/new", plain)
+    assert response.status_code == 303  # nothing made: the usual redirect
 
 
 async def test_a_refused_registration_shows_the_form_again_with_the_values_but_not_the_passwords(
@@ -372,6 +406,8 @@ async def test_a_campaign_by_inventory_is_created_as_a_draft(console: Console) -
     assert "created as a draft." in page and ">Start</button>" in page
     created = (await console.api.get("/campaigns")).json()["items"]
     assert len(created) == 1 and created[0]["state"] == "draft" and created[0]["kind"] == "remove"
+    for field in ("success_threshold", "error_threshold", "max_retries"):  # left empty: the API's
+        assert created[0][field] == CampaignCreate.model_fields[field].default, field
     assert created[0]["target"] == {
         "devices": ["IMEI:0", "IMEI:1", "IMEI:2"],
         "has_component": "com.example.hello",

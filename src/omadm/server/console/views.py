@@ -438,11 +438,11 @@ def _number(form: dict[str, str], field: str, kind: type[int] | type[float]) -> 
         raise _invalid(field, f"{raw!r} is not a {'whole ' if kind is int else ''}number") from None
 
 
-def _share(form: dict[str, str], field: str, default: float) -> float:
-    """A threshold typed as a share (``0.9``) or a percentage (``90%``)."""
+def _share(form: dict[str, str], field: str) -> float | None:
+    """A threshold typed as a share (``0.9``) or a percentage (``90%``); ``None`` if not typed."""
     raw = form.get(field, "").strip()
     if not raw:
-        return default
+        return None
     try:
         return float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     except ValueError:
@@ -708,9 +708,12 @@ async def register_device(console: Console, form: dict[str, str]) -> Response:
         "tags": _pairs(form, "tags"),
     }
     found = await console.api.post("/devices", body)
-    return console.done(
-        f"/devices/{_pathpart(found['device_id'])}", f"Device {found['device_id']} registered."
-    )
+    device_id = found["device_id"]
+    if found.get("generated_server_password"):
+        # The API made the server password and shows it this once: so does the console, on
+        # a page of its own (no-store) rather than in a redirect's flash cookie.
+        return console.render("device_registered.html", status=201, device=found)
+    return console.done(f"/devices/{_pathpart(device_id)}", f"Device {device_id} registered.")
 
 
 async def new_package(console: Console, values: dict[str, str], error: ApiError | None) -> Response:
@@ -817,14 +820,18 @@ def _campaign_body(form: dict[str, str]) -> dict[str, Any]:
             target[name] = value
     body["target"] = target
     body["waves"] = [int(w) if w.isdigit() else w for w in _words(form, "waves")]
-    body["success_threshold"] = _share(form, "success_threshold", 1.0)
-    body["error_threshold"] = _share(form, "error_threshold", 0.0)
-    if (timeout := _number(form, "device_timeout", float)) is not None:
-        body["device_timeout"] = timeout
-    body["max_retries"] = _number(form, "max_retries", int) or 0
+    # What is left empty is left out: the API's defaults apply, whatever they become.
+    for name in ("success_threshold", "error_threshold"):
+        if (share := _share(form, name)) is not None:
+            body[name] = share
+    numbers: list[tuple[str, type[int] | type[float]]] = [("device_timeout", float), ("max_retries", int)]
+    for field, number_type in numbers:
+        if (number := _number(form, field, number_type)) is not None:
+            body[field] = number
     if window := form.get("window", "").strip():
         body["window"] = window
-    body["skip_busy"] = form.get("skip_busy") == "on"
+    if form.get("skip_busy") == "on":
+        body["skip_busy"] = True
     return body
 
 
