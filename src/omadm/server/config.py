@@ -68,6 +68,9 @@ class ServerConfig:
     # rest are answered 503 with a Retry-After of at most max_retry_after seconds.
     dm_max_in_flight: int = 0
     max_retry_after: int = 60
+    # Operator-given notification addresses and package URLs may point at link-local, cloud
+    # metadata and other local addresses (a lab); see omadm.server.url_policy.
+    allow_local_urls: bool = False
 
     @property
     def base_url(self) -> str:

@@ -30,6 +30,7 @@ here raises for what the network does: an unreachable device or a bad address is
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 from collections.abc import Iterable
@@ -42,6 +43,7 @@ import httpx
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from omadm.addresses import IPAddress, parse_ip
 from omadm.protocol.codes import UiMode
 from omadm.protocol.notification import (
     NOTIFICATION_CONTENT_TYPE,
@@ -63,6 +65,7 @@ from .store.models import (
     JobState,
     utc_now,
 )
+from .url_policy import NOTIFY_SCHEMES, UrlRefused, check_notify_address, check_resolved
 
 __all__ = [
     "SEND_TIMEOUT",
@@ -110,6 +113,7 @@ class _Claimed:
     session_id: int
     package: bytes
     verifiable: bool
+    allow_local: bool = False  # the server's allow_local_urls
 
 
 def new_session_id() -> int:
@@ -131,8 +135,14 @@ def build_package0(config: ServerConfig, device: Device, session_id: int, *, ser
     return encode_notification(notification, device.server_password or "", bytes(device.server_nonce or b""))
 
 
-async def send_package0(address: str, package: bytes, *, client: httpx.AsyncClient | None = None) -> None:
+async def send_package0(
+    address: str, package: bytes, *, client: httpx.AsyncClient | None = None, allow_local: bool = False
+) -> None:
     """Send ``package`` to ``address`` (``udp://host[:port]`` or ``http(s)://...``).
+
+    The address passes the URL policy first (:mod:`omadm.server.url_policy`), its host's
+    resolved addresses too: one stored before the policy, or a name that now resolves to a
+    link-local or metadata address, is not sent to (``allow_local``: the setting that lifts it).
 
     Raises:
         NotifyError: the address is not usable, or the network or the receiver refused.
@@ -143,6 +153,8 @@ async def send_package0(address: str, package: bytes, *, client: httpx.AsyncClie
     except ValueError as exc:
         raise NotifyError(f"bad notification address {address!r}: {exc}") from None
     scheme = parts.scheme.lower()
+    if scheme in NOTIFY_SCHEMES and parts.hostname:
+        await _check_policy(address, parts.hostname, port, allow_local)
     if scheme == "udp":
         if not parts.hostname:
             raise NotifyError(f"bad notification address {address!r}: no host")
@@ -159,6 +171,24 @@ async def send_package0(address: str, package: bytes, *, client: httpx.AsyncClie
         raise NotifyError(
             f"unsupported notification address {address!r}: use udp://host:port or http(s)://host:port/path"
         )
+
+
+async def _check_policy(address: str, host: str, port: int | None, allow_local: bool) -> None:
+    try:
+        check_notify_address(address, allow_local=allow_local)
+        if allow_local:
+            return
+        literal = parse_ip(host)
+        if literal is not None:
+            found: list[IPAddress] = [literal]
+        else:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+            found = [ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos]
+        check_resolved("notification address", host, found)
+    except UrlRefused as exc:
+        raise NotifyError(f"refused by the URL policy: {exc}") from None
+    except (OSError, UnicodeError) as exc:
+        raise NotifyError(f"{host}: {exc}") from None
 
 
 async def _send_udp(host: str, port: int, package: bytes) -> None:
@@ -223,6 +253,7 @@ def _claim(config: ServerConfig, device: Device, now: datetime, server_ids: dict
         session_id=session_id,
         package=build_package0(config, device, session_id, server_id=server_id),
         verifiable=bool(device.server_password),
+        allow_local=config.allow_local_urls,
     )
 
 
@@ -343,7 +374,7 @@ async def _deliver(
 async def _send_one(client: httpx.AsyncClient, target: _Claimed) -> NotifyResult:
     hex_id = session_id_hex(target.session_id)
     try:
-        await send_package0(target.address, target.package, client=client)
+        await send_package0(target.address, target.package, client=client, allow_local=target.allow_local)
     except NotifyError as exc:
         log.warning("pkg0 device=%s to %s not sent: %s", target.device_id, target.address, exc)
         return NotifyResult(target.device_id, target.address, False, reason=str(exc))

@@ -46,6 +46,7 @@ from .store.models import (
     JobState,
     utc_now,
 )
+from .url_policy import UrlRefused, check_notify_address, check_package_url
 
 __all__ = [
     "AUTH_TYPES",
@@ -67,6 +68,7 @@ __all__ = [
     "find_device",
     "get_authority",
     "list_authorities",
+    "new_server_password",
     "raise_open_jobs",
     "record_event",
     "refresh_statistics",
@@ -238,15 +240,30 @@ async def add_device(
     notify_address: str = "",
     tags: dict[str, Any] | None = None,
     authority_pk: int = DEFAULT_AUTHORITY_PK,
+    allow_local_urls: bool = False,
+    generate_server_password: bool = False,
 ) -> Device:
     """Pre-register a device with the credentials it will present (CLCRED), in one authority.
 
     The same DevId may be registered in another authority (its own row and credentials).
+    A ``notify_address`` must pass the URL policy (:mod:`omadm.server.url_policy`) and needs
+    a server password: without one the device cannot verify a Package #0 and ignores it.
+    ``generate_server_password``: make one (the caller shows it once, as
+    ``device.server_password``); otherwise its absence is refused (422).
     """
     if not device_id:
         raise RegistryError(422, "a device needs its DevId (e.g. IMEI:490154203237518)")
     if auth not in AUTH_TYPES:
         raise RegistryError(422, f"auth must be one of {', '.join(AUTH_TYPES)}, not {auth!r}")
+    if notify_address:
+        try:
+            check_notify_address(notify_address, allow_local=allow_local_urls)
+        except UrlRefused as exc:
+            raise RegistryError(422, str(exc)) from None
+        if not server_password:
+            if not generate_server_password:
+                raise RegistryError(422, _NEEDS_SERVER_PASSWORD)
+            server_password = new_server_password()
     if await find_device(db, device_id, authority_pk=authority_pk) is not None:
         raise RegistryError(409, f"device {device_id} is already registered")
     device = Device(
@@ -273,6 +290,17 @@ async def add_device(
     await db.flush()
     await record_event(db, device, "registered", state=state.value)
     return device
+
+
+_NEEDS_SERVER_PASSWORD = (
+    "a notification address needs a server password (SRVCRED): the device verifies each "
+    "Package #0 with it and ignores one it cannot verify; give server_password (--server-password)"
+)
+
+
+def new_server_password() -> str:
+    """A server password (SRVCRED AAuthSecret) for an operator who gave none: 128 random bits."""
+    return secrets.token_urlsafe(16)
 
 
 #: The most devices :func:`add_devices` takes at once: one transaction of a few seconds at
@@ -311,6 +339,7 @@ async def add_devices(
     *,
     state: DeviceState = DeviceState.ACCEPTED,
     authority_pk: int = DEFAULT_AUTHORITY_PK,
+    allow_local_urls: bool = False,
 ) -> int:
     """Pre-register a batch of devices in one authority: all of them, or none.
 
@@ -344,6 +373,21 @@ async def add_devices(
         raise BulkRefused(
             422, f"auth must be one of {', '.join(AUTH_TYPES)}; not so for {_named(bad_auth)}", bad_auth
         )
+    bad_notify: dict[str, str] = {}
+    for d in devices:
+        if d.notify_address:
+            try:
+                check_notify_address(d.notify_address, allow_local=allow_local_urls)
+            except UrlRefused as exc:
+                bad_notify[d.device_id] = str(exc)
+    if bad_notify:
+        first = next(iter(bad_notify.values()))
+        named = _named(list(bad_notify))
+        raise BulkRefused(422, f"refused notification addresses for {named}: {first}", list(bad_notify))
+    # A batch answers with a count only, so a generated password could not be shown: refused.
+    no_password = [d.device_id for d in devices if d.notify_address and not d.server_password]
+    if no_password:
+        raise BulkRefused(422, f"{_NEEDS_SERVER_PASSWORD}; missing for {_named(no_password)}", no_password)
     ids = [d.device_id for d in devices]
     repeated = [device_id for device_id, n in Counter(ids).items() if n > 1]
     if repeated:
@@ -482,13 +526,21 @@ async def create_job(
     return job
 
 
-def check_job(kind: JobKind, params: dict[str, Any]) -> dict[str, Any]:
+def check_job(kind: JobKind, params: dict[str, Any], *, allow_local_urls: bool = False) -> dict[str, Any]:
     """The job's parameters, checked for what every device needs alike (a copy, with ``pkg_id``).
+
+    A package ``url`` must pass the URL policy (http or https, no link-local or metadata
+    address: :mod:`omadm.server.url_policy`), since every device of the job fetches it.
 
     Raises:
         RegistryError: 422 naming what is missing or wrong.
     """
     params = dict(params)
+    if params.get("url"):
+        try:
+            check_package_url(str(params["url"]), allow_local=allow_local_urls)
+        except UrlRefused as exc:
+            raise RegistryError(422, str(exc)) from None
     if kind in _NEEDS_PACKAGE and not (params.get("artifact_id") or params.get("url")):
         raise RegistryError(422, f"a {kind.value} job needs an artifact_id or a url")
     if kind is JobKind.INSTALL_DIRECT and not params.get("artifact_id"):

@@ -11,7 +11,7 @@ import binascii
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Request
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
@@ -104,7 +104,11 @@ async def get_device(
 
 
 @router.post("", status_code=201, response_model=DeviceOut, summary="Pre-register a device")
-async def create_device(body: DeviceCreate, db: Db, actor: Operator) -> DeviceOut:
+async def create_device(body: DeviceCreate, db: Db, actor: Operator, request: Request) -> DeviceOut:
+    """A device with a notification address and no server password gets one generated: the
+    answer's ``generated_server_password`` shows it, once (it is never shown again).
+    """
+    config = request.app.state.config
     async with db.begin():
         device = await add_device(
             db,
@@ -116,6 +120,8 @@ async def create_device(body: DeviceCreate, db: Db, actor: Operator) -> DeviceOu
             notify_address=body.notify_address,
             tags=dict(body.tags),
             authority_pk=actor.authority_pk,
+            allow_local_urls=config.allow_local_urls,
+            generate_server_password=True,
         )
         audit(
             db,
@@ -127,7 +133,10 @@ async def create_device(body: DeviceCreate, db: Db, actor: Operator) -> DeviceOu
             notify_address=body.notify_address,
             tags=dict(body.tags),
         )
-    return device_out(device)
+    out = device_out(device)
+    if device.server_password and not body.server_password:
+        out.generated_server_password = device.server_password  # shown this once
+    return out
 
 
 @router.post(
@@ -142,7 +151,7 @@ async def create_device(body: DeviceCreate, db: Db, actor: Operator) -> DeviceOu
         }
     },
 )
-async def create_devices(body: DevicesCreate, db: Db, actor: Operator) -> DevicesCreated:
+async def create_devices(body: DevicesCreate, db: Db, actor: Operator, request: Request) -> DevicesCreated:
     """Up to 10,000 devices in one transaction, for fleets and the simulator (``omadm sim register``).
 
     Each device is registered as ``POST /devices`` would; the batch is refused whole when a
@@ -166,7 +175,12 @@ async def create_devices(body: DevicesCreate, db: Db, actor: Operator) -> Device
     first, last = batch[0].device_id, batch[-1].device_id
     try:
         async with db.begin():
-            created = await add_devices(db, batch, authority_pk=actor.authority_pk)
+            created = await add_devices(
+                db,
+                batch,
+                authority_pk=actor.authority_pk,
+                allow_local_urls=request.app.state.config.allow_local_urls,
+            )
             audit(db, actor, "device.add-bulk", f"{first} .. {last}", count=created, first=first, last=last)
     except BulkRefused as exc:
         raise Problem(exc.status, exc.message, device_ids=exc.device_ids) from None

@@ -79,7 +79,12 @@ class DeviceCreate(BaseModel):
     password: str = Field(max_length=255)
     auth: str = Field(default="md5", description="md5, hmac or basic.")
     server_password: str = Field(default="", max_length=255, description="SRVCRED: proves this server.")
-    notify_address: str = Field(default="", max_length=255, description="udp://host:port or http(s)://...")
+    notify_address: str = Field(
+        default="",
+        max_length=255,
+        description="Package #0 address, udp://host:port or http(s)://... (no link-local or metadata "
+        "address unless the server allows local URLs). Without server_password, one is generated.",
+    )
     tags: Tags = Field(default_factory=dict)
 
 
@@ -123,6 +128,11 @@ class DeviceOut(_Out):
     created: datetime
     last_contact: datetime | None
     inventory_updated: datetime | None
+    generated_server_password: str | None = Field(
+        default=None,
+        description="Only in the answer to a registration with a notification address and no "
+        "server_password: the server password made for it (shown this once; configure it on the device).",
+    )
 
 
 class DeviceCount(StrEnum):
