@@ -425,7 +425,12 @@ def run_campaign(
     }
     if devices is not None:
         body["target"] = {"devices": devices}
+    else:
+        body["all_devices"] = True  # required for an empty target since issue 15
     created = api.post("/api/v1/campaigns", json=body)
+    if created.status_code == 422 and "all_devices" in created.text and "all_devices" in body:
+        del body["all_devices"]  # a server from before the flag (--source)
+        created = api.post("/api/v1/campaigns", json=body)
     if created.status_code != 201:
         raise BenchError(f"campaign: {created.status_code} {created.text}")
     campaign_id = created.json()["id"]

@@ -443,8 +443,16 @@ def campaigns_create(
     has_component: Annotated[str | None, typer.Option(help="Target: devices that have it.")] = None,
     version: Annotated[str | None, typer.Option(help="...in this version (PEP 440).")] = None,
     version_below: Annotated[str | None, typer.Option(help="...in a version lower than this.")] = None,
-    success: Annotated[float, typer.Option(help="Share of a wave that releases the next.")] = 1.0,
-    error: Annotated[float, typer.Option(help="Share of a wave failed that stops the campaign.")] = 0.0,
+    all_devices: Annotated[
+        bool, typer.Option("--all-devices", help="No target: act on every device (required for that).")
+    ] = False,
+    success: Annotated[
+        float | None,
+        typer.Option(help="Share of a wave that releases the next; below it, the campaign pauses [1.0]."),
+    ] = None,
+    error: Annotated[
+        float | None, typer.Option(help="Share of a wave failed above which the campaign stops [0.5].")
+    ] = None,
     retries: Annotated[int, typer.Option(help="New jobs after a transient failure.")] = 0,
     timeout: Annotated[float | None, typer.Option(help="Seconds before a device's job times out.")] = None,
     window: Annotated[str | None, typer.Option(help="Daily maintenance window, UTC: HH:MM-HH:MM.")] = None,
@@ -475,12 +483,17 @@ def campaigns_create(
         "kind": kind,
         "target": target,
         "waves": [_wave(w) for w in wave or []],
-        "success_threshold": success,
-        "error_threshold": error,
         "max_retries": retries,
         "skip_busy": skip_busy,
+        "all_devices": all_devices,
     }
-    for key, value in (("artifact_id", package), ("component_id", component), ("device_timeout", timeout)):
+    for key, value in (
+        ("artifact_id", package),
+        ("component_id", component),
+        ("device_timeout", timeout),
+        ("success_threshold", success),
+        ("error_threshold", error),
+    ):
         if value is not None:
             body[key] = value
     if window:
@@ -497,7 +510,15 @@ def campaigns_create(
         if preview["sample"]:
             typer.echo("first: " + ", ".join(preview["sample"]))
         return
-    _print(_call(ctx, "POST", "/campaigns", json=body), as_json, _CAMPAIGN_COLUMNS)
+    created = _call(ctx, "POST", "/campaigns", json=body)
+    _print(created, as_json, _CAMPAIGN_COLUMNS)
+    if not as_json:
+        typer.echo(
+            f"each wave releases the next at {created['success_threshold']:.0%} succeeded; it pauses "
+            f"when a wave ends below that, and stops when more than {created['error_threshold']:.0%} "
+            "of a wave failed",
+            err=True,
+        )
 
 
 def _campaign_action(action: str, help_text: str) -> None:

@@ -391,8 +391,13 @@ async def test_target_filters_tags_devinfo_devices_and_inventory_versions(sessio
                 await ids(bad)
 
         # Kinds on a deployed component target only devices that have it.
-        campaign = await create_campaign(db, "off", "deactivate", component_id=COMPONENT, target={})
+        with pytest.raises(RegistryError, match="no target, so it would act on every device"):
+            await create_campaign(db, "off", "deactivate", component_id=COMPONENT, target={})
+        campaign = await create_campaign(
+            db, "off", "deactivate", component_id=COMPONENT, target={}, all_devices=True
+        )
         assert campaign.target == {"has_component": COMPONENT}
+        assert (campaign.success_threshold, campaign.error_threshold) == (1.0, 0.5)  # pause, not stop
         older = await create_campaign(
             db,
             "up",
@@ -427,6 +432,7 @@ async def test_a_device_whose_component_is_gone_fails_without_stopping_the_other
         kind="remove",
         component_id=COMPONENT,
         target={},
+        all_devices=True,
         error_threshold=1.0,
         success_threshold=0.5,
     )

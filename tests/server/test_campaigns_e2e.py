@@ -66,6 +66,7 @@ class World:
         return "\n".join(f"== {p.name}\n{p.read_text()[-3000:]}" for p in [self.server.log, *self.logs])
 
     def create(self, **body: Any) -> dict[str, Any]:
+        body.setdefault("all_devices", not body.get("target"))  # the whole (four-device) fleet
         response = self.api.post("/api/v1/campaigns", json=body)
         assert response.status_code == 201, response.text
         out: dict[str, Any] = response.json()

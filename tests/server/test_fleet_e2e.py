@@ -105,6 +105,7 @@ async def test_an_install_campaign_over_200_simulated_devices_with_injected_fail
                 "name": "hello to the fleet",
                 "kind": "install",
                 "artifact_id": artifact,
+                "all_devices": True,
                 "waves": ["10%", "50%", "100%"],
                 "success_threshold": 0.5,
                 "error_threshold": 0.4,

@@ -333,7 +333,9 @@ async def test_waves_cut_by_the_database_are_the_rollout_rules(sessions: Session
         for pk in await db.scalars(select(Device.id)):
             db.add(InventoryEntry(device_pk=pk, kind="deployed", node="n", ident="c", version="1.0"))
     async with sessions() as db, db.begin():
-        campaign = await create_campaign(db, "w", "deactivate", component_id="c", target={}, waves=waves)
+        campaign = await create_campaign(
+            db, "w", "deactivate", component_id="c", target={}, waves=waves, all_devices=True
+        )
         sizes = [w.size for w in await counters(db, campaign)]
     assert sizes == wave_sizes(37, waves)
 

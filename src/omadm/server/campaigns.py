@@ -60,7 +60,17 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from .registry import RegistryError, check_job, refresh_statistics
-from .rollout import RETRYABLE, Decision, Tally, Window, decide, parse_wave, wave_sizes
+from .rollout import (
+    DEFAULT_ERROR_THRESHOLD,
+    DEFAULT_SUCCESS_THRESHOLD,
+    RETRYABLE,
+    Decision,
+    Tally,
+    Window,
+    decide,
+    parse_wave,
+    wave_sizes,
+)
 from .store.models import (
     DEFAULT_AUTHORITY_PK,
     Artifact,
@@ -246,6 +256,7 @@ async def _plan(
     component_id: str | None,
     waves: Sequence[int | str],
     authority_pk: int,
+    all_devices: bool = False,
 ) -> _Plan:
     try:
         for spec in waves:
@@ -277,6 +288,12 @@ async def _plan(
         component = component_id
     if not component:
         raise RegistryError(422, "the campaign's component is unknown: give component_id")
+    if not any(value not in (None, "", [], {}) for value in target.values()) and not all_devices:
+        raise RegistryError(
+            422,
+            "the campaign has no target, so it would act on every device: give a target (devices, tags, "
+            "devinfo, has_component, version, version_below) or all_devices to mean the whole fleet",
+        )
     if job_kind in _NEEDS_COMPONENT:
         if target.get("has_component") not in (None, component):
             raise RegistryError(422, f"a {job_kind.value} campaign targets devices that have {component!r}")
@@ -296,6 +313,7 @@ async def preview_campaign(
     waves: Sequence[int | str] = (),
     authority_pk: int = DEFAULT_AUTHORITY_PK,
     sample: int = 20,
+    all_devices: bool = False,
 ) -> Preview:
     """What :func:`create_campaign` would target now, without creating anything."""
     plan = await _plan(
@@ -306,6 +324,7 @@ async def preview_campaign(
         component_id=component_id,
         waves=waves,
         authority_pk=authority_pk,
+        all_devices=all_devices,
     )
     split = await plan.busy_split(db)
     if split is None:
@@ -327,8 +346,9 @@ async def create_campaign(
     artifact_id: int | None = None,
     component_id: str | None = None,
     waves: Sequence[int | str] = (),
-    success_threshold: float = 1.0,
-    error_threshold: float = 0.0,
+    success_threshold: float = DEFAULT_SUCCESS_THRESHOLD,
+    error_threshold: float = DEFAULT_ERROR_THRESHOLD,
+    all_devices: bool = False,
     device_timeout: float | None = None,
     max_retries: int = 0,
     window: str | None = None,
@@ -367,6 +387,7 @@ async def create_campaign(
         component_id=component_id,
         waves=waves,
         authority_pk=authority_pk,
+        all_devices=all_devices,
     )
     skipped = 0
     free = plan.selected

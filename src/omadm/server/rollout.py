@@ -29,7 +29,18 @@ from typing import TypeVar
 
 from omadm.protocol.codes import ScomoResult
 
-__all__ = ["Decision", "Tally", "Window", "decide", "parse_wave", "should_retry", "split_waves", "wave_sizes"]
+__all__ = [
+    "DEFAULT_ERROR_THRESHOLD",
+    "DEFAULT_SUCCESS_THRESHOLD",
+    "Decision",
+    "Tally",
+    "Window",
+    "decide",
+    "parse_wave",
+    "should_retry",
+    "split_waves",
+    "wave_sizes",
+]
 
 T = TypeVar("T")
 
@@ -134,6 +145,15 @@ class Decision(StrEnum):
     FINISH = "finish"  # the last wave reached its threshold (its stragglers still finish)
     PAUSE = "pause"  # the wave ended below its success threshold: an operator decides
     STOP = "stop"  # too many failures: stop the campaign, send nothing more
+
+
+#: A wave must succeed whole to release the next one: any failure pauses the campaign once
+#: the wave has ended, for an operator to look (hawkBit's default success threshold too).
+DEFAULT_SUCCESS_THRESHOLD = 1.0
+#: More than half of a wave failed stops the campaign at once: something is broken for
+#: everyone. Below that a failure pauses instead (an error threshold of 0 stopped a campaign
+#: at its first failure, where operators expect a pause).
+DEFAULT_ERROR_THRESHOLD = 0.5
 
 
 def decide(tally: Tally, *, success_threshold: float, error_threshold: float, last_wave: bool) -> Decision:

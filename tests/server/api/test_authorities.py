@@ -265,7 +265,8 @@ async def test_a_package_used_by_a_campaign_not_over_cannot_be_deleted(api: Api,
     assert (await api.post("/devices", json=body)).status_code == 201
     package_id = await upload(api, package, "operator")
     made = await api.post(
-        "/campaigns", json={"name": "hello", "kind": "install", "artifact_id": package_id, "target": {}}
+        "/campaigns",
+        json={"name": "hello", "kind": "install", "artifact_id": package_id, "all_devices": True},
     )
     assert made.status_code == 201, made.text
     campaign_id = made.json()["id"]

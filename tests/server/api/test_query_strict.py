@@ -25,7 +25,7 @@ pytestmark = pytest.mark.anyio
 )
 async def test_an_unknown_query_parameter_is_a_422_that_names_it(api: Api, path: str) -> None:
     body = problem(await api.get(path, role="admin"), 422)
-    name = path.split("?")[1].split("=")[0]
+    name = path.partition("?")[2].partition("=")[0]
     assert name in body["detail"] or any(name in str(e) for e in body.get("errors", [])), body
 
 

@@ -114,6 +114,7 @@ async def add_campaign(body: CampaignCreate, db: Db, actor: Operator) -> Campaig
             window=body.window,
             skip_busy=body.skip_busy,
             authority_pk=actor.authority_pk,
+            all_devices=body.all_devices,
         )
         out = await _detail(db, campaign)
         audit(
@@ -162,6 +163,7 @@ async def preview(body: CampaignPreviewIn, db: Db, actor: Viewer) -> CampaignPre
             component_id=body.component_id,
             waves=body.waves,
             authority_pk=actor.authority_pk,
+            all_devices=body.all_devices,
         )
     return CampaignPreviewOut(devices=found.devices, busy=found.busy, sample=found.sample, waves=found.waves)
 

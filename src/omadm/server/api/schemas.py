@@ -14,6 +14,7 @@ from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..registry import MAX_BULK_DEVICES
+from ..rollout import DEFAULT_ERROR_THRESHOLD, DEFAULT_SUCCESS_THRESHOLD
 from ..store.models import ApiRole, JobKind
 
 T = TypeVar("T")
@@ -362,11 +363,21 @@ class CampaignCreate(BaseModel):
         examples=[[10, "25%", "100%"]],
         description="Sizes or percentages; the last takes the rest.",
     )
+    all_devices: bool = Field(
+        default=False,
+        description="Meant: an empty target acts on every device (else an empty target is a 422).",
+    )
     success_threshold: float = Field(
-        default=1.0, ge=0, le=1, description="Share of a wave that releases the next."
+        default=DEFAULT_SUCCESS_THRESHOLD,
+        ge=0,
+        le=1,
+        description="Share of a wave that releases the next; below it the campaign pauses at the wave's end.",
     )
     error_threshold: float = Field(
-        default=0.0, ge=0, le=1, description="Share of a wave failed that stops it."
+        default=DEFAULT_ERROR_THRESHOLD,
+        ge=0,
+        le=1,
+        description="Share of a wave failed above which it stops.",
     )
     device_timeout: float | None = Field(
         default=None, gt=0, description="Seconds before a device's job times out."
