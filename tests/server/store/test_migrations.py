@@ -37,6 +37,7 @@ TABLES = {
     "device_events",
     "api_tokens",
     "audit_log",
+    "publishers",
     "campaigns",
     "campaign_devices",
     "authorities",
@@ -54,7 +55,7 @@ def _differences(connection: Connection) -> list[Any]:
 
 
 def test_head_is_the_last_revision_in_the_chain() -> None:
-    assert head_revision() == "0007"
+    assert head_revision() == "0008"
     assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0002_device_work_flags.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0003_api_tokens_audit.py").is_file()
@@ -62,6 +63,7 @@ def test_head_is_the_last_revision_in_the_chain() -> None:
     assert (MIGRATIONS_DIR / "versions" / "0005_authorities.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0006_device_row_version.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0007_fleet_queries.py").is_file()
+    assert (MIGRATIONS_DIR / "versions" / "0008_publishers.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
 
 

@@ -72,6 +72,7 @@ __all__ = [
     "Job",
     "JobKind",
     "JobState",
+    "Publisher",
     "UTCDateTime",
     "utc_now",
 ]
@@ -646,4 +647,28 @@ class CampaignDevice(Base):
             postgresql_where=sa_text("job_id IS NOT NULL"),
             sqlite_where=sa_text("job_id IS NOT NULL"),
         ),
+    )
+
+
+class Publisher(Base):
+    """A publisher key the server vouches for: uploads must be signed by one (issue 15, section 5).
+
+    The trust store of one management authority. ``key_id`` (16 hex digits) is what people
+    compare by eye with what ``omadm package keygen`` printed; ``fingerprint`` (the whole
+    SHA-256 of the raw key) is what is unique, since 64 bits could be matched on purpose.
+    """
+
+    __tablename__ = "publishers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    authority_pk: Mapped[int] = _authority_pk()
+    name: Mapped[str] = mapped_column(String(100))
+    key_id: Mapped[str] = mapped_column(String(16))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[str] = mapped_column(Text)  # SubjectPublicKeyInfo PEM
+    created: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+    __table_args__ = (
+        UniqueConstraint("authority_pk", "name", name="uq_publishers_authority_name"),
+        UniqueConstraint("authority_pk", "fingerprint", name="uq_publishers_authority_fingerprint"),
     )
