@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Insert, func, insert, select, text, update
+from sqlalchemy import Insert, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -36,6 +36,7 @@ from .store.models import (
     Artifact,
     Authority,
     Campaign,
+    CampaignDevice,
     Device,
     DeviceEvent,
     DeviceState,
@@ -64,6 +65,7 @@ __all__ = [
     "check_job",
     "create_job",
     "delete_authority",
+    "delete_device",
     "find_authority",
     "find_device",
     "get_authority",
@@ -73,6 +75,7 @@ __all__ = [
     "record_event",
     "refresh_statistics",
     "resolve_authority",
+    "update_device",
 ]
 
 #: Configuration names of the DM authentication schemes.
@@ -290,6 +293,118 @@ async def add_device(
     await db.flush()
     await record_event(db, device, "registered", state=state.value)
     return device
+
+
+#: The fields :func:`update_device` never reports the value of.
+_SECRET_FIELDS = ("password", "server_password")
+
+
+async def update_device(
+    db: AsyncSession,
+    device: Device,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    auth: str | None = None,
+    server_password: str | None = None,
+    notify_address: str | None = None,
+    tags: dict[str, Any] | None = None,
+    allow_local_urls: bool = False,
+    generate_server_password: bool = False,
+) -> dict[str, Any]:
+    """Change a registered device's credentials, notification address or tags, in place.
+
+    A device's life outlasts its first credentials: a password leaks, a device moves to
+    HMAC, its Package #0 listener gets a new address. The same rules as at registration
+    (:func:`add_device`) hold for the result: a known ``auth``, a notification address that
+    passes the URL policy and has a server password beside it (made here with
+    ``generate_server_password`` when none is given, which the caller then shows once;
+    otherwise a 422, as is removing the server password of a device that keeps its
+    notification address). An empty ``notify_address`` removes it.
+
+    Returns what changed, for the audit log and the device's history: field names with
+    their new values, secrets only as ``"changed"``. Raises :class:`RegistryError` (422)
+    naming the field at fault; nothing is changed then.
+    """
+    if auth is not None and auth not in AUTH_TYPES:
+        raise RegistryError(422, f"auth must be one of {', '.join(AUTH_TYPES)}, not {auth!r}")
+    new_notify = device.notify_address if notify_address is None else notify_address
+    kept_server_password = device.server_password if server_password is None else server_password
+    if notify_address:
+        try:
+            check_notify_address(notify_address, allow_local=allow_local_urls)
+        except UrlRefused as exc:
+            raise RegistryError(422, str(exc)) from None
+    if new_notify and not kept_server_password:
+        if not generate_server_password or server_password is not None:  # "" given: a removal
+            raise RegistryError(422, _NEEDS_SERVER_PASSWORD)
+        server_password = new_server_password()
+    wanted: dict[str, Any] = {
+        "username": username,
+        "password": password,
+        "auth_type": AUTH_TYPES[auth].value if auth is not None else None,
+        "server_password": server_password,
+        "notify_address": notify_address,
+        "tags": dict(tags) if tags is not None else None,
+    }
+    changed: dict[str, Any] = {}
+    for name, value in wanted.items():
+        if value is None or getattr(device, name) == value:
+            continue
+        setattr(device, name, value)
+        if name in _SECRET_FIELDS:
+            changed[name] = "changed"
+        elif name == "auth_type":
+            changed["auth"] = auth
+        else:
+            changed[name] = value
+    if changed:
+        await db.flush()
+        await record_event(db, device, "updated", **changed)
+    return changed
+
+
+async def delete_device(db: AsyncSession, device: Device) -> dict[str, int]:
+    """Remove a device with everything that is its own: jobs, inventory, attributes, history,
+    DM sessions and campaign memberships (the foreign keys cascade, in the database).
+
+    Refused (409) while one of its jobs is sent and not finished (``sent`` or ``accepted``):
+    the device works on it and will report a result nobody could then read, and a campaign
+    would lose a device it counts as running. Cancel nothing here: wait for the result or
+    its timeout. Queued jobs, never sent, go with the device.
+
+    Returns how many jobs and campaign memberships went with it (for the audit log). The
+    caller should hold the device's row lock (``for_update``), so that no session sends it
+    a job between the check and the delete.
+    """
+    busy = (
+        await db.scalars(
+            select(Job.id)
+            .where(
+                Job.device_pk == device.id,
+                Job.state.in_((JobState.SENT.value, JobState.ACCEPTED.value)),
+            )
+            .order_by(Job.id)
+        )
+    ).all()
+    if busy:
+        named = ", ".join(str(job_id) for job_id in busy)
+        raise RegistryError(
+            409,
+            f"device {device.device_id} is working on job(s) {named}: delete it once they finish or time out",
+        )
+    jobs = await db.scalar(select(func.count()).select_from(Job).where(Job.device_pk == device.id)) or 0
+    campaigns = (
+        await db.scalar(
+            select(func.count()).select_from(CampaignDevice).where(CampaignDevice.device_pk == device.id)
+        )
+        or 0
+    )
+    await db.execute(
+        delete(Device).where(Device.id == device.id).execution_options(synchronize_session=False)
+    )
+    db.expunge(device)
+    return {"jobs": int(jobs), "campaigns": int(campaigns)}
 
 
 _NEEDS_SERVER_PASSWORD = (
@@ -548,6 +663,16 @@ def check_job(kind: JobKind, params: dict[str, Any], *, allow_local_urls: bool =
     if kind in _ON_COMPONENT and not params.get("component_id") and kind is not JobKind.UPDATE:
         raise RegistryError(422, f"a {kind.value} job needs component_id")
     params.setdefault("pkg_id", params.get("package_id") or "")
+    by_url = params.get("url") and not params.get("artifact_id")
+    if kind in _NEEDS_PACKAGE and by_url and not params["pkg_id"]:
+        # Not guessed from the URL's file name: the device files the package under this id
+        # and reports it back (PkgIDRef), and a guess that differs from the package's own id
+        # would leave the server unable to recognise the install in the inventory.
+        raise RegistryError(
+            422,
+            f"a {kind.value} job by url needs pkg_id: the package's id as its manifest gives it "
+            "(for example com.example.hello-package); with an uploaded artifact it is taken from there",
+        )
     try:  # a dry run of the planner: every parameter it needs must be there
         probe = {**params, "pkg_id": params["pkg_id"] or "probe", "node": params.get("node") or "probe"}
         plan_job(0, kind, probe, "probe", "./SCOMO", package_url="http://probe", package_bytes=b"p")
@@ -578,15 +703,25 @@ async def raise_open_jobs(db: AsyncSession, device: Device) -> None:
 
 
 async def cancel_job(db: AsyncSession, job: Job) -> Job:
-    """Cancel a job the device has not been sent yet; one it works on cannot be called back."""
+    """Cancel a job that is not finished, whatever its state: the server sends it no more.
+
+    A queued job is simply never sent. One already sent (``sent`` or ``accepted``) cannot be
+    called back from the device, but an operator must still be able to stop the server
+    sending it again (a device that crashes on a job gets it at each contact otherwise); a
+    report the device sends later is still recorded against the cancelled job (its result
+    code, its detail and the device's history), so what the device did is known.
+    """
     state = JobState(job.state)
     if state.final:
         raise RegistryError(409, f"job {job.id} is already {state.value}")
-    if state is not JobState.QUEUED:
-        raise RegistryError(409, f"job {job.id} is {state.value}: the device has it already")
     job.state = JobState.CANCELLED.value
     job.finished_at = job.updated = utc_now()
-    job.detail = "cancelled by an operator"
+    job.detail = (
+        "cancelled by an operator"
+        if state is JobState.QUEUED
+        else f"cancelled by an operator while {state.value}: the device may still run it; "
+        "a report it sends is recorded here"
+    )
     return job
 
 

@@ -1,4 +1,5 @@
-"""``/api/v1/devices``: pre-register (one, or a batch), list, show, inventory, history, admission, tags.
+"""``/api/v1/devices``: pre-register (one, or a batch), list, show, update, delete, inventory,
+history, admission, tags.
 
 Every route works within the token's management authority: its devices only; a DevId that
 only another authority registered is a 404.
@@ -11,7 +12,7 @@ import binascii
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
@@ -25,7 +26,9 @@ from ..registry import (
     RegistryError,
     add_device,
     add_devices,
+    delete_device,
     record_event,
+    update_device,
 )
 from ..store.models import (
     DEFAULT_AUTHORITY_PK,
@@ -47,6 +50,7 @@ from .schemas import (
     DevicePage,
     DevicesCreate,
     DevicesCreated,
+    DeviceUpdate,
     EventOut,
     InventoryOut,
     Page,
@@ -365,13 +369,7 @@ def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: Any) -> str
     return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
 
 
-@router.get("/{device_id}", response_model=DeviceOut, summary="One device")
-async def show_device(device_id: str, db: Db, actor: Viewer) -> DeviceOut:
-    async with db.begin():
-        return device_out(await get_device(db, device_id, authority_pk=actor.authority_pk))
-
-
-@router.get("/{device_id}/inventory", response_model=list[InventoryOut], summary="SCOMO inventory")
+@router.get("/{device_id:path}/inventory", response_model=list[InventoryOut], summary="SCOMO inventory")
 async def device_inventory(
     device_id: str,
     db: Db,
@@ -387,7 +385,7 @@ async def device_inventory(
     return [InventoryOut.model_validate(entry) for entry in entries]
 
 
-@router.get("/{device_id}/history", response_model=Page[EventOut], summary="History, newest first")
+@router.get("/{device_id:path}/history", response_model=Page[EventOut], summary="History, newest first")
 async def device_history(
     device_id: str, db: Db, actor: Viewer, paging: Annotated[Paging, Depends()]
 ) -> Page[EventOut]:
@@ -412,7 +410,7 @@ async def device_history(
     )
 
 
-@router.post("/{device_id}/accept", response_model=DeviceOut, summary="Accept a pending device")
+@router.post("/{device_id:path}/accept", response_model=DeviceOut, summary="Accept a pending device")
 async def accept_device(
     device_id: str, db: Db, actor: Operator, body: Annotated[DeviceAccept | None, Body()] = None
 ) -> DeviceOut:
@@ -439,7 +437,7 @@ async def accept_device(
     return device_out(device)
 
 
-@router.post("/{device_id}/reject", response_model=DeviceOut, summary="Reject a device")
+@router.post("/{device_id:path}/reject", response_model=DeviceOut, summary="Reject a device")
 async def reject_device(device_id: str, db: Db, actor: Operator) -> DeviceOut:
     async with db.begin():
         device = await get_device(db, device_id, for_update=True, authority_pk=actor.authority_pk)
@@ -450,7 +448,7 @@ async def reject_device(device_id: str, db: Db, actor: Operator) -> DeviceOut:
     return device_out(device)
 
 
-@router.put("/{device_id}/tags", response_model=DeviceOut, summary="Replace a device's tags")
+@router.put("/{device_id:path}/tags", response_model=DeviceOut, summary="Replace a device's tags")
 async def put_tags(device_id: str, tags: Annotated[Tags, Body()], db: Db, actor: Operator) -> DeviceOut:
     async with db.begin():
         device = await get_device(db, device_id, for_update=True, authority_pk=actor.authority_pk)
@@ -458,3 +456,69 @@ async def put_tags(device_id: str, tags: Annotated[Tags, Body()], db: Db, actor:
         device.tags = dict(tags)
         audit(db, actor, "device.tags", device.device_id, before=before, after=dict(tags))
     return device_out(device)
+
+
+# The routes on the device itself come last: ``{device_id:path}`` takes any DevId, a "/"
+# included, so the sub-resources above (``/inventory``, ``/history``, ...) must be tried first.
+# The one ambiguity left: GET of a DevId that itself ends in "/inventory" or "/history" reaches
+# that sub-resource of the shorter DevId; such a device is still updated and deleted here.
+
+
+@router.get("/{device_id:path}", response_model=DeviceOut, summary="One device")
+async def show_device(device_id: str, db: Db, actor: Viewer) -> DeviceOut:
+    async with db.begin():
+        return device_out(await get_device(db, device_id, authority_pk=actor.authority_pk))
+
+
+@router.patch(
+    "/{device_id:path}",
+    response_model=DeviceOut,
+    summary="Change a device's credentials, notification address or tags",
+)
+async def update_device_route(
+    device_id: str, body: DeviceUpdate, db: Db, actor: Operator, request: Request
+) -> DeviceOut:
+    """Only the fields given change. The rules of registration hold: a known ``auth``, a
+    notification address that passes the URL policy and has a server password beside it (one
+    is generated when there is none, and shown once as ``generated_server_password``).
+    Audited as ``device.update`` with what changed (secrets only as "changed").
+    """
+    async with db.begin():
+        device = await get_device(db, device_id, for_update=True, authority_pk=actor.authority_pk)
+        changed = await update_device(
+            db,
+            device,
+            username=body.username,
+            password=body.password,
+            auth=body.auth,
+            server_password=body.server_password,
+            notify_address=body.notify_address,
+            tags=dict(body.tags) if body.tags is not None else None,
+            allow_local_urls=request.app.state.config.allow_local_urls,
+            generate_server_password=True,
+        )
+        if changed:
+            audit(db, actor, "device.update", device.device_id, **changed)
+    out = device_out(device)
+    if "server_password" in changed and body.server_password is None:
+        out.generated_server_password = device.server_password  # shown this once
+    return out
+
+
+@router.delete(
+    "/{device_id:path}",
+    status_code=204,
+    summary="Delete a device with its jobs, inventory, history and campaign memberships",
+    responses={409: {"model": ProblemOut, "description": "A job of the device is sent and not finished."}},
+)
+async def delete_device_route(device_id: str, db: Db, actor: Operator) -> Response:
+    """Refused (409) while the device works on a job (sent or accepted, not finished): wait
+    for its result or its timeout. Audited as ``device.delete`` (the audit entry outlives the
+    device: it records the DevId, its state and how many jobs and campaign memberships went).
+    """
+    async with db.begin():
+        device = await get_device(db, device_id, for_update=True, authority_pk=actor.authority_pk)
+        state, username = device.state, device.username
+        removed = await delete_device(db, device)
+        audit(db, actor, "device.delete", device_id, state=state, username=username, **removed)
+    return Response(status_code=204)

@@ -115,6 +115,28 @@ class DeviceAccept(BaseModel):
     auth: str | None = Field(default=None, description="md5, hmac or basic (when giving credentials).")
 
 
+class DeviceUpdate(BaseModel):
+    """``PATCH /devices/{device_id}``: only the fields given change (the others stay)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: str | None = Field(default=None, min_length=1, max_length=255, description="CLCRED name.")
+    password: str | None = Field(default=None, min_length=1, max_length=255, description="CLCRED secret.")
+    auth: str | None = Field(default=None, description="md5, hmac or basic.")
+    server_password: str | None = Field(
+        default=None,
+        max_length=255,
+        description="SRVCRED. Empty removes it, unless the device keeps a notification address.",
+    )
+    notify_address: str | None = Field(
+        default=None,
+        max_length=255,
+        description="Package #0 address, checked as at registration; empty removes it. With no "
+        "server password, one is generated and shown once (generated_server_password).",
+    )
+    tags: Tags | None = Field(default=None, description="Replace all the tags.")
+
+
 class DeviceOut(_Out):
     device_id: str
     state: str
