@@ -368,6 +368,9 @@ def jobs_create(
     kind: Annotated[str, typer.Argument(help="install, install-inactive, download, install-direct, ...")],
     package: Annotated[int | None, typer.Option(help="An uploaded package's id.")] = None,
     url: Annotated[str | None, typer.Option(help="A package hosted elsewhere.")] = None,
+    pkg_id: Annotated[
+        str | None, typer.Option("--pkg-id", help="The package's id (its manifest's), needed with --url.")
+    ] = None,
     component: Annotated[str | None, typer.Option(help="A component ID (remove, activate, ...).")] = None,
     node: Annotated[str | None, typer.Option(help="A Delivered/<X> name.")] = None,
     descriptor: Annotated[
@@ -377,7 +380,14 @@ def jobs_create(
 ) -> None:
     """Queue one SCOMO operation for one device."""
     body: dict[str, Any] = {"device_id": device_id, "kind": kind, "descriptor": descriptor}
-    for key, value in (("artifact_id", package), ("url", url), ("component_id", component), ("node", node)):
+    given = (
+        ("artifact_id", package),
+        ("url", url),
+        ("pkg_id", pkg_id),
+        ("component_id", component),
+        ("node", node),
+    )
+    for key, value in given:
         if value is not None:
             body[key] = value
     _print(_call(ctx, "POST", "/jobs", json=body), as_json, _JOB_COLUMNS)
@@ -413,7 +423,7 @@ def jobs_cancel(
     job_id: Annotated[int, typer.Argument(help="The job's id.")],
     as_json: JsonOption = False,
 ) -> None:
-    """Cancel a job the device has not been sent yet."""
+    """Cancel an unfinished job: the server sends it no more (a later report is still recorded)."""
     _print(_call(ctx, "POST", f"/jobs/{job_id}/cancel"), as_json, _JOB_COLUMNS)
 
 

@@ -40,6 +40,9 @@ def test_devices_and_jobs_with_clear_errors(server: list[str]) -> None:
     code, out = run(server, "job", "add", "IMEI:1", "explode")
     assert code == 1 and "unknown job kind 'explode'" in out
     code, out = run(server, "job", "add", "IMEI:1", "install", "--url", "http://127.0.0.1:9/p.omp")
+    assert code == 1 and "needs pkg_id" in out
+    url = "http://127.0.0.1:9/p.omp"
+    code, out = run(server, "job", "add", "IMEI:1", "install", "--url", url, "--pkg-id", "com.x.pkg")
     assert code == 0 and "job 1 queued (install" in out
     assert run(server, "job", "cancel", "1") == (0, "job 1 cancelled\n")
     code, out = run(server, "job", "cancel", "1")

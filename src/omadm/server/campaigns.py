@@ -537,6 +537,15 @@ async def resume_campaign(db: AsyncSession, campaign: Campaign, now: datetime | 
     campaign.state = CampaignState.RUNNING.value
     campaign.detail = ""
     campaign.updated = now
+    if campaign.device_timeout:
+        # Jobs held queued during the pause (the DM endpoint sends none of a paused campaign's)
+        # get their whole time again: the pause must not time them out.
+        await db.execute(
+            update(Job)
+            .where(Job.campaign_id == campaign.id, Job.state == JobState.QUEUED.value)
+            .values(deadline=now + timedelta(seconds=campaign.device_timeout), updated=now)
+            .execution_options(synchronize_session=False)
+        )
     await _sync_outcomes(db, campaign, now)
     tally = await _tally(db, campaign, campaign.current_wave)
     last = campaign.current_wave >= await _last_wave(db, campaign)

@@ -391,9 +391,17 @@ def artifact_add(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="An omadm package (.omp).", exists=True, dir_okay=False)],
     authority: AuthorityOption = DEFAULT_AUTHORITY,
+    allow_unsigned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsigned",
+            help="Accept a package that is unsigned or signed by a key not in the trust store (audited).",
+        ),
+    ] = False,
 ) -> None:
-    """Upload a package; prints its artifact id (what jobs name)."""
-    from .artifacts.service import ArtifactError, add_artifact, added_facts  # noqa: PLC0415
+    """Upload a package signed by a trusted publisher (see 'publisher add'); prints its artifact id."""
+    from .artifacts.publishers import trust_store  # noqa: PLC0415
+    from .artifacts.service import ArtifactError, add_artifact, added_facts, signature_of  # noqa: PLC0415
     from .artifacts.storage import LocalArtifactStorage  # noqa: PLC0415
     from .store.models import utc_now  # noqa: PLC0415
 
@@ -401,13 +409,21 @@ def artifact_add(
 
     async def work(db: AsyncSession) -> Any:
         authority_pk = await _authority_pk(db, authority)
+        publishers = await trust_store(db, authority_pk=authority_pk)
+        await db.commit()  # no transaction held while the package is verified
         started = utc_now()
         try:
             artifact = await add_artifact(
-                db, LocalArtifactStorage(settings.artifacts_path), path.name, path, authority_pk=authority_pk
+                db,
+                LocalArtifactStorage(settings.artifacts_path),
+                path.name,
+                path,
+                authority_pk=authority_pk,
+                publishers=publishers,
+                allow_unsigned=allow_unsigned,
             )
         except ArtifactError as exc:
-            raise RegistryError(422, str(exc)) from None
+            raise RegistryError(exc.status, str(exc)) from None
         if artifact.created >= started:  # new (add_artifact committed it): worth recording
             audit(
                 db,
@@ -416,12 +432,21 @@ def artifact_add(
                 f"package {artifact.id}",
                 authority_pk=authority_pk,
                 **added_facts(artifact),
+                **({"allow_unsigned": True} if allow_unsigned else {}),
             )
             await db.commit()
         return artifact
 
     artifact = _with_db(ctx, work, commits=True)
-    typer.echo(f"artifact {artifact.id}: {artifact.package_id} {artifact.version} ({artifact.size} bytes)")
+    signer = signature_of(artifact.manifest)
+    signed = (
+        f"signed by {signer['publisher']} (key {signer['key_id']})"
+        if signer["signature"] == "verified"
+        else signer["signature"]
+    )
+    typer.echo(
+        f"artifact {artifact.id}: {artifact.package_id} {artifact.version} ({artifact.size} bytes, {signed})"
+    )
 
 
 @job_app.command("add")
@@ -431,6 +456,9 @@ def job_add(
     kind: Annotated[str, typer.Argument(help=", ".join(k.value for k in JobKind))],
     artifact: Annotated[int | None, typer.Option(help="Artifact id (package jobs).")] = None,
     url: Annotated[str | None, typer.Option(help="External package URL (instead of an artifact).")] = None,
+    pkg_id: Annotated[
+        str | None, typer.Option("--pkg-id", help="The package's id (its manifest's), needed with --url.")
+    ] = None,
     component: Annotated[
         str | None, typer.Option(help="Component ID (remove, activate, deactivate).")
     ] = None,
@@ -462,7 +490,7 @@ def job_add(
             except ArtifactError as exc:
                 raise RegistryError(exc.status, exc.reason) from None
             params.update(artifact_id=found.id, pkg_id=found.package_id, name=found.filename)
-        for key, value in (("url", url), ("component_id", component), ("node", node)):
+        for key, value in (("url", url), ("pkg_id", pkg_id), ("component_id", component), ("node", node)):
             if value:
                 params[key] = value
         if descriptor:
@@ -511,7 +539,7 @@ def job_list(
 
 @job_app.command("cancel")
 def job_cancel(ctx: typer.Context, job_id: Annotated[int, typer.Argument(help="The job's id.")]) -> None:
-    """Cancel a job the device has not been sent yet."""
+    """Cancel an unfinished job: the server sends it no more (a later report is still recorded)."""
 
     async def work(db: AsyncSession) -> Job:
         job = await db.get(Job, job_id, with_for_update=True)

@@ -56,6 +56,9 @@ class ServerConfig:
     session_timeout: float = 600.0  # seconds an idle DM session is kept
     job_timeout: float = 86400.0  # seconds an accepted job waits for its report
     report_grace: float = 600.0  # seconds after which a missing report makes the server ask (Status)
+    # Times a job is sent before it fails: a device that never answers it (one that crashes on
+    # it, say) is not sent it again at every contact until its deadline.
+    max_attempts: int = 3
     notify_interval: float = 60.0  # at most one Package #0 per device this often (seconds)
     sweep_interval: float = 5.0  # seconds between sweeps (notify, deadlines, idle sessions); 0 = none
     url_lifetime: float = 86400.0  # seconds a package URL stays valid
@@ -121,6 +124,9 @@ class ServerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be a whole number, 0 or more, not {value!r}")
+        attempts = self.max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise ConfigError(f"max_attempts must be a whole number, 1 or more, not {self.max_attempts!r}")
         if not isinstance(self.group_commit, bool):
             raise ConfigError(f"group_commit must be true or false, not {self.group_commit!r}")
         for name in ("notify_interval", "sweep_interval"):

@@ -71,6 +71,8 @@ from .dm_store import AuthorityRef, FastUnit, FullPathNeeded, OrmUnit, RowCache,
 from .inventory import inventory_uri, normalize_path, parse_inventory
 from .registry import deployed_node, record_event, resolve_authority
 from .store.models import (
+    Campaign,
+    CampaignState,
     Device,
     DeviceState,
     DmSession,
@@ -756,6 +758,8 @@ class DMEndpoint:
             await record_event(
                 db, device, "alert-unmatched", correlator=reports[0].correlator, result=reports[0].result
             )
+        elif job.state == JobState.CANCELLED.value:
+            await self._report_after_cancel(db, device, job, jobplan.outcome_of_reports(reports))
         elif JobState(job.state).final:
             log.info("dm device=%s repeated report for job %s ignored", device.device_id, job.id)
         else:
@@ -783,6 +787,28 @@ class DMEndpoint:
             .with_for_update()
         )
         return found.scalars().first()
+
+    async def _report_after_cancel(
+        self, db: AsyncSession, device: Device, job: Job, outcome: jobplan.Outcome
+    ) -> None:
+        """A report for a job cancelled after it was sent: the device ran it anyway. The job
+        stays cancelled (no campaign counts it again), but what the device did is kept: its
+        result code, the report in the detail, and an event in the device's history."""
+        if job.result_code is not None:
+            log.info("dm device=%s repeated report for cancelled job %s ignored", device.device_id, job.id)
+            return
+        job.result_code = outcome.result_code
+        job.detail = f"{job.detail}; reported after the cancel: {outcome.detail}"
+        job.updated = utc_now()
+        await record_event(
+            db,
+            device,
+            "job-report-after-cancel",
+            job=job.id,
+            state=outcome.state.value,
+            result=outcome.result_code,
+            detail=outcome.detail,
+        )
 
     async def _move(self, db: AsyncSession, device: Device, job: Job, outcome: jobplan.Outcome) -> None:
         now = utc_now()
@@ -901,10 +927,22 @@ class DMEndpoint:
         # Queued jobs, and jobs sent in a session that ended before their Exec was answered:
         # sent again (the Adds get 418, and the device answers a repeated Exec - same node,
         # same Correlator - without running it twice).
+        paused = await _held_campaigns(db, open_jobs)
         for job in open_jobs:
+            if job.state == JobState.QUEUED.value and job.campaign_id in paused:
+                continue  # its campaign is paused: the job waits for the resume
             if job.state == JobState.QUEUED.value or (
                 job.state == JobState.SENT.value and job.session_token != record.token
             ):
+                if (job.attempts or 0) >= self.config.max_attempts:
+                    # Sent that often and never answered: a device that fails on it (crashes,
+                    # loses the session) would otherwise get it at every contact until its deadline.
+                    detail = (
+                        f"not sent again: sent {job.attempts} times (max_attempts "
+                        f"{self.config.max_attempts}) without the device answering its Exec"
+                    )
+                    await self._move(db, device, job, jobplan.Outcome(JobState.FAILED, None, detail))
+                    continue
                 await self._send_job(db, record, session, device, job)
                 sent.append(f"job{job.id}")
 
@@ -1011,6 +1049,23 @@ def _devinfo_of(message: Message) -> dict[str, Any]:
                 if item.source is not None and item.source.loc_uri.startswith("./DevInfo/"):
                     values[item.source.loc_uri] = item.data if isinstance(item.data, str) else ""
     return values
+
+
+async def _held_campaigns(db: AsyncSession, jobs: Sequence[Job]) -> set[int]:
+    """The paused campaigns among those of the queued ``jobs``: their jobs are held, not sent.
+
+    Pausing a campaign stops its sending, including the jobs already queued for a device
+    (resuming releases them); jobs the device already has are not called back. One query,
+    only when a queued job belongs to a campaign.
+    """
+    queued = (job for job in jobs if job.state == JobState.QUEUED.value)
+    ids = {job.campaign_id for job in queued if job.campaign_id is not None}
+    if not ids:
+        return set()
+    found = await db.scalars(
+        select(Campaign.id).where(Campaign.id.in_(sorted(ids)), Campaign.state == CampaignState.PAUSED.value)
+    )
+    return set(found)
 
 
 async def _external_url_only(db: AsyncSession, job: Job, device: Device) -> tuple[str | None, bytes | None]:

@@ -63,7 +63,13 @@ async def add_job(body: JobCreate, db: Db, actor: Operator) -> JobOut:
             if artifact is None or artifact.authority_pk != actor.authority_pk:
                 raise Problem(404, f"no artifact {body.artifact_id}")
             params.update(artifact_id=artifact.id, pkg_id=artifact.package_id, name=artifact.filename)
-        for key, value in (("url", body.url), ("component_id", body.component_id), ("node", body.node)):
+        given = (
+            ("url", body.url),
+            ("pkg_id", body.pkg_id),
+            ("component_id", body.component_id),
+            ("node", body.node),
+        )
+        for key, value in given:
             if value:
                 params[key] = value
         if body.descriptor:
@@ -137,7 +143,7 @@ async def show_job(job_id: RowId, db: Db, actor: Viewer) -> JobOut:
     return job_out(job, device_id)
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel a job not yet sent")
+@router.post("/{job_id}/cancel", response_model=JobOut, summary="Cancel an unfinished job")
 async def cancel(job_id: RowId, db: Db, actor: Operator) -> JobOut:
     async with db.begin():
         job, device_id = await _job_with_device(db, job_id, actor.authority_pk, for_update=True)

@@ -232,6 +232,9 @@ class JobCreate(BaseModel):
         default=None, ge=1, le=MAX_ID, description="An uploaded package (package kinds)."
     )
     url: str | None = Field(default=None, max_length=2048, description="A package hosted elsewhere.")
+    pkg_id: str | None = Field(
+        default=None, max_length=255, description="The package's id (as its manifest says): needed with url."
+    )
     component_id: str | None = Field(default=None, max_length=255, description="remove, activate, ...")
     node: str | None = Field(default=None, max_length=255, description="Delivered/<X> (the Delivered kinds).")
     descriptor: bool = Field(default=False, description="Deliver through an OMA download descriptor.")
