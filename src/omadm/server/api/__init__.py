@@ -7,6 +7,7 @@ and management authorities. Every route needs a bearer token (:mod:`.auth`); eve
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -62,8 +63,67 @@ async def known_query_only(request: Request) -> None:
         raise RequestValidationError(errors)
 
 
+_NUL = "\x00"
+
+
+def _nul_paths(value: Any, where: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:
+    """Where a NUL character is in a parsed JSON value (a key or a string), depth first."""
+    found: list[tuple[str | int, ...]] = []
+    todo: list[tuple[Any, tuple[str | int, ...]]] = [(value, where)]
+    while todo:
+        current, at = todo.pop()
+        if isinstance(current, str):
+            if _NUL in current:
+                found.append(at)
+        elif isinstance(current, dict):
+            for key, item in current.items():
+                if _NUL in key:
+                    found.append((*at, key))
+                todo.append((item, (*at, key)))
+        elif isinstance(current, list):
+            todo.extend((item, (*at, n)) for n, item in enumerate(current))
+    return found
+
+
+async def no_nul_characters(request: Request) -> None:
+    """Refuse a NUL character anywhere in the path, the query or a JSON body (422).
+
+    No DevId, name, tag or URL holds one, and the stores break on it: PostgreSQL's text
+    refuses it (a 500 from deep inside a handler), SQLite takes it as the end of a JSON path.
+    One check here covers every route, present and future, instead of one per field. A JSON
+    body (of a route that takes one) is the one FastAPI has already read, cached on the
+    request; it is parsed again only when its bytes hold an escaped NUL (``\\u0000``), since
+    the parser refuses raw NUL bytes in a string already. Other bodies (package uploads) are
+    left to their handlers.
+    """
+    errors: list[dict[str, Any]] = []
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and _NUL in value:
+            errors.append({"type": "string_nul", "loc": ("path", name), "msg": "holds a NUL character"})
+    for name, value in request.query_params.multi_items():
+        if _NUL in name or _NUL in value:
+            errors.append({"type": "string_nul", "loc": ("query", name), "msg": "holds a NUL character"})
+    content_type = request.headers.get("content-type", "")
+    takes_body = getattr(request.scope.get("route"), "body_field", None) is not None
+    if takes_body and "json" in content_type:
+        raw = await request.body()
+        if b"\\u0000" in raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None  # FastAPI answers an invalid body itself
+            errors.extend(
+                {"type": "string_nul", "loc": ("body", *at), "msg": "holds a NUL character"}
+                for at in _nul_paths(body, ())
+            )
+    if errors:
+        for error in errors:
+            error["input"] = None  # never echo the value: it is what cannot be stored or shown
+        raise RequestValidationError(errors)
+
+
 api_router = APIRouter(
-    dependencies=[Depends(known_query_only)],
+    dependencies=[Depends(known_query_only), Depends(no_nul_characters)],
     responses={
         401: {**_PROBLEM, "description": "No bearer token, or an unknown one."},
         403: {**_PROBLEM, "description": "The token's role (or authority) does not allow it."},
