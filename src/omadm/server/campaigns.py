@@ -74,6 +74,7 @@ from .rollout import (
 from .store.models import (
     DEFAULT_AUTHORITY_PK,
     Artifact,
+    AuditEntry,
     Campaign,
     CampaignDevice,
     CampaignDeviceState,
@@ -121,6 +122,8 @@ _PACKAGE_KINDS = {JobKind.INSTALL, JobKind.INSTALL_INACTIVE, JobKind.UPDATE}
 _NEEDS_COMPONENT = {JobKind.UPDATE, JobKind.REMOVE, JobKind.ACTIVATE, JobKind.DEACTIVATE}
 #: Devices named in a 409 at most (then "and N more").
 _NAMED = 10
+#: The actor of the decisions the server takes by itself (the sweeper's), in the audit log.
+SYSTEM_ACTOR = "system"
 
 _DS = CampaignDeviceState
 
@@ -565,14 +568,32 @@ async def cancel_campaign(db: AsyncSession, campaign: Campaign, now: datetime | 
     work on finish (and are still counted)."""
     now = now or utc_now()
     _require(campaign, "be cancelled", CampaignState.DRAFT, CampaignState.RUNNING, CampaignState.PAUSED)
+    before = f" (before that: {campaign.detail})" if campaign.detail else ""
     campaign.state = CampaignState.CANCELLED.value
     campaign.finished = campaign.updated = now
-    campaign.detail = "cancelled by an operator"
+    campaign.detail = f"cancelled by an operator{before}"  # why it had paused stays readable
     await _halt(db, campaign, now)
     return campaign
 
 
 # ------------------------------------------------------------------ the driver
+
+
+def _audit_system(db: AsyncSession, campaign: Campaign, action: str, now: datetime, **detail: Any) -> None:
+    """Record a decision the server took by itself (wave released, paused or stopped by a
+    threshold, finished, devices retried or timed out) in the campaign authority's audit log,
+    as the actor ``system``: "who did this?" has an answer for every change of a campaign,
+    not only for the operators' (:func:`omadm.server.api.auth.audit` records theirs)."""
+    db.add(
+        AuditEntry(
+            at=now,
+            actor=SYSTEM_ACTOR,
+            action=f"campaign.{action}",
+            target=f"campaign {campaign.id}",
+            authority_pk=campaign.authority_pk,
+            detail={"name": campaign.name, **detail},
+        )
+    )
 
 
 def _decide(campaign: Campaign, tally: Tally, last: bool) -> Decision:
@@ -654,13 +675,14 @@ async def _sync_outcomes(db: AsyncSession, campaign: Campaign, now: datetime) ->
     def job_is(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
         return exists().where(Job.id == CampaignDevice.job_id, *conditions)
 
-    async def settle(condition: ColumnElement[bool], **values: Any) -> None:
-        await db.execute(
+    async def settle(condition: ColumnElement[bool], **values: Any) -> int:
+        done = await db.execute(
             update(CampaignDevice)
             .where(finished, condition)
             .values(**{**outcome, **values})
             .execution_options(synchronize_session=False)
         )
+        return int(getattr(done, "rowcount", 0) or 0)
 
     await settle(job_is(Job.state == JobState.SUCCEEDED.value), state=_DS.SUCCEEDED.value)
     await settle(job_is(Job.state == JobState.CANCELLED.value), state=_DS.CANCELLED.value)
@@ -678,14 +700,17 @@ async def _sync_outcomes(db: AsyncSession, campaign: Campaign, now: datetime) ->
             + _job_of_device(Job.detail)
             + literal(")")
         )
-        await settle(
+        retried = await settle(
             and_(retryable, CampaignDevice.attempts <= campaign.max_retries),
             state=_DS.PENDING.value,
             detail=detail,
         )
-    await settle(
-        job_is(Job.state.in_([JobState.FAILED.value, JobState.TIMED_OUT.value])), state=_DS.FAILED.value
-    )
+        if retried:
+            _audit_system(db, campaign, "retried", now, devices=retried, wave=campaign.current_wave + 1)
+    timed_out = await settle(job_is(Job.state == JobState.TIMED_OUT.value), state=_DS.FAILED.value)
+    if timed_out:  # the sweeper timed their jobs out: the devices fail here, for good
+        _audit_system(db, campaign, "timed-out", now, devices=timed_out, wave=campaign.current_wave + 1)
+    await settle(job_is(Job.state == JobState.FAILED.value), state=_DS.FAILED.value)
 
 
 async def _halt(db: AsyncSession, campaign: Campaign, now: datetime) -> None:
@@ -763,6 +788,7 @@ async def _send(db: AsyncSession, campaign: Campaign, now: datetime) -> int:
             campaign.state = CampaignState.STOPPED.value
             campaign.finished = campaign.updated = now
             campaign.detail = f"stopped: artifact {campaign.artifact_id} no longer exists"
+            _audit_system(db, campaign, "stopped", now, reason=campaign.detail)
             await _halt(db, campaign, now)
             return 0
         params.update(artifact_id=artifact.id, pkg_id=artifact.package_id, name=artifact.filename)
@@ -774,6 +800,7 @@ async def _send(db: AsyncSession, campaign: Campaign, now: datetime) -> int:
         campaign.state = CampaignState.STOPPED.value
         campaign.finished = campaign.updated = now
         campaign.detail = f"stopped: no job could be made: {exc.message}"
+        _audit_system(db, campaign, "stopped", now, reason=campaign.detail)
         await _halt(db, campaign, now)
         return 0
 
@@ -867,7 +894,15 @@ async def _send(db: AsyncSession, campaign: Campaign, now: datetime) -> int:
                 Job.device_pk,
                 literal(now, UTCDateTime()),
                 literal("job-created"),
-                _json_object(dialect, literal("job"), Job.id, literal("kind"), literal(kind.value)),
+                _json_object(
+                    dialect,
+                    literal("job"),
+                    Job.id,
+                    literal("kind"),
+                    literal(kind.value),
+                    literal("campaign"),
+                    literal(campaign.id),
+                ),
             ).where(new_jobs),
         )
     )
@@ -896,18 +931,22 @@ async def advance(db: AsyncSession, campaign: Campaign, now: datetime | None = N
         if decision is Decision.NEXT_WAVE:
             campaign.current_wave += 1
             campaign.updated = now
+            _audit_system(db, campaign, "wave-released", now, wave=campaign.current_wave + 1, after=summary)
             continue
         if decision is Decision.FINISH:
             if not await _open_devices(db, campaign):  # else its stragglers and retries go on
                 _finish(campaign, now, f"finished: {summary}")
+                _audit_system(db, campaign, "finished", now, reason=campaign.detail)
         elif decision is Decision.PAUSE:
             campaign.state = CampaignState.PAUSED.value
             campaign.updated = now
             campaign.detail = f"paused: {summary}, below the success threshold {campaign.success_threshold}"
+            _audit_system(db, campaign, "paused", now, reason=campaign.detail)
         elif decision is Decision.STOP:
             campaign.state = CampaignState.STOPPED.value
             campaign.finished = campaign.updated = now
             campaign.detail = f"stopped: {summary}, above the error threshold {campaign.error_threshold}"
+            _audit_system(db, campaign, "stopped", now, reason=campaign.detail)
             await _halt(db, campaign, now)
         break
     if campaign.state == CampaignState.RUNNING.value:
