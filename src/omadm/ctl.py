@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -37,7 +38,9 @@ ctl_app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-devices_app = typer.Typer(help="Devices: register, list, show, accept, tag.", no_args_is_help=True)
+devices_app = typer.Typer(
+    help="Devices: register, list, show, accept, tag, update, delete.", no_args_is_help=True
+)
 packages_app = typer.Typer(help="Packages: upload, list, show.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Jobs: create, list, show, cancel.", no_args_is_help=True)
 campaigns_app = typer.Typer(
@@ -156,6 +159,12 @@ def _tags(values: list[str]) -> dict[str, str]:
 # -- devices -----------------------------------------------------------------------------
 
 
+def _device(device_id: str, sub: str = "") -> str:
+    """The API path of a device (and a sub-resource): the DevId percent-encoded whole, so
+    that a "/", "?", "#", a space or a non-ASCII letter in it stays part of the DevId."""
+    return f"/devices/{quote(device_id, safe='')}{sub}"
+
+
 @devices_app.command("add")
 def devices_add(
     ctx: typer.Context,
@@ -245,9 +254,9 @@ def devices_show(
     as_json: JsonOption = False,
 ) -> None:
     """One device: identity, inventory and recent history."""
-    device = _call(ctx, "GET", f"/devices/{device_id}")
-    inventory = _call(ctx, "GET", f"/devices/{device_id}/inventory")
-    history = _call(ctx, "GET", f"/devices/{device_id}/history", params={"limit": 20})
+    device = _call(ctx, "GET", _device(device_id))
+    inventory = _call(ctx, "GET", _device(device_id, "/inventory"))
+    history = _call(ctx, "GET", _device(device_id, "/history"), params={"limit": 20})
     if as_json:
         typer.echo(json.dumps({"device": device, "inventory": inventory, "history": history}, indent=2))
         return
@@ -267,10 +276,10 @@ def devices_accept(
 ) -> None:
     """Accept a pending device (or --reject it)."""
     if reject:
-        device = _call(ctx, "POST", f"/devices/{device_id}/reject")
+        device = _call(ctx, "POST", _device(device_id, "/reject"))
     else:
         body = {k: v for k, v in (("username", username), ("password", password)) if v is not None}
-        device = _call(ctx, "POST", f"/devices/{device_id}/accept", json=body)
+        device = _call(ctx, "POST", _device(device_id, "/accept"), json=body)
     _print(device, as_json, ["device_id", "state"])
 
 
@@ -283,14 +292,66 @@ def devices_tag(
 ) -> None:
     """Set or remove tags (the others stay)."""
     changes = _tags(tags)  # a bad argument is a usage error before any request
-    current = dict(_call(ctx, "GET", f"/devices/{device_id}")["tags"])
+    current = dict(_call(ctx, "GET", _device(device_id))["tags"])
     for key, value in changes.items():
         if value:
             current[key] = value
         else:
             current.pop(key, None)
-    device = _call(ctx, "PUT", f"/devices/{device_id}/tags", json=current)
+    device = _call(ctx, "PUT", _device(device_id, "/tags"), json=current)
     _print(device, as_json, ["device_id", "tags"])
+
+
+@devices_app.command("update")
+def devices_update(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="The DevId.")],
+    username: Annotated[str | None, typer.Option(help="A new CLCRED name.")] = None,
+    password: Annotated[str | None, typer.Option(help="A new password.")] = None,
+    auth: Annotated[str | None, typer.Option(help="md5, hmac or basic.")] = None,
+    server_password: Annotated[
+        str | None, typer.Option(help="A new SRVCRED password; '' removes it (and needs --notify '').")
+    ] = None,
+    notify: Annotated[
+        str | None, typer.Option(help="A new Package #0 address (udp://h:p, http://h:p/); '' removes it.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a device's credentials or notification address (only what is given).
+
+    Tags change with 'devices tag'. A notification address on a device with no server
+    password gets one generated: it is printed this once, to configure on the device.
+    """
+    given = {
+        "username": username,
+        "password": password,
+        "auth": auth,
+        "server_password": server_password,
+        "notify_address": notify,
+    }
+    body = {name: value for name, value in given.items() if value is not None}
+    if not body:
+        _fail(2, "nothing to change: give --password, --username, --auth, --server-password or --notify")
+    device = _call(ctx, "PATCH", _device(device_id), json=body)
+    _print(device, as_json, ["device_id", "state", "auth", "username", "notify_address"])
+    if device.get("generated_server_password") and not as_json:
+        typer.echo(f"server password (shown once): {device['generated_server_password']}")
+
+
+@devices_app.command("delete")
+def devices_delete(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="The DevId.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a device with its jobs, inventory, history and campaign memberships.
+
+    Refused while the device works on a job (sent, not finished). Asks first unless --yes.
+    """
+    if not yes and not typer.confirm(f"Delete device {device_id} and all its history?"):
+        _fail(EXIT_REFUSED, "not deleted")
+    _call(ctx, "DELETE", _device(device_id))
+    typer.echo(f"device {device_id} deleted")
 
 
 # -- packages ----------------------------------------------------------------------------

@@ -34,10 +34,12 @@ from .registry import (
     add_device,
     cancel_job,
     create_job,
+    delete_device,
     find_device,
     get_authority,
     list_authorities,
     record_event,
+    update_device,
 )
 from .store.engine import SchemaError, database_url, make_engine, mask_url, session_factory
 from .store.models import (
@@ -64,7 +66,9 @@ server_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 device_app = typer.Typer(
-    help="Devices: register, list, show, accept or reject.", no_args_is_help=True, rich_markup_mode=None
+    help="Devices: register, list, show, accept or reject, update, delete.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 artifact_app = typer.Typer(help="Packages devices download.", no_args_is_help=True, rich_markup_mode=None)
 job_app = typer.Typer(help="SCOMO jobs for one device.", no_args_is_help=True, rich_markup_mode=None)
@@ -652,6 +656,100 @@ def device_accept(
 
     device = _with_db(ctx, work)
     typer.echo(f"device {device.device_id} {device.state}")
+
+
+@device_app.command("update")
+def device_update(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="The DevId.")],
+    username: Annotated[str | None, typer.Option(help="A new CLCRED name.")] = None,
+    password: Annotated[str | None, typer.Option(help="A new password.")] = None,
+    auth: Annotated[str | None, typer.Option(help="md5, hmac or basic.")] = None,
+    server_password: Annotated[
+        str | None, typer.Option(help="A new SRVCRED password; '' removes it (and needs --notify '').")
+    ] = None,
+    notify: Annotated[
+        str | None, typer.Option(help="A new Package #0 address (udp://h:p, http://h:p/); '' removes it.")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option(help="key=value (repeatable): replaces all the device's tags.")
+    ] = None,
+    authority: AuthorityOption = DEFAULT_AUTHORITY,
+) -> None:
+    """Change a device's credentials, notification address or tags (only what is given).
+
+    The rules of 'device add' hold: a notification address passes the URL policy and needs a
+    server password (give --server-password with it if the device has none).
+    """
+    tags: dict[str, str] | None = None
+    if tag is not None:
+        tags = {}
+        for item in tag:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                _fail(f"a tag is key=value, not {item!r}")
+            tags[key] = value
+    settings = _settings(ctx)
+
+    async def work(db: AsyncSession) -> dict[str, Any]:
+        authority_pk = await _authority_pk(db, authority)
+        device = await find_device(db, device_id, authority_pk=authority_pk, for_update=True)
+        if device is None:
+            raise RegistryError(404, f"no device {device_id}")
+        changed = await update_device(
+            db,
+            device,
+            username=username,
+            password=password,
+            auth=auth,
+            server_password=server_password,
+            notify_address=notify,
+            tags=tags,
+            allow_local_urls=settings.allow_local_urls,
+        )
+        if changed:
+            audit(db, shell_actor(), "device.update", device.device_id, authority_pk=authority_pk, **changed)
+        return changed
+
+    changed = _with_db(ctx, work)
+    typer.echo(f"device {device_id}: {', '.join(changed) + ' changed' if changed else 'nothing changed'}")
+
+
+@device_app.command("delete")
+def device_delete(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="The DevId.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    authority: AuthorityOption = DEFAULT_AUTHORITY,
+) -> None:
+    """Delete a device with its jobs, inventory, history and campaign memberships.
+
+    Refused while the device works on a job (sent, not finished). Asks first unless --yes.
+    """
+    if not yes and not typer.confirm(f"Delete device {device_id} and all its history?"):
+        _fail("not deleted")
+
+    async def work(db: AsyncSession) -> dict[str, int]:
+        authority_pk = await _authority_pk(db, authority)
+        device = await find_device(db, device_id, authority_pk=authority_pk, for_update=True)
+        if device is None:
+            raise RegistryError(404, f"no device {device_id}")
+        state, name = device.state, device.username
+        removed = await delete_device(db, device)
+        audit(
+            db,
+            shell_actor(),
+            "device.delete",
+            device_id,
+            authority_pk=authority_pk,
+            state=state,
+            username=name,
+            **removed,
+        )
+        return removed
+
+    removed = _with_db(ctx, work)
+    typer.echo(f"device {device_id} deleted (with {removed['jobs']} job(s))")
 
 
 token_app = typer.Typer(

@@ -370,8 +370,9 @@ async def delete_device(db: AsyncSession, device: Device) -> dict[str, int]:
 
     Refused (409) while one of its jobs is sent and not finished (``sent`` or ``accepted``):
     the device works on it and will report a result nobody could then read, and a campaign
-    would lose a device it counts as running. Cancel nothing here: wait for the result or
-    its timeout. Queued jobs, never sent, go with the device.
+    would lose a device it counts as running. Nothing is cancelled here on the operator's
+    behalf: the refusal names the jobs to cancel or wait for. Queued jobs, never sent, go
+    with the device.
 
     Returns how many jobs and campaign memberships went with it (for the audit log). The
     caller should hold the device's row lock (``for_update``), so that no session sends it
@@ -391,7 +392,8 @@ async def delete_device(db: AsyncSession, device: Device) -> dict[str, int]:
         named = ", ".join(str(job_id) for job_id in busy)
         raise RegistryError(
             409,
-            f"device {device.device_id} is working on job(s) {named}: delete it once they finish or time out",
+            f"device {device.device_id} is working on job(s) {named}: cancel them or wait until "
+            "they finish, then delete it",
         )
     jobs = await db.scalar(select(func.count()).select_from(Job).where(Job.device_pk == device.id)) or 0
     campaigns = (

@@ -6,11 +6,15 @@ these is an audited change, with the same rules as at registration.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
+from typer.testing import CliRunner
 
+from omadm.cli import app
 from omadm.server.registry import create_job, find_device
 from omadm.server.store.models import (
     Campaign,
@@ -24,6 +28,7 @@ from omadm.server.store.models import (
     JobState,
 )
 
+from ..serverproc import ServerProcess
 from .conftest import Api, problem
 
 pytestmark = pytest.mark.anyio
@@ -179,3 +184,70 @@ async def test_delete_is_refused_while_the_device_works_on_a_job(api: Api, state
     assert (await api.delete(f"/devices/{DEV}")).status_code == 204
     async with api.sessions() as db:
         assert await db.scalar(select(func.count()).select_from(Device)) == 0
+
+
+# ------------------------------------------------------------------ the command lines
+
+
+def _run(args: list[str], stdin: str | None = None) -> tuple[int, str]:
+    done = CliRunner().invoke(app, args, input=stdin)
+    return done.exit_code, done.output
+
+
+@pytest.mark.e2e
+def test_ctl_updates_and_deletes_any_device_id(tmp_path: Path) -> None:
+    proc = ServerProcess(
+        f"sqlite:///{tmp_path / 'srv' / 'omadm-server.sqlite'}", tmp_path / "srv", tmp_path / "log"
+    )
+    proc.run("migrate")
+    token = proc.run("token", "add", "ops", "--role", "operator").split()[-1]
+    proc.start()
+    try:
+        ctl = ["ctl", "--url", proc.url, "--token", token]
+        for odd in ("a/b", "x?y#z", "IMEI:1 2", "ü"):
+            code, out = _run([*ctl, "devices", "add", odd, "--username", "u", "--password", "p"])
+            assert code == 0, out
+            code, out = _run([*ctl, "devices", "show", odd, "--json"])
+            assert code == 0 and json.loads(out)["device"]["device_id"] == odd, out
+            code, out = _run([*ctl, "devices", "tag", odd, "ring=beta"])
+            assert code == 0 and "ring=beta" in out, out
+            code, out = _run([*ctl, "devices", "update", odd, "--password", "p2", "--auth", "hmac", "--json"])
+            assert code == 0 and json.loads(out)["auth"] == "hmac", out
+            code, out = _run([*ctl, "devices", "update", odd, "--notify", "udp://10.0.0.2:2948"])
+            assert code == 0 and "server password (shown once): " in out, out
+            code, out = _run([*ctl, "devices", "delete", odd], stdin="n\n")
+            assert code == 1 and "not deleted" in out
+            code, out = _run([*ctl, "devices", "delete", odd, "--yes"])
+            assert code == 0 and f"device {odd} deleted" in out, out
+            code, out = _run([*ctl, "devices", "show", odd])
+            assert code == 1 and f"404: no device {odd}" in out, out
+        code, out = _run([*ctl, "devices", "update", "IMEI:404"])
+        assert code == 2 and "nothing to change" in out
+        code, out = _run([*ctl, "devices", "update", "IMEI:404", "--password", "x"])
+        assert code == 1 and "404: no device IMEI:404" in out
+    finally:
+        proc.stop()
+
+
+def test_server_cli_updates_and_deletes_a_device(tmp_path: Path) -> None:
+    server = ["server", "--data-dir", str(tmp_path / "srv")]
+    assert _run([*server, "migrate"])[0] == 0
+    assert _run([*server, "device", "add", "a/b", "--username", "u", "--password", "p"])[0] == 0
+    code, out = _run(
+        [*server, "device", "update", "a/b", "--password", "p2", "--auth", "hmac", "--tag", "s=1"]
+    )
+    assert code == 0 and out == "device a/b: password, auth, tags changed\n", out
+    code, out = _run([*server, "device", "update", "a/b", "--notify", "udp://10.0.0.2:2948"])
+    assert code == 1 and "needs a server password" in out
+    code, out = _run([*server, "device", "update", "a/b", "--notify", "http://169.254.169.254/"])
+    assert code == 1 and "169.254.169.254" in out
+    code, out = _run([*server, "device", "update", "a/b", "--auth", "sha1"])
+    assert code == 1 and "auth must be one of" in out
+    code, out = _run([*server, "device", "update", "a/b", "--tag", "oops"])
+    assert code == 1 and "a tag is key=value" in out
+    code, out = _run([*server, "device", "show", "a/b"])
+    assert code == 0 and "history" in out and "updated" in out
+    code, out = _run([*server, "device", "delete", "a/b", "--yes"])
+    assert code == 0 and out == "device a/b deleted (with 0 job(s))\n", out
+    code, out = _run([*server, "device", "delete", "a/b", "--yes"])
+    assert code == 1 and "no device a/b" in out
