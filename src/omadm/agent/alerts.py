@@ -33,7 +33,7 @@ class QueuedAlert:
 
 
 def alert_to_json(alert: Alert) -> str:
-    items = []
+    items: list[dict[str, object]] = []
     for item in alert.items:
         data = item.data
         items.append(
@@ -47,6 +47,8 @@ def alert_to_json(alert: Alert) -> str:
                 "binary": isinstance(data, bytes),
             }
         )
+        if item.meta is not None and item.meta.emi:  # only then: older reports stay byte-identical
+            items[-1]["emi"] = list(item.meta.emi)
     return json.dumps({"data": alert.data, "correlator": alert.correlator, "items": items}, sort_keys=True)
 
 
@@ -55,8 +57,9 @@ def alert_from_json(text: str) -> Alert:
     items = []
     for it in raw["items"]:
         meta = None
-        if it["type"] or it["format"] or it["mark"]:
-            meta = Meta(format=it["format"], type=it["type"], mark=it["mark"])
+        emi = tuple(str(e) for e in it.get("emi") or ())  # a failure's reason (omadm.mo.scomo_reason)
+        if it["type"] or it["format"] or it["mark"] or emi:
+            meta = Meta(format=it["format"], type=it["type"], mark=it["mark"], emi=emi)
         data = bytes.fromhex(it["data"]) if it["binary"] and it["data"] is not None else it["data"]
         items.append(
             Item(

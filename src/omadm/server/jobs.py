@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omadm.mo.scomo_codes import SCOMO_ALERT_TYPES, parse_scomo_alert_data
+from omadm.mo.scomo_reason import bound_reason, reason_of
 from omadm.protocol.codes import AlertCode, ScomoResult, StatusCode
 from omadm.protocol.messages import Add, Alert, Command, Exec, Get, Item, Meta, Target
 
@@ -82,6 +83,7 @@ class AlertReport:
     target: str
     result: int
     identifier: str | None
+    reason: str | None = None  # why it failed, when an omadm device said (omadm.mo.scomo_reason)
 
 
 def tag(job_id: int, step: str) -> str:
@@ -226,6 +228,7 @@ def scomo_reports(alert: Alert) -> list[AlertReport]:
                 target=normalize_path(item.target.loc_uri) if item.target else "",
                 result=result,
                 identifier=identifier,
+                reason=reason_of(item),
             )
         )
     return reports
@@ -243,7 +246,12 @@ def _alert_type(value: str | None) -> str | None:
 
 
 def outcome_of_reports(reports: list[AlertReport]) -> Outcome:
-    """A job's final outcome from its alert's Items: the first failure wins, else success."""
+    """A job's final outcome from its alert's Items: the first failure wins, else success.
+
+    The detail says the result, each Item's code, then why, when the device said (an omadm
+    device's reason: a hook's exit status and last output lines, the download or validation
+    error), bounded again as a whole since every Item may carry one.
+    """
     failed = [r for r in reports if not ScomoResult.is_success_code(r.result)]
     chosen = failed[0] if failed else reports[0]
     try:
@@ -252,7 +260,11 @@ def outcome_of_reports(reports: list[AlertReport]) -> Outcome:
         meaning = "vendor-specific result"
     parts = "; ".join(f"{r.identifier or r.target or r.source}: {r.result}" for r in reports)
     state = JobState.FAILED if failed else JobState.SUCCEEDED
-    return Outcome(state, chosen.result, f"{chosen.result} {meaning} ({parts})")
+    detail = f"{chosen.result} {meaning} ({parts})"
+    reasons = list(dict.fromkeys(r.reason for r in (failed or reports) if r.reason))
+    if reasons:
+        detail += ": " + bound_reason("; ".join(reasons))
+    return Outcome(state, chosen.result, detail)
 
 
 # -- when no report comes: ask the device (Status polling) ---------------------------------

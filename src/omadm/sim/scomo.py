@@ -85,6 +85,7 @@ from omadm.mo.scomo_codes import (
     DownloadStatus,
     scomo_alert_data,
 )
+from omadm.mo.scomo_reason import with_reason
 from omadm.package.errors import PackageError
 from omadm.package.manifest import compare_versions
 from omadm.protocol.codes import AlertCode, ScomoResult, StatusCode
@@ -192,15 +193,20 @@ def phases_of(job: SimJob) -> tuple[Phase, ...]:
 
 
 def operation_complete_alert(
-    exec_uri: str, correlator: str | None, result: int, items: list[tuple[str | None, str]]
+    exec_uri: str,
+    correlator: str | None,
+    result: int,
+    items: list[tuple[str | None, str]],
+    reason: str | None = None,
 ) -> Alert:
     """The Generic Alert 1226 reporting a finished primitive, built as the agent's ``_finish`` does.
 
-    ``items`` is ``[(target node or None, identifier)]``: one alert Item per component.
+    ``items`` is ``[(target node or None, identifier)]``: one alert Item per component. A
+    failure's ``reason`` rides in the first Item as the agent sends it (:mod:`omadm.mo.scomo_reason`).
     """
     success = ScomoResult.is_success_code(int(result))
     meta = Meta(type=SCOMO_ALERT_TYPE, format="xml", mark="informational" if success else "critical")
-    alert_items = tuple(
+    alert_items = [
         Item(
             source=Source(exec_uri),
             target=Target(target) if target else None,
@@ -208,8 +214,10 @@ def operation_complete_alert(
             data=scomo_alert_data(int(result), identifier),
         )
         for target, identifier in items
-    )
-    return Alert("0", data=str(int(AlertCode.GENERIC_ALERT)), correlator=correlator, items=alert_items)
+    ]
+    if reason and not success and alert_items:
+        alert_items[0] = with_reason(alert_items[0], reason)
+    return Alert("0", data=str(int(AlertCode.GENERIC_ALERT)), correlator=correlator, items=tuple(alert_items))
 
 
 @functools.cache
@@ -352,12 +360,13 @@ class SimScomo:
         pkg_id = _value(tree, f"{node}/PkgID")
         if tree.system_get(node) is None and phase is not Phase.REMOVE:
             # The server deleted the entry while we worked: the agent's "bug" path (1412).
-            self._finish(job, ScomoResult.UNDEFINED_ERROR, [(None, pkg_id or node)])
+            why = f"the entry {node} was deleted while the {phase} ran (simulated device)"
+            self._finish(job, ScomoResult.UNDEFINED_ERROR, [(None, pkg_id or node)], why)
             return True
         if not ScomoResult.is_success_code(result):
             _status(tree, f"{node}/Status", _STATUS[(branch, phase)][1])
             identifier = _value(tree, f"{node}/ID") or pkg_id or node
-            self._finish(job, result, [(None, identifier)])
+            self._finish(job, result, [(None, identifier)], _failure_reason(phase, result))
             return True
         if phase is Phase.DOWNLOAD:
             delivered = self._deliver(tree, node, job.package)
@@ -378,7 +387,12 @@ class SimScomo:
                 refused = self._check_components(tree, node, package)
                 if refused is not None:
                     _status(tree, f"{node}/Status", _STATUS[(branch, phase)][1])
-                    self._finish(job, refused, [(None, pkg_id or package.id)])
+                    why = (
+                        "no installer for the package's EnvType (simulated device)"
+                        if refused == ScomoResult.UNSUPPORTED_ENVIRONMENT
+                        else "the package would downgrade an installed component (simulated device)"
+                    )
+                    self._finish(job, refused, [(None, pkg_id or package.id)], why)
                     return True
                 items = self._deploy_package(tree, node, pkg_id or package.id, package, job)
             _status(tree, f"{node}/Status", DownloadStatus.IDLE)  # 10 in all three tables
@@ -501,8 +515,10 @@ class SimScomo:
             items.append((node, component.id))
         return items
 
-    def _finish(self, job: SimJob, result: int, items: list[tuple[str | None, str]]) -> None:
-        alert = operation_complete_alert(job.exec_uri, job.correlator, int(result), items)
+    def _finish(
+        self, job: SimJob, result: int, items: list[tuple[str | None, str]], reason: str | None = None
+    ) -> None:
+        alert = operation_complete_alert(job.exec_uri, job.correlator, int(result), items, reason)
         self.jobs.remove(job)
         job.partial = None  # nothing of a finished download is kept
         if self.packages is not None and job.primitive is Primitive.REMOVE:
@@ -510,6 +526,19 @@ class SimScomo:
         self._finished.append((job.exec_uri, job.correlator, int(result), tuple(items)))
         del self._finished[:-_REMEMBERED]
         self.report(alert)
+
+
+def _failure_reason(phase: Phase, result: int) -> str:
+    """What a simulated device says about a failed phase: which phase and the code's meaning.
+
+    The code was drawn from the profile (or found by a real download); either way the fleet's
+    jobs show a reason, as the agent's do.
+    """
+    try:
+        meaning = ScomoResult(result).description
+    except ValueError:
+        meaning = "vendor-specific result"
+    return f"the {phase.value} phase failed with {int(result)} {meaning} (simulated device)"
 
 
 def _older(new: str, old: str) -> bool:

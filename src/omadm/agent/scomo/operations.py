@@ -37,6 +37,7 @@ from omadm.mo.scomo_codes import (
     DownloadStatus,
     scomo_alert_data,
 )
+from omadm.mo.scomo_reason import bound_reason, with_reason
 from omadm.package.errors import PackageError
 from omadm.package.manifest import ComponentManifest, compare_versions
 from omadm.package.signing import load_public_keys
@@ -211,19 +212,32 @@ class ScomoService:
             job.attempts += 1
             try:
                 self._run(job)
-            except Exception:  # a bug must not leave the job open for ever
+            except Exception as exc:  # a bug must not leave the job open for ever
                 log.exception("SCOMO job %s (%s on %s) failed unexpectedly", job.id, job.primitive, job.node)
-                self._finish(job, ScomoResult.UNDEFINED_ERROR, target=None, identifier=self._identifier(job))
+                self._finish(
+                    job,
+                    ScomoResult.UNDEFINED_ERROR,
+                    target=None,
+                    identifier=self._identifier(job),
+                    reason=f"the agent failed unexpectedly: {type(exc).__name__}: {exc}",
+                )
             done += 1
         return done
 
     def _run(self, job: Job) -> None:
         branch = self._branch(job.node)
         if not job.data.get("confirmed"):
-            if not self._confirm(job):
+            refusal = self._confirm(job)
+            if refusal is not None:
                 if branch == "Download":
                     self._status(f"{job.node}/Status", DownloadStatus.DOWNLOAD_FAILED)
-                self._finish(job, ScomoResult.USER_CANCELLED, target=None, identifier=self._identifier(job))
+                self._finish(
+                    job,
+                    ScomoResult.USER_CANCELLED,
+                    target=None,
+                    identifier=self._identifier(job),
+                    reason=refusal,
+                )
                 return
             self.journal.advance(job, job.state, confirmed=True)
         if branch == "Download":
@@ -250,7 +264,9 @@ class ScomoService:
             except DownloadError as exc:  # the downloader told the DD's notify URI itself
                 log.warning("download for %s failed (%s): %s", node, exc.result, exc)
                 self._status(f"{node}/Status", DownloadStatus.DOWNLOAD_FAILED)
-                self._finish(job, exc.result, target=None, identifier=pkg_id)
+                self._finish(
+                    job, exc.result, target=None, identifier=pkg_id, reason=f"download failed: {exc}"
+                )
                 return
             descriptor = result.descriptor.to_xml().decode() if result.descriptor is not None else None
             self.journal.advance(job, JobState.DOWNLOADED, package=str(result.path), descriptor=descriptor)
@@ -273,6 +289,7 @@ class ScomoService:
                 log.warning("package for %s refused (%s): %s", node, exc.result, exc)
                 package.unlink(missing_ok=True)
                 self._status(f"{node}/Status", DownloadStatus.DOWNLOAD_FAILED)
+                self._why(job, f"package refused: {exc}")
                 return exc.result, None, pkg_id, []
             delivered = self._deliver(node, verified, package)
             package = self._package_of(delivered)
@@ -285,6 +302,7 @@ class ScomoService:
             verified = self._verify(package)  # the file moved: check it where it lies
         except PackageError as exc:
             self._status(f"{node}/Status", DownloadStatus.INSTALL_FAILED_WITHOUT_DATA)
+            self._why(job, f"package refused: {exc}")
             return exc.result, None, pkg_id, []
         self._status(f"{node}/Status", DownloadStatus.INSTALL_PROGRESSING)
         self.journal.advance(job, JobState.INSTALLING)
@@ -400,7 +418,7 @@ class ScomoService:
             log.warning("package of %s refused (%s): %s", node, exc.result, exc)
             self._status(f"{node}/Status", DeliveredStatus.INSTALL_FAILED_WITHOUT_DATA)
             package.unlink(missing_ok=True)
-            self._finish(job, exc.result, target=None, identifier=pkg_id)
+            self._finish(job, exc.result, target=None, identifier=pkg_id, reason=f"package refused: {exc}")
             return
         self.journal.advance(job, JobState.INSTALLING)
         result, target, identifier, items = self._install(
@@ -442,15 +460,18 @@ class ScomoService:
             log.warning(
                 "package %s refused (%s): %s", manifest.id, ScomoResult.FAILED_PACKAGE_VALIDATION, refusal
             )
+            self._why(job, f"package refused: {refusal}")
             return ScomoResult.FAILED_PACKAGE_VALIDATION, None, pkg_id, []
         try:
             settings = parse_install_params(params)
         except InstallParamsError as exc:
             log.warning("package %s refused (%s): %s", manifest.id, exc.result, exc)
+            self._why(job, f"InstallParams refused: {exc}")
             return exc.result, None, pkg_id, []
         problem = self._check_components(manifest.components, manifest.allow_downgrade, settings)
         if problem is not None:
             log.warning("package %s refused: %s", manifest.id, problem[1])
+            self._why(job, f"package refused: {problem[1]}")
             return problem[0], None, pkg_id, []  # the server's PkgID: what it can match (digest 6.3)
         done: list[tuple[str, str]] = []
         for component in manifest.components:
@@ -489,6 +510,7 @@ class ScomoService:
                     exc,
                     exc_info=result == ScomoResult.UNDEFINED_ERROR,
                 )
+                self._why(job, _explain(exc))
                 self._undo(installed_now)
                 self.sync_inventory()
                 return result, None, component.id, []
@@ -587,7 +609,13 @@ class ScomoService:
                 self.sync_inventory()
                 self._finish(job, ScomoResult.SUCCESSFUL, target=None, identifier=component_id)
                 return
-            self._finish(job, ScomoResult.UNDEFINED_ERROR, target=None, identifier=component_id)
+            self._finish(
+                job,
+                ScomoResult.UNDEFINED_ERROR,
+                target=None,
+                identifier=component_id,
+                reason=f"no installer has component {component_id!r} any more",
+            )
             return
         steps: dict[Primitive, tuple[DeployedStatus, DeployedStatus, Callable[[str], object], int]] = {
             Primitive.ACTIVATE: (
@@ -625,15 +653,17 @@ class ScomoService:
                 exc_info=result == ScomoResult.UNDEFINED_ERROR,
             )
             self._status(f"{node}/Status", failed)
-            self._finish(job, result, target=None, identifier=component_id)
+            self._finish(job, result, target=None, identifier=component_id, reason=_explain(exc))
             return
         self.sync_inventory()
         if self.tree.system_get(node) is not None:
             self._status(f"{node}/Status", DeployedStatus.IDLE)
         self._finish(job, ScomoResult.SUCCESSFUL, target=None, identifier=component_id)
 
-    def _confirm(self, job: Job) -> bool:
+    def _confirm(self, job: Job) -> str | None:
         """Ask the device's user (``confirm_command``) whether this operation may go ahead.
+
+        Returns None for yes, else why not (the job's failure reason).
 
         The command gets the operation in ``OMADM_OPERATION``, ``OMADM_NODE``, ``OMADM_PKG_ID``,
         ``OMADM_PKG_URL``, ``OMADM_NAME`` and ``OMADM_COMPONENT_ID``; exit 0 is yes, anything else
@@ -642,7 +672,7 @@ class ScomoService:
         """
         command = self.agent.config.scomo.confirm_command
         if not command:
-            return True
+            return None
         env = {
             **os.environ,
             "OMADM_OPERATION": job.primitive.value,
@@ -665,7 +695,7 @@ class ScomoService:
             log.warning(
                 "confirm_command for %s on %s gave no answer (%s): taken as no", job.primitive, job.node, exc
             )
-            return False
+            return f"confirm_command gave no answer ({exc}): taken as no"
         if answer.returncode != 0:
             log.info(
                 "the user declined %s on %s (confirm_command exit %s)",
@@ -673,8 +703,10 @@ class ScomoService:
                 job.node,
                 answer.returncode,
             )
-            return False
-        return True
+            output = answer.stdout.decode("utf-8", "replace").strip().splitlines()[-3:]
+            said = "; it said: " + " / ".join(output) if output else ""
+            return f"the user declined (confirm_command exit status {answer.returncode}){said}"
+        return None
 
     def _installer_of(self, component_id: str) -> Installer | None:
         for installer in self.installers.values():
@@ -745,12 +777,18 @@ class ScomoService:
         target: str | None,
         identifier: str,
         items: list[tuple[str, str]] | None = None,
+        reason: str | None = None,
     ) -> None:
-        """Close the job and queue its Generic Alert(s), in one transaction."""
+        """Close the job and queue its Generic Alert(s), in one transaction.
+
+        A failure's ``reason`` (else the one a step noted with :meth:`_why`) is kept in the
+        journal record and rides in the alert's first Item as an EMI (:mod:`omadm.mo.scomo_reason`),
+        so that the server can say why, not only that; a success carries none.
+        """
         success = ScomoResult.is_success_code(int(result))
         meta = Meta(type=SCOMO_ALERT_TYPE, format="xml", mark="informational" if success else "critical")
         pairs = items if items else [(target, identifier)]
-        alert_items = tuple(
+        alert_items = [
             Item(
                 source=Source(job.exec_uri),
                 target=Target(t) if t else None,
@@ -758,15 +796,32 @@ class ScomoService:
                 data=scomo_alert_data(int(result), ident),
             )
             for t, ident in pairs
-        )
+        ]
+        noted = job.data.pop("reason", None)
+        why = "" if success else bound_reason(reason or (noted if isinstance(noted, str) else None))
+        if why:
+            job.data["reason"] = why
+            alert_items[0] = with_reason(alert_items[0], why)
         alert = Alert(
-            "0", data=str(int(AlertCode.GENERIC_ALERT)), correlator=job.correlator, items=alert_items
+            "0", data=str(int(AlertCode.GENERIC_ALERT)), correlator=job.correlator, items=tuple(alert_items)
         )
         self.journal.finish(job, int(result), [alert] if job.server_id != LOCAL_SERVER else [])
         log.info("SCOMO %s on %s finished: %s", job.primitive, job.node, int(result))
 
+    def _why(self, job: Job, reason: str) -> None:
+        """Note why ``job`` is failing, for :meth:`_finish` to report (journaled with the result)."""
+        job.data["reason"] = bound_reason(reason)
+
     def _status(self, path: str, value: int) -> None:
         self.tree.system_set(path, str(int(value)), format="int")
+
+
+def _explain(exc: BaseException) -> str:
+    """An installer's exception as a reason: its message (a hook's exit status and output tail),
+    with the exception's type when nobody classified it (1412) or it has no message."""
+    if isinstance(exc, InstallError | PackageError) and str(exc):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _result_of(exc: BaseException, default: int) -> int:
