@@ -264,6 +264,10 @@ async def test_a_running_campaign_page_refreshes_itself_with_progress_per_wave(
     assert "Campaign 1 started: it is running." in page
     assert 'data-refresh="2"' in page and '<meta http-equiv="refresh" content="2">' in page
     assert '<svg class="bar"' in page and 'class="seg-running"' in page  # wave 1's job is out
+    devices = page.split('class="list campaign-devices"', 1)[1].split("</table>", 1)[0]
+    assert DEV2 in devices and "running" in devices and "queued" in devices  # each device, its job
+    filtered = (await browser.get(url, params={"state": "failed"})).text
+    assert "No device matches these filters." in filtered
     assert ">Pause</button>" in page
 
     dashboard = (await browser.get("/console/dashboard")).text

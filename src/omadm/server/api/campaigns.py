@@ -11,6 +11,7 @@ authority's campaign is a 404.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -28,9 +29,18 @@ from ..campaigns import (
     resume_campaign,
     start_campaign,
 )
-from ..store.models import Campaign, CampaignDevice, CampaignDeviceState, CampaignState
+from ..store.models import Campaign, CampaignDevice, CampaignDeviceState, CampaignState, Device, Job
 from .auth import Db, Operator, Viewer, audit
-from .schemas import CampaignCreate, CampaignDetail, CampaignOut, Page, Paging, RowId, WaveCountersOut
+from .schemas import (
+    MAX_ID,
+    CampaignCreate,
+    CampaignDetail,
+    CampaignOut,
+    Page,
+    Paging,
+    RowId,
+    WaveCountersOut,
+)
 
 __all__ = ["router"]
 
@@ -196,6 +206,72 @@ async def list_campaigns(
 async def show_campaign(campaign_id: RowId, db: Db, actor: Viewer) -> CampaignDetail:
     async with db.begin():
         return await _detail(db, await get_campaign(db, campaign_id, authority_pk=actor.authority_pk))
+
+
+class CampaignDeviceOut(BaseModel):
+    """One device of a campaign: its wave, where it is, its current job and why."""
+
+    device_id: str
+    wave: int = Field(description="From 1.")
+    state: str = Field(description="pending, running, succeeded, failed or cancelled.")
+    attempts: int = Field(description="Jobs made for it so far (retries included).")
+    job_id: int | None = Field(description="Its latest job.")
+    job_state: str | None
+    result_code: int | None = Field(description="The SCOMO result of its latest job.")
+    detail: str = Field(description="Why it is where it is (the job's detail while it runs).")
+    updated: datetime
+
+
+@router.get(
+    "/{campaign_id}/devices",
+    response_model=Page[CampaignDeviceOut],
+    summary="A campaign's devices with their state, job and reason, by wave",
+)
+async def campaign_devices(
+    *,
+    campaign_id: RowId,
+    db: Db,
+    actor: Viewer,
+    paging: Annotated[Paging, Depends()],
+    wave: Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only this wave's (from 1).")] = None,
+    state: Annotated[CampaignDeviceState | None, Query(description="Only devices in this state.")] = None,
+) -> Page[CampaignDeviceOut]:
+    """What the counters sum up, device by device: a page at a time (a wave can hold a whole
+    fleet), in wave then registration order, with each device's latest job."""
+    async with db.begin():
+        campaign = await get_campaign(db, campaign_id, authority_pk=actor.authority_pk)
+        conditions = [CampaignDevice.campaign_id == campaign.id]
+        if wave is not None:
+            conditions.append(CampaignDevice.wave == wave - 1)
+        if state is not None:
+            conditions.append(CampaignDevice.state == state.value)
+        total = await db.scalar(select(func.count()).select_from(CampaignDevice).where(*conditions)) or 0
+        rows = await db.execute(
+            select(CampaignDevice, Device.device_id, Job.state, Job.result_code, Job.detail)
+            .join(Device, Device.id == CampaignDevice.device_pk)
+            .outerjoin(Job, Job.id == CampaignDevice.job_id)
+            .where(*conditions)
+            .order_by(CampaignDevice.wave, CampaignDevice.device_pk)
+            .limit(paging.limit)
+            .offset(paging.offset)
+        )
+        items = [
+            CampaignDeviceOut(
+                device_id=device_id,
+                wave=member.wave + 1,
+                state=member.state,
+                attempts=member.attempts,
+                job_id=member.job_id,
+                job_state=job_state,
+                result_code=member.result_code if member.result_code is not None else job_result,
+                detail=(job_detail if member.state == "running" and job_detail else member.detail)
+                or job_detail
+                or "",
+                updated=member.updated,
+            )
+            for member, device_id, job_state, job_result, job_detail in rows
+        ]
+    return Page(items=items, total=total, limit=paging.limit, offset=paging.offset)
 
 
 async def _act(action: str, campaign_id: int, db: AsyncSession, actor: Operator) -> CampaignDetail:

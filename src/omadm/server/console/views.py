@@ -38,7 +38,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from ..store.models import CampaignState, DeviceState, JobKind, JobState
+from ..store.models import CampaignDeviceState, CampaignState, DeviceState, JobKind, JobState
 from .client import ApiClient, ApiError, Params
 from .multipart import MultipartError, MultipartReader, boundary_of
 from .session import (
@@ -649,12 +649,23 @@ async def campaigns(console: Console) -> Response:
 
 
 async def campaign(console: Console) -> Response:
-    found = await console.api.get(f"/campaigns/{_pathpart(console.request.path_params['campaign_id'])}")
+    """A campaign: its counters per wave, then its devices (a page, filtered by wave and state)
+    with each one's job and the reason it is where it is, so that "why did wave 2 pause?" is
+    answered on the page."""
+    number = _pathpart(console.request.path_params["campaign_id"])
+    found = await console.api.get(f"/campaigns/{number}")
     found["progress"] = _progress(found["counters"])
     for wave in found["wave_counters"]:
         wave["progress"] = _progress(wave, wave["size"])
+    _, devices = await console.listing(f"/campaigns/{number}/devices", "wave", "state")
     running = found["state"] == CampaignState.RUNNING.value
-    return console.render("campaign.html", campaign=found, refresh=2 if running else 0)
+    return console.render(
+        "campaign.html",
+        campaign=found,
+        devices=devices,
+        device_states=[s.value for s in CampaignDeviceState],
+        refresh=2 if running else 0,
+    )
 
 
 async def audit(console: Console) -> Response:
