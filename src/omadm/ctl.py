@@ -5,8 +5,7 @@ server and the token come from ``--url``/``--token``, else ``OMADM_URL``/``OMADM
 the ``[ctl]`` table of ``OMADM_CTL_CONFIG`` (default ``~/.config/omadm/ctl.toml``), else
 ``http://127.0.0.1:8700`` and no token. Read commands print tables, or the server's JSON
 with ``--json``. Exit codes: 0 done; 1 the server refused (its problem document's detail is
-printed); 2 usage; 4 the server could not be reached; ``campaigns watch``: 5 the campaign
-paused, 6 it stopped or was cancelled (0 when it finished).
+printed); 2 usage; 4 the server could not be reached.
 """
 
 from __future__ import annotations
@@ -31,8 +30,6 @@ __all__ = ["ctl_app"]
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 4
-EXIT_PAUSED = 5  # campaigns watch: the campaign waits for an operator
-EXIT_HALTED = 6  # campaigns watch: the campaign stopped or was cancelled
 DEFAULT_URL = "http://127.0.0.1:8700"
 
 ctl_app = typer.Typer(
@@ -44,7 +41,11 @@ ctl_app = typer.Typer(
 devices_app = typer.Typer(
     help="Devices: register, list, show, accept, tag, update, delete.", no_args_is_help=True
 )
-packages_app = typer.Typer(help="Packages: upload, list, show.", no_args_is_help=True)
+packages_app = typer.Typer(help="Packages: upload, list, show, delete.", no_args_is_help=True)
+publishers_app = typer.Typer(
+    help="Publishers: the trust store of keys uploads must be signed with (list, add, delete).",
+    no_args_is_help=True,
+)
 jobs_app = typer.Typer(help="Jobs: create, list, show, cancel.", no_args_is_help=True)
 campaigns_app = typer.Typer(
     help="Campaigns: create, start, pause, resume, cancel, show, watch.", no_args_is_help=True
@@ -52,6 +53,7 @@ campaigns_app = typer.Typer(
 ctl_app.add_typer(devices_app, name="devices")
 ctl_app.add_typer(campaigns_app, name="campaigns")
 ctl_app.add_typer(packages_app, name="packages")
+ctl_app.add_typer(publishers_app, name="publishers")
 ctl_app.add_typer(jobs_app, name="jobs")
 authorities_app = typer.Typer(
     help="Management authorities (admin tokens of the default authority): list, add.", no_args_is_help=True
@@ -360,29 +362,54 @@ def devices_delete(
 # -- packages ----------------------------------------------------------------------------
 
 
+def _signed_by(data: Any, as_json: bool) -> Any:
+    """Add ``signed_by`` to each package shown as a table: "acme (key 1a2b...)", "unsigned" or
+    "unverified" (signed by a key the trust store did not hold), from what the API says."""
+    if as_json:
+        return data
+    rows = data["items"] if isinstance(data, dict) and "items" in data else [data]
+    for row in rows:
+        verified = row.get("signature") == "verified"
+        row["signed_by"] = f"{row['publisher']} (key {row['key_id']})" if verified else row.get("signature")
+    return data
+
+
 @packages_app.command("upload")
 def packages_upload(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="An omadm package (.omp).", exists=True, dir_okay=False)],
+    allow_unsigned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unsigned",
+            help="Admins: accept it although it is unsigned or signed by a key the server does not "
+            "trust (audited).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Upload a package; the server verifies it and prints its id."""
+    """Upload a package signed by a trusted publisher ('publishers add'); prints its id."""
+    params: dict[str, str] = {"filename": path.name}
+    if allow_unsigned:
+        params["allow_unsigned"] = "true"
     with path.open("rb") as body:
         package = _call(
             ctx,
             "POST",
             "/packages",
-            params={"filename": path.name},
+            params=params,
             content=body.read(),
             headers={"content-type": "application/octet-stream"},
         )
-    _print(package, as_json, ["id", "filename", "package_id", "version", "size", "sha256"])
+    columns = ["id", "filename", "package_id", "version", "size", "signed_by", "sha256"]
+    _print(_signed_by(package, as_json), as_json, columns)
 
 
 @packages_app.command("list")
 def packages_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Uploaded packages, newest first."""
-    _print(_call(ctx, "GET", "/packages"), as_json, ["id", "filename", "package_id", "version", "size"])
+    """Uploaded packages, newest first, with who signed them."""
+    columns = ["id", "filename", "package_id", "version", "size", "signed_by"]
+    _print(_signed_by(_call(ctx, "GET", "/packages"), as_json), as_json, columns)
 
 
 @packages_app.command("show")
@@ -393,7 +420,66 @@ def packages_show(
 ) -> None:
     """One package and its manifest."""
     package = _call(ctx, "GET", f"/packages/{package_id}")
-    _print(package, as_json, ["id", "filename", "package_id", "version", "size", "sha256", "manifest"])
+    columns = ["id", "filename", "package_id", "version", "size", "signed_by", "sha256", "manifest"]
+    _print(_signed_by(package, as_json), as_json, columns)
+
+
+@packages_app.command("delete")
+def packages_delete(
+    ctx: typer.Context,
+    package_id: Annotated[int, typer.Argument(help="The package's id.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a package (its file too). Refused while an unfinished job or campaign uses it."""
+    if not yes and not typer.confirm(f"Delete package {package_id}?"):
+        _fail(EXIT_REFUSED, "not deleted")
+    _call(ctx, "DELETE", f"/packages/{package_id}")
+    typer.echo(f"package {package_id} deleted")
+
+
+# -- publishers --------------------------------------------------------------------------
+
+_PUBLISHER_COLUMNS = ["name", "key_id", "fingerprint", "created"]
+
+
+@publishers_app.command("list")
+def publishers_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """The trust store: the publisher keys uploads must be signed with."""
+    publishers = _call(ctx, "GET", "/publishers")
+    _print(publishers, as_json, _PUBLISHER_COLUMNS)
+    if not publishers and not as_json:
+        typer.echo("no publishers: uploads are refused until one is added (publishers add NAME KEY.pub.pem)")
+
+
+@publishers_app.command("add")
+def publishers_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Who publishes with the key (shown in package lists).")],
+    key: Annotated[
+        Path,
+        typer.Argument(
+            help="The public key, PEM (KEY.pub.pem from 'omadm package keygen').", exists=True, dir_okay=False
+        ),
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Trust a publisher's public key (admins): packages it signed can then be uploaded."""
+    try:
+        pem = key.read_bytes()[: 64 << 10].decode("ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(2, f"cannot read {key} as a PEM file: {exc}")
+    publisher = _call(ctx, "POST", "/publishers", json={"name": name, "public_key": pem})
+    _print(publisher, as_json, _PUBLISHER_COLUMNS)
+
+
+@publishers_app.command("delete")
+def publishers_delete(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The publisher's name, or its key id.")],
+) -> None:
+    """Stop trusting a publisher's key (admins); packages uploaded already stay."""
+    _call(ctx, "DELETE", f"/publishers/{quote(name, safe='')}")
+    typer.echo(f"publisher {name} deleted")
 
 
 # -- authorities -------------------------------------------------------------------------
@@ -643,66 +729,18 @@ def _wave_table(campaign: dict[str, Any]) -> Table:
     return table
 
 
-_DEVICE_COLUMNS = [
-    "device_id",
-    "wave",
-    "state",
-    "attempts",
-    "job_id",
-    "job_state",
-    "result_code",
-    "detail",
-]
-
-
-def _devices_table(page: dict[str, Any], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in _DEVICE_COLUMNS:
-        table.add_column(column)
-    for row in page["items"]:
-        table.add_row(*[_cell(row.get(c)) for c in _DEVICE_COLUMNS])
-    if page["total"] > len(page["items"]):
-        shown = f"{len(page['items'])} of {page['total']} devices"
-        table.caption = f"{shown} (use --wave, --state, --limit, --offset)"
-    return table
-
-
-def _devices(ctx: typer.Context, campaign_id: int, **params: Any) -> Any:
-    query = {k: v for k, v in params.items() if v is not None}
-    return _call(ctx, "GET", f"/campaigns/{campaign_id}/devices", params=query)
-
-
 @campaigns_app.command("show")
 def campaigns_show(
     ctx: typer.Context,
     campaign_id: Annotated[int, typer.Argument(help="The campaign's id.")],
-    wave: Annotated[int | None, typer.Option(help="Only this wave's devices (from 1).")] = None,
-    state: Annotated[
-        str | None, typer.Option(help="Only devices in this state (pending, running, failed, ...).")
-    ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many devices.")] = 50,
-    offset: Annotated[int, typer.Option(help="Skip this many devices.")] = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """One campaign: its counters per wave, then its devices with their state, job and reason."""
+    """One campaign with its counters per wave."""
     campaign = _call(ctx, "GET", f"/campaigns/{campaign_id}")
-    devices = _devices(ctx, campaign_id, wave=wave, state=state, limit=limit, offset=offset)
     if as_json:
-        typer.echo(json.dumps({**campaign, "devices": devices}, indent=2))
+        typer.echo(json.dumps(campaign, indent=2))
         return
-    console = Console(highlight=False)
-    console.print(_wave_table(campaign))
-    console.print(_devices_table(devices, "devices"))
-
-
-def _summary_line(campaign: dict[str, Any]) -> str:
-    waves = campaign.get("wave_counters", [])
-    counts = campaign.get("counters", {})
-    names = ("pending", "running", "succeeded", "failed", "cancelled")
-    states = ", ".join(f"{counts.get(k, 0)} {k}" for k in names)
-    where = f"wave {campaign.get('current_wave')}/{len(waves)}"
-    line = f"campaign {campaign['id']} {campaign['state']} {where}: {states}"
-    return line + (f" ({campaign['detail']})" if campaign.get("detail") else "")
+    Console(highlight=False).print(_wave_table(campaign))
 
 
 @campaigns_app.command("watch")
@@ -711,64 +749,21 @@ def campaigns_watch(
     campaign_id: Annotated[int, typer.Argument(help="The campaign's id.")],
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
 ) -> None:
-    """Follow a campaign until it finishes, pauses or stops (Ctrl-C stops watching, not the
-    campaign). Exit 0 when it finished, 5 when it paused, 6 when it stopped or was cancelled,
-    so a script can wait on it. On a terminal the tables redraw in place; through a pipe one
-    line is printed per change (the campaign's counters, then each device that moved)."""
+    """Follow a campaign live until it ends (Ctrl-C stops watching, not the campaign)."""
     import time  # noqa: PLC0415
 
+    from rich.live import Live  # noqa: PLC0415
+
     campaign = _call(ctx, "GET", f"/campaigns/{campaign_id}")
-
-    def current_devices() -> Any:
-        return _devices(ctx, campaign_id, wave=campaign.get("current_wave") or None, limit=100)
-
-    def done() -> bool:
-        return campaign["state"] in _FINAL_CAMPAIGN or campaign["state"] == "paused"
-
     try:
-        if sys.stdout.isatty():
-            from rich.console import Group  # noqa: PLC0415
-            from rich.live import Live  # noqa: PLC0415
-
-            def view() -> Group:
-                wave = f"wave {campaign.get('current_wave')}'s devices"
-                return Group(_wave_table(campaign), _devices_table(current_devices(), wave))
-
-            with Live(view(), refresh_per_second=4) as live:
-                while not done():
-                    time.sleep(interval)
-                    campaign = _call(ctx, "GET", f"/campaigns/{campaign_id}")
-                    live.update(view())
-        else:
-            last_line = ""
-            seen: dict[str, tuple[Any, ...]] = {}
-            while True:
-                line = _summary_line(campaign)
-                if line != last_line:
-                    typer.echo(line)
-                    last_line = line
-                for device in current_devices()["items"]:
-                    mark = (device["state"], device["job_state"], device["result_code"], device["detail"])
-                    if seen.get(device["device_id"]) != mark:
-                        seen[device["device_id"]] = mark
-                        result = f" {device['result_code']}" if device["result_code"] is not None else ""
-                        reason = f": {device['detail']}" if device["detail"] else ""
-                        typer.echo(
-                            f"  wave {device['wave']} {device['device_id']} {device['state']}"
-                            f" (job {device['job_id'] or '-'} {device['job_state'] or '-'}{result}){reason}"
-                        )
-                if done():
-                    break
+        with Live(_wave_table(campaign), refresh_per_second=4) as live:
+            while campaign["state"] not in _FINAL_CAMPAIGN and campaign["state"] != "paused":
                 time.sleep(interval)
                 campaign = _call(ctx, "GET", f"/campaigns/{campaign_id}")
+                live.update(_wave_table(campaign))
     except KeyboardInterrupt:
         pass
-    reason = f" ({campaign['detail']})" if campaign.get("detail") else ""
-    typer.echo(f"campaign {campaign_id}: {campaign['state']}{reason}")
-    if campaign["state"] == "paused":
-        raise typer.Exit(EXIT_PAUSED)
-    if campaign["state"] in ("stopped", "cancelled"):
-        raise typer.Exit(EXIT_HALTED)
+    typer.echo(f"campaign {campaign_id}: {campaign['state']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

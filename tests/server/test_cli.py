@@ -105,6 +105,7 @@ def test_authorities_from_the_shell_and_every_change_audited(
     server: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from omadm.package.build import build_package  # noqa: PLC0415
+    from omadm.package.signing import generate_key, save_public_key  # noqa: PLC0415
 
     monkeypatch.setattr("getpass.getuser", lambda: "alice")
     assert run(server, "authority", "add", "acme", "--server-id", "acme-dm", "--description", "Acme") == (
@@ -133,7 +134,15 @@ def test_authorities_from_the_shell_and_every_change_audited(
     assert code == 1 and "no authority 'nope'" in out
     assert "IMEI:1  accepted" in run(server, "device", "list", "--authority", "acme")[1]
     package = tmp_path / "hello.omp"
-    build_package(Path(__file__).resolve().parents[2] / "examples" / "hello-package", package)
+    key = generate_key()
+    save_public_key(key, tmp_path / "publisher.pub.pem")
+    build_package(
+        Path(__file__).resolve().parents[2] / "examples" / "hello-package", package, signing_key=key
+    )
+    trusted = run(
+        server, "publisher", "add", "tests", str(tmp_path / "publisher.pub.pem"), "--authority", "acme"
+    )
+    assert trusted[0] == 0, trusted
     code, out = run(server, "artifact", "add", str(package), "--authority", "acme")
     assert code == 0 and out.startswith("artifact 1:")
     code, out = run(server, "job", "add", "IMEI:1", "install", "--artifact", "1")
@@ -153,6 +162,7 @@ def test_authorities_from_the_shell_and_every_change_audited(
         ("default", "shell:alice", "authority.add", "authority acme"),
         ("default", "shell:alice", "device.add", "IMEI:1"),
         ("acme", "shell:alice", "device.add", "IMEI:1"),
+        ("acme", "shell:alice", "publisher.add", "publisher tests"),
         ("acme", "shell:alice", "package.add", "package 1"),
         ("acme", "shell:alice", "job.add", "job 1"),
         ("acme", "shell:alice", "job.cancel", "job 1"),

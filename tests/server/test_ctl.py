@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from omadm.cli import app
 from omadm.package.build import build_package
+from omadm.package.signing import generate_key, save_public_key
 
 from .serverproc import ServerProcess, free_port
 
@@ -65,7 +66,10 @@ def test_an_operator_manages_devices_packages_and_jobs(
     code, out = ctl(proc, viewer, "devices", "list", "--component", "com.example.hello", "--version", "1.0")
     assert code == 0 and "0 devices of 0" in out
     package = tmp_path / "hello.omp"
-    build_package(EXAMPLES / "hello-package", package)
+    key = generate_key()
+    save_public_key(key, tmp_path / "publisher.pub.pem")
+    build_package(EXAMPLES / "hello-package", package, signing_key=key)
+    proc.run("publisher", "add", "tests", str(tmp_path / "publisher.pub.pem"))
     code, out = ctl(proc, operator, "packages", "upload", str(package), "--json")
     assert code == 0, out
     package_id = json.loads(out)["id"]

@@ -862,3 +862,97 @@ def authority_list(ctx: typer.Context) -> None:
     for authority in _with_db(ctx, list_authorities):
         server_id = authority.server_id or f"{settings.server_id} (the server's own)"
         typer.echo(f"{authority.name}  {server_id}  {authority.description}".rstrip())
+
+
+publisher_app = typer.Typer(
+    help="The trust store: publisher keys that uploaded packages must be signed with.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+server_app.add_typer(publisher_app, name="publisher")
+
+
+@publisher_app.command("add")
+def publisher_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Who publishes with the key (shown in package lists).")],
+    key: Annotated[
+        Path,
+        typer.Argument(help="The public key, PEM (KEY.pub.pem from 'omadm package keygen').", dir_okay=False),
+    ],
+    authority: AuthorityOption = DEFAULT_AUTHORITY,
+) -> None:
+    """Trust a publisher's public key: packages it signed can then be uploaded."""
+    from .artifacts.publishers import add_publisher, publisher_facts  # noqa: PLC0415
+    from .artifacts.service import ArtifactError  # noqa: PLC0415
+
+    try:
+        pem = key.read_bytes()[: 64 << 10]
+    except OSError as exc:
+        _fail(f"cannot read {key}: {exc.strerror or exc}")
+
+    async def work(db: AsyncSession) -> tuple[Any, bool]:
+        authority_pk = await _authority_pk(db, authority)
+        try:
+            publisher, created = await add_publisher(db, name, pem, authority_pk=authority_pk)
+        except ArtifactError as exc:
+            raise RegistryError(exc.status, f"{key}: {exc}" if exc.status == 422 else str(exc)) from None
+        if created:
+            audit(
+                db,
+                shell_actor(),
+                "publisher.add",
+                f"publisher {publisher.name}",
+                authority_pk=authority_pk,
+                **publisher_facts(publisher),
+            )
+        return publisher, created
+
+    publisher, created = _with_db(ctx, work)
+    done = "trusted" if created else "already trusted"
+    typer.echo(f"publisher {publisher.name} {done}: key {publisher.key_id}")
+
+
+@publisher_app.command("list")
+def publisher_list(ctx: typer.Context, authority: AuthorityOption = DEFAULT_AUTHORITY) -> None:
+    """The authority's publishers: name, key id, fingerprint."""
+    from .artifacts.publishers import list_publishers  # noqa: PLC0415
+
+    async def work(db: AsyncSession) -> list[Any]:
+        return await list_publishers(db, authority_pk=await _authority_pk(db, authority))
+
+    publishers = _with_db(ctx, work)
+    if not publishers:
+        typer.echo("no publishers: uploads are refused until one is added (publisher add NAME KEY.pub.pem)")
+    for publisher in publishers:
+        typer.echo(f"{publisher.name}  key {publisher.key_id}  sha256 {publisher.fingerprint}")
+
+
+@publisher_app.command("delete")
+def publisher_delete(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The publisher's name, or its key id.")],
+    authority: AuthorityOption = DEFAULT_AUTHORITY,
+) -> None:
+    """Stop trusting a publisher's key (packages uploaded already stay)."""
+    from .artifacts.publishers import delete_publisher, publisher_facts  # noqa: PLC0415
+    from .artifacts.service import ArtifactError  # noqa: PLC0415
+
+    async def work(db: AsyncSession) -> Any:
+        authority_pk = await _authority_pk(db, authority)
+        try:
+            publisher = await delete_publisher(db, name, authority_pk=authority_pk)
+        except ArtifactError as exc:
+            raise RegistryError(exc.status, str(exc)) from None
+        audit(
+            db,
+            shell_actor(),
+            "publisher.delete",
+            f"publisher {publisher.name}",
+            authority_pk=authority_pk,
+            **publisher_facts(publisher),
+        )
+        return publisher
+
+    publisher = _with_db(ctx, work)
+    typer.echo(f"publisher {publisher.name} deleted (key {publisher.key_id})")

@@ -9,16 +9,23 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from omadm.package.signing import public_key_pem
 from omadm.server.api.auth import create_token
 from omadm.server.app import create_app
+from omadm.server.artifacts.publishers import add_publisher
 from omadm.server.config import ServerConfig
-from omadm.server.store.models import AuditEntry
+from omadm.server.store.models import DEFAULT_AUTHORITY_PK, AuditEntry
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 V1 = "/api/v1"
+#: The key test packages are signed with (fixed, so builds are reproducible): the ``api``
+#: fixture's default authority trusts it as publisher ``tests``, so signed uploads pass.
+PUBLISHER_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+PUBLISHER_PEM = public_key_pem(PUBLISHER_KEY).decode()
 
 
 @dataclass
@@ -67,6 +74,7 @@ async def api(db_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     async with sessions() as db, db.begin():
         for role in ("viewer", "operator", "admin"):
             _, tokens[role] = await create_token(db, f"{role}-bot", role)
+        await add_publisher(db, "tests", PUBLISHER_PEM, authority_pk=DEFAULT_AUTHORITY_PK)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
             yield Api(http, sessions, tokens, app)

@@ -22,7 +22,7 @@ from omadm.server.store.models import (
     InventoryEntry,
 )
 
-from .conftest import EXAMPLES, Api, problem
+from .conftest import EXAMPLES, PUBLISHER_KEY, PUBLISHER_PEM, Api, problem
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +34,7 @@ COMPONENT = "com.example.hello"
 @pytest.fixture
 def package(tmp_path: Path) -> Path:
     out = tmp_path / "hello-1.0.0.omp"
-    build_package(EXAMPLES / "hello-package", out)
+    build_package(EXAMPLES / "hello-package", out, signing_key=PUBLISHER_KEY)
     return out
 
 
@@ -55,6 +55,10 @@ async def two(api: Api) -> Api:
             assert response.status_code == 201, response.text
             assert response.json()["authority"] == name
             api.tokens[f"{name}:{role}"] = response.json()["token"]
+        trusted = await api.post(
+            "/publishers", role=f"{name}:admin", json={"name": "tests", "public_key": PUBLISHER_PEM}
+        )
+        assert trusted.status_code == 201, trusted.text
     return api
 
 

@@ -13,7 +13,7 @@ from omadm.package.build import build_package
 from omadm.server.registry import find_device
 from omadm.server.store.models import Artifact, InventoryEntry, Job, utc_now
 
-from .conftest import EXAMPLES, Api, problem
+from .conftest import EXAMPLES, PUBLISHER_KEY, Api, problem
 
 pytestmark = pytest.mark.anyio
 
@@ -24,7 +24,7 @@ RAW = {"Content-Type": "application/octet-stream"}
 @pytest.fixture
 def package(tmp_path: Path) -> Path:
     out = tmp_path / "hello-1.0.0.omp"
-    build_package(EXAMPLES / "hello-package", out)
+    build_package(EXAMPLES / "hello-package", out, signing_key=PUBLISHER_KEY)
     return out
 
 

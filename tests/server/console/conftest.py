@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from omadm.package.build import build_package
 
 from ..api import conftest as api_conftest
-from ..api.conftest import EXAMPLES, Api
+from ..api.conftest import EXAMPLES, PUBLISHER_KEY, Api
 
 api = api_conftest.api  # the REST API tests' app and tokens, reused as they are
 
@@ -89,5 +89,5 @@ async def console(api: Api) -> AsyncIterator[Console]:
 @pytest.fixture
 def package(tmp_path: Path) -> Path:
     out = tmp_path / "hello-1.0.0.omp"
-    build_package(EXAMPLES / "hello-package", out)
+    build_package(EXAMPLES / "hello-package", out, signing_key=PUBLISHER_KEY)
     return out

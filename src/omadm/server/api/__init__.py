@@ -15,7 +15,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 
 from . import audit, authorities, campaigns, devices, jobs, packages
-from .problems import install_problem_handlers
+from .problems import Problem, install_problem_handlers
 from .schemas import ProblemOut
 
 __all__ = ["API_PREFIX", "api_router", "install_problem_handlers"]
@@ -64,6 +64,7 @@ async def known_query_only(request: Request) -> None:
 
 
 _NUL = "\x00"
+_NUL_MESSAGE = "holds a NUL character"
 
 
 def _nul_paths(value: Any, where: tuple[str | int, ...]) -> list[tuple[str | int, ...]]:
@@ -96,13 +97,13 @@ async def no_nul_characters(request: Request) -> None:
     the parser refuses raw NUL bytes in a string already. Other bodies (package uploads) are
     left to their handlers.
     """
-    errors: list[dict[str, Any]] = []
+    found: list[tuple[str | int, ...]] = []
     for name, value in request.path_params.items():
         if isinstance(value, str) and _NUL in value:
-            errors.append({"type": "string_nul", "loc": ("path", name), "msg": "holds a NUL character"})
+            found.append(("path", name))
     for name, value in request.query_params.multi_items():
         if _NUL in name or _NUL in value:
-            errors.append({"type": "string_nul", "loc": ("query", name), "msg": "holds a NUL character"})
+            found.append(("query", name))
     content_type = request.headers.get("content-type", "")
     takes_body = getattr(request.scope.get("route"), "body_field", None) is not None
     if takes_body and "json" in content_type:
@@ -112,14 +113,13 @@ async def no_nul_characters(request: Request) -> None:
                 body = json.loads(raw)
             except ValueError:
                 body = None  # FastAPI answers an invalid body itself
-            errors.extend(
-                {"type": "string_nul", "loc": ("body", *at), "msg": "holds a NUL character"}
-                for at in _nul_paths(body, ())
-            )
-    if errors:
-        for error in errors:
-            error["input"] = None  # never echo the value: it is what cannot be stored or shown
-        raise RequestValidationError(errors)
+            found.extend(_nul_paths(body, ("body",)))
+    if found:
+        # The value is never echoed (it is what cannot be stored or shown), nor a NUL in a name.
+        fields = [".".join(str(part).replace(_NUL, "\\0") for part in at) for at in found]
+        errors = [{"field": field, "message": _NUL_MESSAGE} for field in fields]
+        name = fields[0].partition(".")[2] or fields[0]
+        raise Problem(422, f"{name}: {_NUL_MESSAGE} (no DevId, name or value may)", errors=errors)
 
 
 api_router = APIRouter(

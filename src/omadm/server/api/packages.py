@@ -7,6 +7,12 @@ answers 200 with the existing package (201 when it is new). A package that an un
 or a campaign not yet over (draft, running, paused) still names cannot be deleted (409,
 naming them). Packages belong to the token's management authority: another authority's
 package is a 404, and the same bytes uploaded by two authorities are two packages.
+
+Uploads are checked against the authority's trust store (``/api/v1/publishers``): a package
+must be signed by one of its publishers, or it is refused (422) before anything is stored, as
+devices that require signatures would refuse it with 1407. An admin may take it anyway with
+``?allow_unsigned=true`` (audited); each package says who signed it (``signature``,
+``publisher``, ``key_id``).
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..artifacts.publishers import trust_store
 from ..artifacts.service import add_artifact, added_facts, delete_artifact, get_artifact, list_artifacts
 from ..artifacts.storage import ArtifactStorage, LocalArtifactStorage
-from ..store.models import Artifact, Campaign, CampaignState, Job, JobState, utc_now
+from ..store.models import ApiRole, Artifact, Campaign, CampaignState, Job, JobState, utc_now
 from .auth import Db, Operator, Viewer, audit
 from .problems import Problem
 from .schemas import PackageOut, Page, Paging, RowId
@@ -71,6 +78,7 @@ def _storage(request: Request) -> ArtifactStorage:
     responses={200: {"model": PackageOut, "description": "These bytes were uploaded before."}},
 )
 async def upload_package(
+    *,
     request: Request,
     response: Response,
     db: Db,
@@ -78,6 +86,13 @@ async def upload_package(
     filename: Annotated[str, Query(min_length=1, max_length=255, description="The file's name.")] = (
         "package.omp"
     ),
+    allow_unsigned: Annotated[
+        bool,
+        Query(
+            description="Admins only: accept a package that is unsigned or signed by a key not in "
+            "the trust store (recorded in the audit log)."
+        ),
+    ] = False,
 ) -> PackageOut:
     content_type = request.headers.get("content-type", "application/octet-stream").split(";")[0].strip()
     if content_type.lower() not in _RAW_TYPES:
@@ -86,13 +101,28 @@ async def upload_package(
             f"send the package itself as the body (Content-Type: application/octet-stream, "
             f"?filename=NAME), not {content_type}",
         )
+    if allow_unsigned and actor.role.rank < ApiRole.ADMIN.rank:
+        raise Problem(
+            403,
+            f"allow_unsigned=true needs the admin role (token {actor.name!r} is {actor.role.value}): "
+            "only an admin may send devices a package the server cannot vouch for",
+        )
+    async with db.begin():
+        publishers = await trust_store(db, authority_pk=actor.authority_pk)
     storage = _storage(request)
     spool = storage.root / "tmp" if isinstance(storage, LocalArtifactStorage) else None
     if spool is not None:
         spool.mkdir(parents=True, exist_ok=True)
     started = utc_now()
     artifact = await add_artifact(
-        db, storage, filename, request.stream(), spool_dir=spool, authority_pk=actor.authority_pk
+        db,
+        storage,
+        filename,
+        request.stream(),
+        spool_dir=spool,
+        authority_pk=actor.authority_pk,
+        publishers=publishers,
+        allow_unsigned=allow_unsigned,
     )
     if artifact.created >= started:  # new: a change worth recording (add_artifact committed it)
         audit(
@@ -101,6 +131,7 @@ async def upload_package(
             "package.add",
             f"package {artifact.id}",
             **added_facts(artifact),
+            **({"allow_unsigned": True} if allow_unsigned else {}),
         )
         await db.commit()
     else:

@@ -11,8 +11,9 @@ from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Path, Query
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from ..artifacts.service import signature_of
 from ..registry import MAX_BULK_DEVICES
 from ..rollout import DEFAULT_ERROR_THRESHOLD, DEFAULT_SUCCESS_THRESHOLD
 from ..store.models import ApiRole, JobKind
@@ -217,6 +218,38 @@ class PackageOut(_Out):
     package_id: str
     version: str
     manifest: dict[str, Any]
+    created: datetime
+    signature: Literal["verified", "unsigned", "unverified"] = Field(
+        default="unsigned",
+        description="verified: signed by a publisher of the trust store; unverified: signed by "
+        "another key (uploaded with allow_unsigned, or before the trust store); unsigned.",
+    )
+    publisher: str | None = Field(default=None, description="Who signed it (verified only).")
+    key_id: str | None = Field(default=None, description="The signing key's id (verified only).")
+
+    @model_validator(mode="after")
+    def _signer(self) -> PackageOut:
+        """Who signed it comes from the manifest summary kept at upload."""
+        facts = signature_of(self.manifest)
+        self.signature, self.publisher, self.key_id = facts["signature"], facts["publisher"], facts["key_id"]
+        return self
+
+
+class PublisherCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, description="Who publishes with this key.")
+    public_key: str = Field(
+        min_length=1, max_length=16384, description="The Ed25519 public key, PEM (KEY.pub.pem)."
+    )
+
+
+class PublisherOut(_Out):
+    id: int
+    name: str
+    key_id: str = Field(description="16 hex digits: what 'omadm package keygen' printed.")
+    fingerprint: str = Field(description="The whole SHA-256 of the raw key (64 hex digits).")
+    public_key: str = Field(description="The PEM.")
     created: datetime
 
 

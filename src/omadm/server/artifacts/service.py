@@ -8,7 +8,10 @@ behind and no blob is ever half-written:
 
 1. the upload is spooled to a private temporary file while its size and SHA-256 are
    computed (a ``Path`` source is read in place instead);
-2. the package is verified completely (in a worker thread: it decompresses everything);
+2. the package is verified completely (in a worker thread: it decompresses everything),
+   and, when the caller gives the authority's trust store (``publishers``, see
+   :mod:`.publishers`), its signature must come from one of those keys: an unsigned package
+   or one signed by an unknown key is refused unless ``allow_unsigned`` (an admin's choice);
 3. if an artifact with these bytes exists it is returned (uploads are idempotent);
 4. otherwise the bytes are put into the :class:`~.storage.ArtifactStorage` and the row is
    inserted and committed; if the insert fails the blob is removed again (unless it was
@@ -26,7 +29,7 @@ import re
 import tempfile
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import anyio
 import anyio.to_thread
@@ -35,13 +38,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from omadm.package.errors import PackageError
+from omadm.package.errors import PackageError, SignatureError
 from omadm.package.manifest import PackageManifest
 from omadm.package.verify import DEFAULT_MAX_UNPACKED, VerifiedPackage, open_package
 from omadm.server.jobs import PACKAGE_CONTENT_TYPE
 from omadm.server.store.models import DEFAULT_AUTHORITY_PK, Artifact
 
 from .storage import CHUNK_SIZE, ArtifactStorage, BlobSource, StoredBlob
+
+if TYPE_CHECKING:
+    from .publishers import TrustedKey
 
 __all__ = [
     "PACKAGE_CONTENT_TYPE",
@@ -54,7 +60,19 @@ __all__ = [
     "list_artifacts",
     "manifest_summary",
     "safe_filename",
+    "signature_of",
 ]
+
+#: How an artifact's signature was judged at upload (``manifest["signature"]``):
+#: ``verified`` by a publisher of the trust store, ``unsigned``, or ``unverified`` (signed,
+#: but not by a trusted key, or uploaded before the server kept a trust store).
+SIGNATURE_STATES = ("verified", "unsigned", "unverified")
+#: The advice every refusal ends with: how to make the upload acceptable.
+_TRUST_ADVICE = (
+    "add the publisher's public key to the trust store ('omadm ctl publishers add NAME KEY.pub.pem' "
+    "or 'omadm server publisher add NAME KEY.pub.pem'), or, as an admin, upload it anyway with "
+    "allow_unsigned=true ('--allow-unsigned')"
+)
 
 #: The media type artifacts are served with (and announced with in DDs).
 
@@ -105,12 +123,32 @@ def added_facts(artifact: Artifact) -> dict[str, Any]:
         "version": artifact.version,
         "sha256": artifact.sha256,
         "size": artifact.size,
+        **signature_of(artifact.manifest),
     }
 
 
-def manifest_summary(verified: VerifiedPackage) -> dict[str, Any]:
-    """What the server keeps of a manifest: identity, components, signer; not the file lists."""
+def signature_of(manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """Who signed an artifact, as judged when it was uploaded, from its ``manifest`` summary:
+    the signature state, the publisher's name and the key id (both ``None`` unless ``verified``)."""
+    manifest = manifest or {}
+    state = manifest.get("signature")
+    if state not in SIGNATURE_STATES:  # uploaded before the trust store existed
+        state = "unverified" if manifest.get("signed") else "unsigned"
+    verified = state == "verified"
+    return {
+        "signature": state,
+        "publisher": manifest.get("publisher") if verified else None,
+        "key_id": manifest.get("key_id") if verified else None,
+    }
+
+
+def manifest_summary(verified: VerifiedPackage, publisher: str | None = None) -> dict[str, Any]:
+    """What the server keeps of a manifest: identity, components, signer; not the file lists.
+
+    ``publisher`` names the trusted key that signed it (the trust store's name for it).
+    """
     manifest: PackageManifest = verified.manifest
+    signature = "verified" if publisher is not None else "unverified" if verified.signed else "unsigned"
     return {
         "id": manifest.id,
         "name": manifest.name,
@@ -119,6 +157,9 @@ def manifest_summary(verified: VerifiedPackage) -> dict[str, Any]:
         "allow_downgrade": manifest.allow_downgrade,
         "signed": verified.signed,
         "key_id": verified.key_id,
+        "key_fingerprint": verified.key_fingerprint,
+        "publisher": publisher,
+        "signature": signature,
         "unpacked_size": manifest.total_size,
         "components": [
             {
@@ -151,6 +192,8 @@ async def add_artifact(
     *,
     trusted_keys: Sequence[Ed25519PublicKey] = (),
     require_signature: bool = False,
+    publishers: Sequence[TrustedKey] | None = None,
+    allow_unsigned: bool = False,
     max_size: int | None = None,
     max_unpacked: int = DEFAULT_MAX_UNPACKED,
     spool_dir: Path | None = None,
@@ -167,10 +210,18 @@ async def add_artifact(
     uploaded again return the existing artifact (its first filename is kept) after the
     same verification, so the caller's signature policy always applies. Commits ``db``.
 
+    ``publishers`` (the authority's trust store, :func:`.publishers.trust_store`) replaces
+    ``trusted_keys``/``require_signature`` with the server's upload policy: the package must be
+    signed by one of them, unless ``allow_unsigned`` (then an unsigned package, or one signed
+    by another key, is stored as ``unsigned``/``unverified``).
+
     Raises:
-        ArtifactError: 422 when the file is not an acceptable omadm package, 413 when it is
-            larger than ``max_size``. Nothing is stored or left behind then.
+        ArtifactError: 422 when the file is not an acceptable omadm package (or not signed
+            by a trusted publisher), 413 when it is larger than ``max_size``. Nothing is
+            stored or left behind then.
     """
+    if publishers is not None and (trusted_keys or require_signature):
+        raise ValueError("give either publishers (the trust store) or trusted_keys/require_signature")
     filename = safe_filename(filename)
     spooled: Path | None = None
     try:
@@ -182,14 +233,20 @@ async def add_artifact(
         else:
             spooled, size, digest = await _spool(source, spool_dir, max_size)
             path = spooled
-        verified = await _verify(
-            path,
-            size,
-            digest,
-            trusted_keys=trusted_keys,
-            require_signature=require_signature,
-            max_unpacked=max_unpacked,
-        )
+        publisher: str | None = None
+        if publishers is None:
+            verified = await _verify(
+                path,
+                size,
+                digest,
+                trusted_keys=trusted_keys,
+                require_signature=require_signature,
+                max_unpacked=max_unpacked,
+            )
+        else:
+            verified, publisher = await _verify_trusted(
+                path, size, digest, publishers, allow_unsigned=allow_unsigned, max_unpacked=max_unpacked
+            )
 
         existing = await _by_key(db, digest, authority_pk)
         if existing is not None:
@@ -207,7 +264,7 @@ async def add_artifact(
             content_type=PACKAGE_CONTENT_TYPE,
             package_id=verified.manifest.id,
             version=verified.manifest.version,
-            manifest=manifest_summary(verified),
+            manifest=manifest_summary(verified, publisher),
         )
         db.add(artifact)
         try:
@@ -363,6 +420,58 @@ async def _verify(
         return await anyio.to_thread.run_sync(run)
     except PackageError as exc:
         raise ArtifactError(422, f"not an acceptable omadm package: {exc.message}") from exc
+
+
+async def _verify_trusted(
+    path: Path,
+    size: int,
+    digest: str,
+    publishers: Sequence[TrustedKey],
+    *,
+    allow_unsigned: bool,
+    max_unpacked: int,
+) -> tuple[VerifiedPackage, str | None]:
+    """Verify against the trust store; the package and the name of the publisher that signed it.
+
+    One complete verification in the usual case. Only an allowed upload signed by an unknown
+    key is verified twice (the second time without keys, to accept what the admin allowed).
+    """
+    keys = [p.key for p in publishers]
+    try:
+        verified = await _verify(
+            path, size, digest, trusted_keys=keys, require_signature=False, max_unpacked=max_unpacked
+        )
+    except ArtifactError as exc:
+        if not isinstance(exc.__cause__, SignatureError):
+            raise
+        if not allow_unsigned:
+            known = ", ".join(f"{p.name} (key {p.key_id})" for p in publishers)
+            raise ArtifactError(
+                422,
+                f"the package is signed, but not by a publisher in the trust store ({known}), or it "
+                f"was changed after signing ({exc.__cause__.message}); {_TRUST_ADVICE}",
+            ) from exc
+        verified = await _verify(
+            path, size, digest, trusted_keys=(), require_signature=False, max_unpacked=max_unpacked
+        )
+        return verified, None
+    if verified.key_fingerprint is not None:
+        name = next(p.name for p in publishers if p.fingerprint == verified.key_fingerprint)
+        return verified, name
+    if not allow_unsigned:
+        if not verified.signed:
+            raise ArtifactError(
+                422,
+                "the package is not signed (no manifest.sig), so the server cannot vouch for it and "
+                "devices that require signatures would refuse it (1407); sign it ('omadm package sign "
+                f"PACKAGE --key KEY.pem') with a publisher key in the trust store, or {_TRUST_ADVICE}",
+            )
+        raise ArtifactError(
+            422,
+            "the package is signed, but the trust store of publisher keys is empty, so the server "
+            f"cannot tell who signed it; {_TRUST_ADVICE}",
+        )
+    return verified, None
 
 
 async def _put_file(storage: ArtifactStorage, path: Path, digest: str) -> StoredBlob:
