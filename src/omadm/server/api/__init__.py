@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 
-from . import audit, authorities, campaigns, devices, jobs, packages
+from . import audit, authorities, campaigns, devices, jobs, packages, publishers
 from .problems import Problem, install_problem_handlers
 from .schemas import ProblemOut
 
@@ -139,3 +139,4 @@ api_router.include_router(audit.router)
 api_router.include_router(audit.tokens_router)
 api_router.include_router(audit.whoami_router)
 api_router.include_router(authorities.router)
+api_router.include_router(publishers.router)
