@@ -143,6 +143,14 @@ def _print(data: Any, as_json: bool, columns: list[str], title: str | None = Non
         typer.echo(f"{len(rows)} of {data['total']} (use --offset/--limit for more)")
 
 
+def _named(entry: dict[str, Any], field: str) -> str | None:
+    """A SCOMO State/Status as its word and number (``active (20)``): the number alone says little."""
+    value, name = entry.get(field), entry.get(f"{field}_name")
+    if value is None:
+        return None
+    return f"{name} ({value})" if name else str(value)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -266,7 +274,8 @@ def devices_show(
         typer.echo(json.dumps({"device": device, "inventory": inventory, "history": history}, indent=2))
         return
     _print(device, False, ["device_id", "state", "last_contact", "tags"])
-    _print(inventory, False, ["kind", "ident", "version", "state", "status", "pkg_id_ref"], title="inventory")
+    named = [{**e, "state": _named(e, "state"), "status": _named(e, "status")} for e in inventory]
+    _print(named, False, ["kind", "ident", "version", "state", "status", "pkg_id_ref"], title="inventory")
     _print(history, False, ["at", "kind", "detail"], title="history (newest first)")
 
 

@@ -26,8 +26,8 @@ from omadm.package.build import build_package
 from omadm.package.signing import generate_key, save_public_key
 from omadm.protocol.codec import Encoding, decode, encode
 from omadm.protocol.messages import Alert, Item, Message, Meta, Source, SyncHdr, Target
-from omadm.server.jobs import outcome_of_reports, scomo_reports
-from omadm.server.store.models import JobState
+from omadm.server.jobs import outcome_from_status, outcome_of_reports, scomo_reports
+from omadm.server.store.models import InventoryEntry, JobKind, JobState
 
 from .serverproc import ENV, SERVER_PASSWORD, ServerProcess, agent_config, agent_connect
 
@@ -199,4 +199,28 @@ def test_a_failing_install_hook_s_exit_status_and_output_reach_the_operator(
         page = browser.get(f"/console/jobs/{job['id']}").text
         assert "exited with status 3" in page and "Read-only file system" in page
         device_page = browser.get(f"/console/devices/{DEVICE}").text
-        assert "exited with status 3" in device_page  # the device page's job list says why too
+        assert '<td class="detail" title="1405 Install failed' in device_page  # the job list says why
+        assert "exited with status 3" in device_page.split('<td class="detail"', 1)[1]
+        assert "<td>delivered (10)</td>" in device_page  # the package stayed delivered: State in words
+
+    (delivered,) = httpx.get(f"{proc.url}/api/v1/devices/{DEVICE}/inventory", headers=auth, timeout=30).json()
+    assert (delivered["kind"], delivered["state"], delivered["state_name"]) == ("delivered", 10, "delivered")
+    assert delivered["status"] is None or delivered["status_name"] is not None
+    shown = runner.invoke(
+        app, ["ctl", "--url", proc.url, "--token", token, "devices", "show", DEVICE], env=wide
+    )
+    assert shown.exit_code == 0 and "delivered (10)" in shown.output, shown.output
+
+
+def test_scomo_state_and_status_numbers_have_words_per_entry_kind() -> None:
+    deployed = InventoryEntry(kind="deployed", state=20, status=40)
+    assert (deployed.state_name, deployed.status_name) == ("active", "activate_failed")
+    delivered = InventoryEntry(kind="delivered", state=20, status=50)
+    assert (delivered.state_name, delivered.status_name) == ("installed", "install_failed_with_data")
+    vendor = InventoryEntry(kind="deployed", state=99, status=None)
+    assert (vendor.state_name, vendor.status_name) == (None, None)
+
+
+def test_a_polled_failure_names_the_status_it_read() -> None:
+    outcome = outcome_from_status(JobKind.INSTALL, 60, entry_missing=False)
+    assert outcome is not None and "Status 60 (install_failed_with_data)" in outcome.detail

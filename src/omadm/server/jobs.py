@@ -16,9 +16,16 @@ failures there show up as the Exec's own failure (typically 404).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
-from omadm.mo.scomo_codes import SCOMO_ALERT_TYPES, parse_scomo_alert_data
+from omadm.mo.scomo_codes import (
+    SCOMO_ALERT_TYPES,
+    DeliveredStatus,
+    DeployedStatus,
+    DownloadStatus,
+    parse_scomo_alert_data,
+)
 from omadm.mo.scomo_reason import bound_reason, reason_of
 from omadm.protocol.codes import AlertCode, ScomoResult, StatusCode
 from omadm.protocol.messages import Add, Alert, Command, Exec, Get, Item, Meta, Target
@@ -290,6 +297,16 @@ _ENTRY_FAILURES: dict[JobKind, dict[int, ScomoResult]] = {
     JobKind.ACTIVATE: {40: ScomoResult.ACTIVATE_FAILED},
     JobKind.DEACTIVATE: {60: ScomoResult.DEACTIVATE_FAILED},
 }
+#: The table an entry's Status number is read in, per job kind (the words for the detail).
+_STATUS_WORDS: dict[JobKind, type[IntEnum]] = {
+    **dict.fromkeys(
+        (JobKind.INSTALL, JobKind.UPDATE, JobKind.INSTALL_INACTIVE, JobKind.DOWNLOAD), DownloadStatus
+    ),
+    **dict.fromkeys(
+        (JobKind.INSTALL_DIRECT, JobKind.INSTALL_DELIVERED, JobKind.REMOVE_DELIVERED), DeliveredStatus
+    ),
+    **dict.fromkeys((JobKind.REMOVE, JobKind.ACTIVATE, JobKind.DEACTIVATE), DeployedStatus),
+}
 _POLLED = " (inferred: no report arrived in time, so the server asked)"
 
 
@@ -309,12 +326,13 @@ def outcome_from_status(kind: JobKind, status: int | None, *, entry_missing: boo
             return Outcome(JobState.SUCCEEDED, int(ScomoResult.SUCCESSFUL), "the entry is gone" + _POLLED)
         return None
     result = _ENTRY_FAILURES.get(kind, {}).get(status) if status is not None else None
-    if result is None:
+    if result is None or status is None:
         return None
+    word = _STATUS_WORDS[kind](status).name.lower()  # a failure value of kind's own table
     return Outcome(
         JobState.FAILED,
         int(result),
-        f"{int(result)} {ScomoResult(result).description}: Status {status}{_POLLED}",
+        f"{int(result)} {ScomoResult(result).description}: Status {status} ({word}){_POLLED}",
     )
 
 

@@ -193,6 +193,12 @@ class InventoryOut(_Out):
     version: str
     state: int | None
     status: int | None
+    state_name: str | None = Field(
+        default=None, description="State as a word: active/inactive (deployed), delivered/installed."
+    )
+    status_name: str | None = Field(
+        default=None, description="Status as a word: idle, install_progressing, activate_failed, ..."
+    )
     env_type: str
     pkg_id_ref: str
     description: str

@@ -15,7 +15,7 @@ X older than 2.0" are queries, not scans of blobs.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -44,6 +44,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from omadm.mo.scomo_codes import DeliveredState, DeliveredStatus, DeployedState, DeployedStatus
 
 from ..version_key import version_key
 
@@ -383,6 +385,32 @@ class InventoryKind(StrEnum):
     DELIVERED = "delivered"
 
 
+#: The SCOMO tables that give a Deployed or Delivered entry's State and Status numbers a name.
+_STATE_NAMES: dict[str, type[IntEnum]] = {
+    InventoryKind.DEPLOYED.value: DeployedState,
+    InventoryKind.DELIVERED.value: DeliveredState,
+}
+_STATUS_NAMES: dict[str, type[IntEnum]] = {
+    InventoryKind.DEPLOYED.value: DeployedStatus,
+    InventoryKind.DELIVERED.value: DeliveredStatus,
+}
+
+
+def scomo_value_name(table: dict[str, type[IntEnum]], kind: str, value: int | None) -> str | None:
+    """The word for a SCOMO State or Status number (``20`` on Deployed: ``active``), else None.
+
+    The same number means different things per entry kind (digest 4.2 and 4.3), so an
+    operator cannot read ``20`` alone; a value the tables do not hold (a vendor's) has no name.
+    """
+    enum = table.get(kind)
+    if enum is None or value is None:
+        return None
+    try:
+        return enum(value).name.lower()
+    except ValueError:
+        return None
+
+
 class InventoryEntry(Base):
     """One ``Inventory/Deployed/<X>`` or ``Inventory/Delivered/<X>`` entry, as last reported."""
 
@@ -406,6 +434,16 @@ class InventoryEntry(Base):
     pkg_id_ref: Mapped[str] = mapped_column(String(255), default="")
     description: Mapped[str] = mapped_column(Text, default="")
     updated: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+    @property
+    def state_name(self) -> str | None:
+        """``state`` as a word: ``active``/``inactive`` (Deployed), ``delivered``/``installed``."""
+        return scomo_value_name(_STATE_NAMES, self.kind, self.state)
+
+    @property
+    def status_name(self) -> str | None:
+        """``status`` as a word: ``idle``, ``activate_failed``, ``install_progressing``, ..."""
+        return scomo_value_name(_STATUS_NAMES, self.kind, self.status)
 
     __table_args__ = (
         UniqueConstraint("device_pk", "kind", "node", name="uq_inventory_device_kind_node"),
