@@ -1,8 +1,9 @@
 """Which devices a filter selects, as SQL: one language for campaign targets and the device list.
 
 A :class:`Target` says which of an authority's devices are meant: these DevIds, these tags,
-these DevInfo values, this admission state, this component deployed (at this version, or
-below one), DevIds starting with this prefix. All given conditions must hold.
+these DevInfo values (by leaf, ``Man``, or URI, ``./DevInfo/Man``), this admission state,
+this component deployed (at this version, or below one), DevIds starting with this prefix.
+All given conditions must hold.
 :meth:`Target.where` turns it into one SQL condition on ``devices``, written so that every
 part can run on an index at a million devices:
 
@@ -34,7 +35,15 @@ from .registry import RegistryError
 from .store.models import AttributeKind, Device, DeviceAttribute, DeviceState, InventoryEntry, InventoryKind
 from .version_key import version_key
 
-__all__ = ["CAMPAIGN_TARGET_KEYS", "MAX_VALUE", "Target", "parse_pairs", "plan_per_target"]
+__all__ = [
+    "CAMPAIGN_TARGET_KEYS",
+    "DEVINFO_ROOT",
+    "MAX_VALUE",
+    "Target",
+    "devinfo_names",
+    "parse_pairs",
+    "plan_per_target",
+]
 
 #: What a campaign's ``target`` mapping may say.
 CAMPAIGN_TARGET_KEYS = ("devices", "tags", "devinfo", "has_component", "version", "version_below")
@@ -42,6 +51,23 @@ CAMPAIGN_TARGET_KEYS = ("devices", "tags", "devinfo", "has_component", "version"
 MAX_VALUE = 255
 #: The greatest code point: ``prefix + _TOP`` is above every DevId that starts with prefix.
 _TOP = "\U0010ffff"
+
+
+#: Where the DevInfo leaves are in the DM tree: how a device reports them (``./DevInfo/Man``).
+DEVINFO_ROOT = "./DevInfo/"
+
+
+def devinfo_names(name: str) -> tuple[str, str]:
+    """The names a DevInfo filter on ``name`` matches: the leaf (``Man``) and its URI
+    (``./DevInfo/Man``), whichever of the two was given.
+
+    Devices report DevInfo by URI, and the server keeps their words as they are (the device
+    page shows them so); operators write the leaf name, as the DevInfo MO names it. Either
+    form selects the same devices, and no stored row is rewritten for it. Both run on the
+    attribute index (an ``IN`` of two names).
+    """
+    leaf = name.removeprefix(DEVINFO_ROOT)
+    return leaf, DEVINFO_ROOT + leaf
 
 
 def parse_pairs(items: Iterable[str], what: str) -> dict[str, str]:
@@ -165,11 +191,12 @@ class Target:
             conditions.append(and_(Device.device_id >= self.prefix, Device.device_id < self.prefix + _TOP))
         for kind, pairs in ((AttributeKind.TAG, self.tags), (AttributeKind.DEVINFO, self.devinfo)):
             for name, value in sorted(pairs.items()):
+                names = devinfo_names(name) if kind is AttributeKind.DEVINFO else (name,)
                 conditions.append(
                     exists().where(
                         DeviceAttribute.device_pk == Device.id,
                         DeviceAttribute.kind == kind.value,
-                        DeviceAttribute.name == name[:MAX_VALUE],
+                        DeviceAttribute.name.in_([n[:MAX_VALUE] for n in names]),
                         DeviceAttribute.value == value[:MAX_VALUE],
                     )
                 )

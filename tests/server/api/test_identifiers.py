@@ -12,6 +12,11 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from omadm.server.store.models import DEFAULT_AUTHORITY_PK, Device
+from omadm.server.targets import Target
 
 from .conftest import V1, Api, problem
 
@@ -138,3 +143,38 @@ async def test_a_nul_in_a_registration_is_refused_and_nothing_is_stored(api: Api
     body = {"device_id": "IMEI:1", "username": "dev", "password": "secret", "tags": {"s\x00": "v"}}
     problem(await api.post("/devices", json=body), 422)
     assert (await api.get("/devices")).json()["total"] == 0
+
+
+# ------------------------------------------------------------------ DevInfo names
+
+
+async def test_devinfo_filters_take_the_leaf_or_the_uri_a_device_reports(api: Api) -> None:
+    for device_id in ("IMEI:1", "IMEI:2", "IMEI:3"):
+        await api.post("/devices", json={"device_id": device_id, "username": "u", "password": "p"})
+    async with api.sessions() as db, db.begin():
+        reported = {  # as the DM endpoint stores a device's DevInfo: by URI
+            "IMEI:1": {"./DevInfo/Man": "Acme", "./DevInfo/Mod": "W7"},
+            "IMEI:2": {"./DevInfo/Man": "Acme", "./DevInfo/Mod": "W8"},
+            "IMEI:3": {"Man": "Acme", "Mod": "W7"},  # by leaf, as an older import may have
+        }
+        for device_id, devinfo in reported.items():
+            await db.execute(update(Device).where(Device.device_id == device_id).values(devinfo=devinfo))
+
+    async def listed(*filters: str) -> list[str]:
+        page = (await api.get("/devices", params=[("devinfo", f) for f in filters])).json()
+        return [d["device_id"] for d in page["items"]]
+
+    assert await listed("Mod=W7") == ["IMEI:1", "IMEI:3"]
+    assert await listed("./DevInfo/Mod=W7") == ["IMEI:1", "IMEI:3"]
+    assert await listed("Man=Acme", "./DevInfo/Mod=W8") == ["IMEI:2"]
+    assert await listed("Mod=W9") == []
+    # A campaign's target reads the same way (its preview counts what it would take).
+    async with api.sessions() as db:
+        for devinfo in ({"Mod": "W7"}, {"./DevInfo/Mod": "W7"}):
+            where = Target.from_campaign({"devinfo": devinfo}).where(DEFAULT_AUTHORITY_PK, dialect(db))
+            found = (await db.scalars(select(Device.device_id).where(where).order_by(Device.device_id))).all()
+            assert list(found) == ["IMEI:1", "IMEI:3"]
+
+
+def dialect(db: AsyncSession) -> str:
+    return db.get_bind().dialect.name
