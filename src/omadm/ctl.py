@@ -5,7 +5,8 @@ server and the token come from ``--url``/``--token``, else ``OMADM_URL``/``OMADM
 the ``[ctl]`` table of ``OMADM_CTL_CONFIG`` (default ``~/.config/omadm/ctl.toml``), else
 ``http://127.0.0.1:8700`` and no token. Read commands print tables, or the server's JSON
 with ``--json``. Exit codes: 0 done; 1 the server refused (its problem document's detail is
-printed); 2 usage; 4 the server could not be reached.
+printed); 2 usage; 4 the server could not be reached; ``campaigns watch``: 5 the campaign
+paused, 6 it stopped or was cancelled (0 when it finished).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ __all__ = ["ctl_app"]
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 4
+EXIT_PAUSED = 5  # campaigns watch: the campaign waits for an operator
+EXIT_HALTED = 6  # campaigns watch: the campaign stopped or was cancelled
 DEFAULT_URL = "http://127.0.0.1:8700"
 
 ctl_app = typer.Typer(
@@ -738,18 +741,66 @@ def _wave_table(campaign: dict[str, Any]) -> Table:
     return table
 
 
+_DEVICE_COLUMNS = [
+    "device_id",
+    "wave",
+    "state",
+    "attempts",
+    "job_id",
+    "job_state",
+    "result_code",
+    "detail",
+]
+
+
+def _devices_table(page: dict[str, Any], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in _DEVICE_COLUMNS:
+        table.add_column(column)
+    for row in page["items"]:
+        table.add_row(*[_cell(row.get(c)) for c in _DEVICE_COLUMNS])
+    if page["total"] > len(page["items"]):
+        shown = f"{len(page['items'])} of {page['total']} devices"
+        table.caption = f"{shown} (use --wave, --state, --limit, --offset)"
+    return table
+
+
+def _devices(ctx: typer.Context, campaign_id: int, **params: Any) -> Any:
+    query = {k: v for k, v in params.items() if v is not None}
+    return _call(ctx, "GET", f"/campaigns/{campaign_id}/devices", params=query)
+
+
 @campaigns_app.command("show")
 def campaigns_show(
     ctx: typer.Context,
     campaign_id: Annotated[int, typer.Argument(help="The campaign's id.")],
+    wave: Annotated[int | None, typer.Option(help="Only this wave's devices (from 1).")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="Only devices in this state (pending, running, failed, ...).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many devices.")] = 50,
+    offset: Annotated[int, typer.Option(help="Skip this many devices.")] = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """One campaign with its counters per wave."""
+    """One campaign: its counters per wave, then its devices with their state, job and reason."""
     campaign = _call(ctx, "GET", f"/campaigns/{campaign_id}")
+    devices = _devices(ctx, campaign_id, wave=wave, state=state, limit=limit, offset=offset)
     if as_json:
-        typer.echo(json.dumps(campaign, indent=2))
+        typer.echo(json.dumps({**campaign, "devices": devices}, indent=2))
         return
-    Console(highlight=False).print(_wave_table(campaign))
+    console = Console(highlight=False)
+    console.print(_wave_table(campaign))
+    console.print(_devices_table(devices, "devices"))
+
+
+def _summary_line(campaign: dict[str, Any]) -> str:
+    waves = campaign.get("wave_counters", [])
+    counts = campaign.get("counters", {})
+    names = ("pending", "running", "succeeded", "failed", "cancelled")
+    states = ", ".join(f"{counts.get(k, 0)} {k}" for k in names)
+    where = f"wave {campaign.get('current_wave')}/{len(waves)}"
+    line = f"campaign {campaign['id']} {campaign['state']} {where}: {states}"
+    return line + (f" ({campaign['detail']})" if campaign.get("detail") else "")
 
 
 @campaigns_app.command("watch")
@@ -758,21 +809,64 @@ def campaigns_watch(
     campaign_id: Annotated[int, typer.Argument(help="The campaign's id.")],
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
 ) -> None:
-    """Follow a campaign live until it ends (Ctrl-C stops watching, not the campaign)."""
+    """Follow a campaign until it finishes, pauses or stops (Ctrl-C stops watching, not the
+    campaign). Exit 0 when it finished, 5 when it paused, 6 when it stopped or was cancelled,
+    so a script can wait on it. On a terminal the tables redraw in place; through a pipe one
+    line is printed per change (the campaign's counters, then each device that moved)."""
     import time  # noqa: PLC0415
 
-    from rich.live import Live  # noqa: PLC0415
-
     campaign = _call(ctx, "GET", f"/campaigns/{campaign_id}")
+
+    def current_devices() -> Any:
+        return _devices(ctx, campaign_id, wave=campaign.get("current_wave") or None, limit=100)
+
+    def done() -> bool:
+        return campaign["state"] in _FINAL_CAMPAIGN or campaign["state"] == "paused"
+
     try:
-        with Live(_wave_table(campaign), refresh_per_second=4) as live:
-            while campaign["state"] not in _FINAL_CAMPAIGN and campaign["state"] != "paused":
+        if sys.stdout.isatty():
+            from rich.console import Group  # noqa: PLC0415
+            from rich.live import Live  # noqa: PLC0415
+
+            def view() -> Group:
+                wave = f"wave {campaign.get('current_wave')}'s devices"
+                return Group(_wave_table(campaign), _devices_table(current_devices(), wave))
+
+            with Live(view(), refresh_per_second=4) as live:
+                while not done():
+                    time.sleep(interval)
+                    campaign = _call(ctx, "GET", f"/campaigns/{campaign_id}")
+                    live.update(view())
+        else:
+            last_line = ""
+            seen: dict[str, tuple[Any, ...]] = {}
+            while True:
+                line = _summary_line(campaign)
+                if line != last_line:
+                    typer.echo(line)
+                    last_line = line
+                for device in current_devices()["items"]:
+                    mark = (device["state"], device["job_state"], device["result_code"], device["detail"])
+                    if seen.get(device["device_id"]) != mark:
+                        seen[device["device_id"]] = mark
+                        result = f" {device['result_code']}" if device["result_code"] is not None else ""
+                        reason = f": {device['detail']}" if device["detail"] else ""
+                        typer.echo(
+                            f"  wave {device['wave']} {device['device_id']} {device['state']}"
+                            f" (job {device['job_id'] or '-'} {device['job_state'] or '-'}{result}){reason}"
+                        )
+                if done():
+                    break
                 time.sleep(interval)
                 campaign = _call(ctx, "GET", f"/campaigns/{campaign_id}")
-                live.update(_wave_table(campaign))
     except KeyboardInterrupt:
         pass
-    typer.echo(f"campaign {campaign_id}: {campaign['state']}")
+    reason = f" ({campaign['detail']})" if campaign.get("detail") else ""
+    typer.echo(f"campaign {campaign_id}: {campaign['state']}{reason}")
+    if campaign["state"] == "paused":
+        raise typer.Exit(EXIT_PAUSED)
+    if campaign["state"] in ("stopped", "cancelled"):
+        raise typer.Exit(EXIT_HALTED)
 
 
 if __name__ == "__main__":  # pragma: no cover
