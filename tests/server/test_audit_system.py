@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from omadm.server.api.devices import _collapse_sessions
 from omadm.server.campaigns import SYSTEM_ACTOR, cancel_campaign, start_campaign
+from omadm.server.registry import event_text
 from omadm.server.store.models import AuditEntry, DeviceEvent, JobState
 
 from .test_campaigns import NOON, Sessions, act, failed, fleet, new_campaign, ok, settle, step
@@ -69,3 +71,29 @@ async def test_jobs_a_campaign_queues_name_it_in_the_devices_history(sessions: S
     async with sessions() as db:
         events = list(await db.scalars(select(DeviceEvent).where(DeviceEvent.kind == "job-created")))
     assert len(events) == 2 and all(e.detail["campaign"] == cid for e in events)
+
+
+def test_history_events_read_as_sentences_and_routine_sessions_collapse() -> None:
+    assert event_text("job-created", {"job": 7, "kind": "install", "campaign": 3}) == (
+        "job 7 (install) queued by campaign 3"
+    )
+    assert event_text("job", {"job": 7, "state": "failed", "result": 1405, "detail": "hook exit 2"}) == (
+        "job 7 failed, result 1405: hook exit 2"
+    )
+    assert (
+        event_text("inventory", {"deployed": {"b": "2.0", "a": "1.0"}}) == "inventory changed: a 1.0, b 2.0"
+    )
+    assert event_text("mystery", {"x": 1}) == "mystery: x=1"  # nothing hidden
+
+    def event(pk: int, kind: str, minute: int) -> DeviceEvent:
+        return DeviceEvent(id=pk, device_pk=1, kind=kind, detail={}, at=NOON.replace(minute=minute))
+
+    newest_first = [
+        event(5, "session", 5),
+        event(4, "session", 4),
+        event(3, "job", 3),
+        event(2, "session", 2),
+    ]
+    items = _collapse_sessions(newest_first)
+    assert [(i.id, i.kind, i.count) for i in items] == [(5, "sessions", 2), (3, "job", 1), (2, "session", 1)]
+    assert items[0].detail["first"] == NOON.replace(minute=4).isoformat()

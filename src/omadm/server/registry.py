@@ -66,6 +66,7 @@ __all__ = [
     "create_job",
     "delete_authority",
     "delete_device",
+    "event_text",
     "find_authority",
     "find_device",
     "get_authority",
@@ -585,8 +586,63 @@ def _insert_new_devices(dialect: str) -> Insert:
 
 
 async def record_event(db: AsyncSession, device: Device, what: str, **detail: Any) -> None:
-    """Append to the device's history."""
+    """Append to the device's history (:func:`event_text` says it in words)."""
     db.add(DeviceEvent(device_pk=device.id, kind=what, detail=detail, at=utc_now()))
+
+
+def _job_words(detail: dict[str, Any]) -> str:
+    return f"job {detail.get('job', '?')}" + (f" ({detail['kind']})" if detail.get("kind") else "")
+
+
+def _result_words(detail: dict[str, Any]) -> str:
+    result = detail.get("result")
+    reason = detail.get("detail")
+    return (f", result {result}" if result is not None else "") + (f": {reason}" if reason else "")
+
+
+def event_text(kind: str, detail: dict[str, Any]) -> str:
+    """A history event as a sentence an operator reads at a glance ("job 7 (install) queued by
+    campaign 3"), instead of its stored JSON; kinds it does not know are given as
+    ``kind: key=value, ...`` so that nothing is hidden."""
+    detail = detail or {}
+    if kind == "sessions":  # consecutive routine sessions, collapsed when read
+        count, first = detail.get("count", 0), detail.get("first")
+        return f"{count} DM sessions with nothing else recorded, the first at {first}"
+    if kind == "session":
+        return "DM session (the device connected and authenticated)"
+    if kind == "job-created":
+        by = f" by campaign {detail['campaign']}" if detail.get("campaign") is not None else ""
+        return f"{_job_words(detail)} queued{by}"
+    if kind == "job":
+        return f"job {detail.get('job', '?')} {detail.get('state', '?')}{_result_words(detail)}"
+    if kind == "job-report-after-cancel":
+        return (
+            f"job {detail.get('job', '?')} reported {detail.get('state', '?')} after it was cancelled"
+            f"{_result_words(detail)}"
+        )
+    if kind == "inventory":
+        deployed = detail.get("deployed") or {}
+        listed = ", ".join(f"{ident} {version}".strip() for ident, version in sorted(deployed.items()))
+        return f"inventory changed: {listed or 'nothing deployed'}"
+    if kind == "registered":
+        return f"registered ({detail.get('state', '?')})"
+    if kind == "admission":
+        return f"{detail.get('state', '?')} by {detail.get('by', '?')}"
+    if kind == "enrolled":
+        return f"first contact, admitted by the {detail.get('policy', '?')!s} policy"
+    if kind == "auth-failed":
+        return f"authentication failed: {detail.get('reason', '?')}"
+    if kind == "alert-unmatched":
+        return (
+            f"a SCOMO report (result {detail.get('result')}) matched no job "
+            f"(correlator {detail.get('correlator')!r})"
+        )
+    if kind == "install-notify":
+        said = f"{detail.get('status')} {detail.get('text', '')}".rstrip()
+        return f"install notify for job {detail.get('job', '?')}: {said}"
+    if kind == "updated":
+        return "changed: " + ", ".join(f"{name}={value}" for name, value in sorted(detail.items()))
+    return f"{kind}: " + ", ".join(f"{name}={value}" for name, value in sorted(detail.items()))
 
 
 async def create_job(

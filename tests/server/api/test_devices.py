@@ -357,9 +357,13 @@ async def test_inventory_and_history(api: Api) -> None:
 
     history = (await api.get(f"/devices/{DEV}/history", params={"limit": 2})).json()
     assert history["total"] == 4  # registered + 3 sessions
-    assert [e["detail"] for e in history["items"]] == [{"n": 2}, {"n": 1}]
+    ((polls,),) = [history["items"]]  # consecutive routine sessions: one item, counted
+    assert (polls["kind"], polls["count"]) == ("sessions", 2)
+    assert polls["text"].startswith("2 DM sessions with nothing else recorded, the first at ")
     history = (await api.get(f"/devices/{DEV}/history", params={"offset": 3})).json()
-    assert [e["kind"] for e in history["items"]] == ["registered"]
+    assert [(e["kind"], e["text"], e["count"]) for e in history["items"]] == [
+        ("registered", "registered (accepted)", 1)
+    ]
     problem(await api.get("/devices/IMEI:404/history"), 404)
 
 

@@ -178,6 +178,7 @@ async def test_every_page_shows_the_fleet(console: Console, package: Path) -> No
     assert "com.example.base" in page and "0.9" in page  # SCOMO inventory
     assert f'href="/console/jobs/{job["id"]}"' in page  # jobs
     assert "ring=beta" in page
+    assert f"job {job['id']} (install) queued</td>" in page  # history in words, not JSON
 
     page = (await browser.get("/console/packages")).text
     assert "hello-1.0.0.omp" in page and "com.example.hello-package" in page

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
@@ -27,6 +29,7 @@ from ..registry import (
     add_device,
     add_devices,
     delete_device,
+    event_text,
     record_event,
     update_device,
 )
@@ -402,12 +405,43 @@ async def device_history(
                 .offset(paging.offset)
             )
         ).all()
-    return Page(
-        items=[EventOut.model_validate(e) for e in events],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page(items=_collapse_sessions(events), total=total, limit=paging.limit, offset=paging.offset)
+
+
+def _collapse_sessions(events: Sequence[DeviceEvent]) -> list[EventOut]:
+    """The page's events, newest first, in words; a run of consecutive ``session`` events (a
+    device polling with nothing to do) becomes one ``sessions`` item with their count and the
+    first one's time, so what happened is not buried under the polls.
+
+    Collapsed when read, not when written: the DM path appends one row per session (the
+    cheapest durable write there); finding and rewriting the previous row would cost every
+    session a read. ``total`` still counts stored events, and a run cut by the page's edge
+    continues on the next page.
+    """
+    out: list[EventOut] = []
+    run: list[DeviceEvent] = []
+
+    def flush() -> None:
+        if len(run) == 1:
+            event = run[0]
+            out.append(_event_out(event.id, event.at, event.kind, event.detail or {}, 1))
+        elif run:
+            detail = {"count": len(run), "first": run[-1].at.isoformat(), "last": run[0].at.isoformat()}
+            out.append(_event_out(run[0].id, run[0].at, "sessions", detail, len(run)))
+        run.clear()
+
+    for event in events:
+        if event.kind == "session":
+            run.append(event)
+            continue
+        flush()
+        out.append(_event_out(event.id, event.at, event.kind, event.detail or {}, 1))
+    flush()
+    return out
+
+
+def _event_out(pk: int, at: datetime, kind: str, detail: dict[str, Any], count: int) -> EventOut:
+    return EventOut(id=pk, at=at, kind=kind, detail=detail, text=event_text(kind, detail), count=count)
 
 
 @router.post("/{device_id:path}/accept", response_model=DeviceOut, summary="Accept a pending device")

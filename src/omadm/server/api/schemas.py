@@ -207,9 +207,11 @@ class InventoryOut(_Out):
 
 class EventOut(_Out):
     id: int
-    at: datetime
-    kind: str
+    at: datetime = Field(description="When (for collapsed sessions: the last one).")
+    kind: str = Field(description="What happened; 'sessions' for consecutive routine sessions shown as one.")
     detail: dict[str, Any]
+    text: str = Field(default="", description="The event in words.")
+    count: int = Field(default=1, description="How many stored events this item stands for.")
 
 
 # ------------------------------------------------------------------ packages
