@@ -49,7 +49,7 @@ def hidden(page: str, name: str) -> str:
 async def test_each_role_sees_only_what_it_may_do(console: Console) -> None:
     await add_device(console, DEV)
     links = {
-        "/console/devices": 'href="/console/devices/new"',
+        "/console/devices": 'href="/console/new-device"',
         "/console/packages": 'href="/console/packages/new"',
         "/console/campaigns": 'href="/console/campaigns/new"',
         f"/console/devices/{DEV}": 'action="/console/devices/IMEI%3A490154203237518/jobs"',
@@ -64,7 +64,7 @@ async def test_each_role_sees_only_what_it_may_do(console: Console) -> None:
             if role == "viewer":  # no form that changes anything, but the logout
                 assert page.count('method="post"') == 1 and 'action="/console/logout"' in page, url
     viewer = await console.login("viewer")
-    for form in ("devices/new", "packages/new", "campaigns/new"):
+    for form in ("new-device", "packages/new", "campaigns/new"):
         response = await viewer.get(f"/console/{form}")
         assert response.status_code == 403, form
         assert "needs the <code>operator</code> role; this token is a viewer" in response.text
@@ -76,7 +76,7 @@ async def test_each_role_sees_only_what_it_may_do(console: Console) -> None:
 
 async def test_an_operator_registers_a_device(console: Console) -> None:
     browser = await console.login("operator")
-    page = (await browser.get("/console/devices/new")).text
+    page = (await browser.get("/console/new-device")).text
     for field in ("device_id", "username", "password", "auth", "server_password", "tags", "notify_address"):
         assert f'name="{field}"' in page, field
     form = {
@@ -88,7 +88,7 @@ async def test_an_operator_registers_a_device(console: Console) -> None:
         "tags": "ring=beta, region = eu",
         "notify_address": "udp://10.0.0.7:2948",
     }
-    response = await browser.post("/console/devices/new", form)
+    response = await browser.post("/console/new-device", form)
     assert response.status_code == 303
     assert response.headers["location"] == "/console/devices/IMEI%3A490154203237518"
     page = (await browser.follow(response)).text
@@ -117,9 +117,9 @@ async def test_a_server_password_the_api_made_is_shown_once_on_a_page_of_its_own
 
     monkeypatch.setattr(ApiClient, "post", api_that_makes_one)
     browser = await console.login("operator")
-    await browser.get("/console/devices/new")
+    await browser.get("/console/new-device")
     form = {"device_id": DEV, "username": "dev1", "password": "pw", "notify_address": "udp://10.0.0.7:2948"}
-    response = await browser.post("/console/devices/new", form)
+    response = await browser.post("/console/new-device", form)
     assert response.status_code == 201 and "set-cookie" not in response.headers
     assert response.headers["cache-control"] == "no-store"
     assert len(made) == 1 and made[0]
@@ -129,7 +129,7 @@ async def test_a_server_password_the_api_made_is_shown_once_on_a_page_of_its_own
     assert made[0] not in (await browser.get(f"/console/devices/{DEV}")).text
 
     plain = {**form, "device_id": "IMEI:2", "notify_address": ""}
-    response = await browser.post("/console/devices/new", plain)
+    response = await browser.post("/console/new-device", plain)
     assert response.status_code == 303  # nothing made: the usual redirect
 
 
@@ -138,22 +138,22 @@ async def test_a_refused_registration_shows_the_form_again_with_the_values_but_n
 ) -> None:
     await add_device(console, DEV)
     browser = await console.login("operator")
-    await browser.get("/console/devices/new")
+    await browser.get("/console/new-device")
     form = {"device_id": DEV, "username": "dev1", "password": "pw-XYZ", "server_password": "srv-XYZ"}
-    response = await browser.post("/console/devices/new", {**form, "tags": "ring=beta"})
+    response = await browser.post("/console/new-device", {**form, "tags": "ring=beta"})
     assert response.status_code == 409, response.text
     assert 'role="alert"' in response.text and DEV in response.text
     assert f'value="{DEV}"' in response.text and 'value="ring=beta"' in response.text
     assert "pw-XYZ" not in response.text and "srv-XYZ" not in response.text
 
-    response = await browser.post("/console/devices/new", {**form, "device_id": "IMEI:2", "tags": "ring"})
+    response = await browser.post("/console/new-device", {**form, "device_id": "IMEI:2", "tags": "ring"})
     assert response.status_code == 422
     assert "<code>tags</code>: &#39;ring&#39; is not name=value" in response.text
-    response = await browser.post("/console/devices/new", {**form, "device_id": "IMEI:2", "auth": "rot13"})
+    response = await browser.post("/console/new-device", {**form, "device_id": "IMEI:2", "auth": "rot13"})
     assert response.status_code == 422 and 'role="alert"' in response.text
     assert (await console.api.get("/devices/IMEI:2")).status_code == 404
 
-    refused = await browser.post("/console/devices/new", {**form, "device_id": "IMEI:3", "csrf": "0" * 64})
+    refused = await browser.post("/console/new-device", {**form, "device_id": "IMEI:3", "csrf": "0" * 64})
     assert refused.status_code == 403 and "CSRF check failed" in refused.text
     assert (await console.api.get("/devices/IMEI:3")).status_code == 404
 

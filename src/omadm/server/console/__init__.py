@@ -42,7 +42,7 @@ __all__ = ["PREFIX", "console_routes"]
 def console_routes() -> list[BaseRoute]:
     """The console's routes: pages (GET), forms, actions (POST), login, logout and static files.
 
-    Form pages come before the pages, so that ``/devices/new`` is the form, not a DevId.
+    Form pages come before the pages; none is under ``/devices/``, where every path is a DevId's.
     """
     routes: list[BaseRoute] = [
         Route(PREFIX, root, methods=["GET"]),

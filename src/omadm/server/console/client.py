@@ -86,6 +86,14 @@ class ApiClient:
         """The JSON body of ``POST /api/v1{path}``; :class:`ApiError` for an error status."""
         return await self._call("POST", path, json=json)
 
+    async def patch(self, path: str, json: dict[str, Any]) -> Any:
+        """The JSON body of ``PATCH /api/v1{path}``; :class:`ApiError` for an error status."""
+        return await self._call("PATCH", path, json=json)
+
+    async def delete(self, path: str) -> Any:
+        """``DELETE /api/v1{path}`` (None for its 204); :class:`ApiError` for an error status."""
+        return await self._call("DELETE", path)
+
     async def upload(self, path: str, content: AsyncIterator[bytes], params: Params) -> tuple[int, Any]:
         """``POST /api/v1{path}`` with ``content`` as the raw body, passed on as it arrives.
 

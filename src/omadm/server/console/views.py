@@ -615,6 +615,7 @@ async def device(console: Console) -> Response:
         jobs=jobs,
         history=history,
         packages=choices,
+        auth_schemes=AUTH_SCHEMES,
         job_kinds=JOB_KINDS,
         components=sorted({e["ident"] for e in inventory if e["kind"] == "deployed" and e["ident"]}),
     )
@@ -896,18 +897,61 @@ async def submit_campaign(console: Console, form: dict[str, str]) -> Response:
 # ------------------------------------------------------------------ actions
 
 
-async def accept_device(console: Console, form: dict[str, str]) -> str:
+def _device_page(console: Console, form: dict[str, str], text: str) -> str | Done:
+    """Back where the form's ``next`` says, else to the device's page. Not the action's own
+    path cut at its last "/": that path arrives decoded, and a DevId's "?" or "#" would then
+    end the redirect's path (the device page's forms carry ``next``, encoded, for errors too)."""
+    if form.get("next"):
+        return text
+    return Done(text, f"/devices/{_pathpart(console.request.path_params['device_id'])}")
+
+
+async def accept_device(console: Console, form: dict[str, str]) -> str | Done:
     device_id = str(console.request.path_params["device_id"])
     username, password = form.get("username", ""), form.get("password", "")
     body = {"username": username, "password": password} if username or password else None
     await console.api.post(f"/devices/{_pathpart(device_id)}/accept", body)
-    return f"Device {device_id} accepted."
+    return _device_page(console, form, f"Device {device_id} accepted.")
 
 
-async def reject_device(console: Console, form: dict[str, str]) -> str:
+async def reject_device(console: Console, form: dict[str, str]) -> str | Done:
     device_id = str(console.request.path_params["device_id"])
     await console.api.post(f"/devices/{_pathpart(device_id)}/reject")
-    return f"Device {device_id} rejected."
+    return _device_page(console, form, f"Device {device_id} rejected.")
+
+
+async def edit_device(console: Console, form: dict[str, str]) -> str | Done:
+    """``PATCH /api/v1/devices/{id}`` with the device page's edit form: what the form says.
+
+    Blank password fields keep the passwords (they are never shown, so never filled in);
+    the notification address and the tags are sent as the form shows them (emptied: removed).
+    A notification address on a device without a server password needs one typed here: the
+    API would make one, but the console shows secrets only on a page of their own, not in a
+    redirect's flash, and this form answers with a redirect.
+    """
+    device_id = str(console.request.path_params["device_id"])
+    path = f"/devices/{_pathpart(device_id)}"
+    current = await console.api.get(path)
+    body: dict[str, Any] = {
+        "auth": form.get("auth", current["auth"]),
+        "notify_address": form.get("notify_address", "").strip(),
+        "tags": _pairs(form, "tags"),
+    }
+    for name in ("username", "password", "server_password"):
+        value = form.get(name, "").strip() if name == "username" else form.get(name, "")
+        if value:
+            body[name] = value
+    if body["notify_address"] and not current["has_server_password"] and "server_password" not in body:
+        raise _invalid("server_password", "a notification address needs a server password: type one")
+    await console.api.patch(path, body)
+    return _device_page(console, form, f"Device {device_id} updated.")
+
+
+async def delete_device(console: Console, form: dict[str, str]) -> Done:
+    """``DELETE /api/v1/devices/{id}`` (the button asks first); then the device list."""
+    device_id = str(console.request.path_params["device_id"])
+    await console.api.delete(f"/devices/{_pathpart(device_id)}")
+    return Done(f"Device {device_id} deleted, with its jobs and history.", "/devices")
 
 
 async def add_job(console: Console, form: dict[str, str]) -> Done:
@@ -952,7 +996,8 @@ def _campaign_action(verb: str) -> Action:
 PAGES: list[tuple[str, Page]] = [
     ("/dashboard", dashboard),
     ("/devices", devices),
-    ("/devices/{device_id}", device),
+    # ":path": a DevId may hold "/" (its links encode it as %2F, which arrives decoded).
+    ("/devices/{device_id:path}", device),
     ("/packages", packages),
     ("/packages/{package_id}", package),
     ("/jobs", jobs),
@@ -963,17 +1008,20 @@ PAGES: list[tuple[str, Page]] = [
 ]
 
 #: ``(path, show, submit)`` of every form page (``GET`` and ``POST``), below ``/console``;
-#: listed before the pages, so that ``/devices/new`` is not taken for a DevId.
+#: listed before the pages. The registration form is outside ``/devices/``: any word there
+#: (``new`` once) is some device's DevId.
 FORMS: list[tuple[str, Show, Submit]] = [
-    ("/devices/new", new_device, register_device),
+    ("/new-device", new_device, register_device),
     ("/campaigns/new", new_campaign, submit_campaign),
 ]
 
 #: ``(path, handler)`` of every action (``POST``), below ``/console``.
 ACTIONS: list[tuple[str, Action]] = [
-    ("/devices/{device_id}/accept", accept_device),
-    ("/devices/{device_id}/jobs", add_job),
-    ("/devices/{device_id}/reject", reject_device),
+    ("/devices/{device_id:path}/accept", accept_device),
+    ("/devices/{device_id:path}/delete", delete_device),
+    ("/devices/{device_id:path}/edit", edit_device),
+    ("/devices/{device_id:path}/jobs", add_job),
+    ("/devices/{device_id:path}/reject", reject_device),
     ("/jobs/{job_id}/cancel", cancel_job),
     *[(f"/campaigns/{{campaign_id}}/{verb}", _campaign_action(verb)) for verb in _CAMPAIGN_DONE],
 ]
