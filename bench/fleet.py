@@ -414,7 +414,7 @@ def run_campaign(
 ) -> Outcome:
     """A campaign in three waves over ``fleet`` (or its ``devices``), run until it is over."""
     api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {args.token}"}, timeout=120)
-    artifact = package(args, work, api)
+    artifact = package(args, work, api, server)
     body: dict[str, Any] = {
         "name": f"fleet bench {name}",
         "kind": "install",
@@ -479,13 +479,14 @@ def run_campaign(
     return Outcome(name, engine, figures, problems)
 
 
-def package(args: argparse.Namespace, work: Path, api: httpx.Client) -> int:
-    """The signed hello package, uploaded once per server (its id)."""
+def package(args: argparse.Namespace, work: Path, api: httpx.Client, server: Server) -> int:
+    """The signed hello package, its publisher trusted, uploaded once per server (its id)."""
     key = work / "publisher.pem"
     built = work / "hello-1.0.0.omp"
     if not built.exists():
         omadm("package", "keygen", "--output", str(key))
         omadm("package", "build", str(EXAMPLES / "hello-package"), "--output", str(built), "--key", str(key))
+    server.admin("publisher", "add", "bench", str(work / "publisher.pub.pem"))  # again: already trusted
     uploaded = api.post("/api/v1/packages", params={"filename": built.name}, content=built.read_bytes())
     if uploaded.status_code not in (200, 201):
         raise BenchError(f"package upload: {uploaded.status_code} {uploaded.text}")

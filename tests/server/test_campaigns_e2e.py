@@ -153,6 +153,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     logs: list[Path] = []
     api: httpx.Client | None = None
     try:
+        server.run("publisher", "add", "tests", str(base / "publisher.pub.pem"))
         artifacts = {
             name: int(server.run("artifact", "add", str(base / f"hello-{name}.omp")).split()[1].rstrip(":"))
             for name in ("1.0.0", "2.0.0-broken")

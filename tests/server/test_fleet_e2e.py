@@ -74,7 +74,8 @@ async def test_an_install_campaign_over_200_simulated_devices_with_injected_fail
     server: ServerProcess, tmp_path: Path
 ) -> None:
     build_package(EXAMPLES / "hello-package", tmp_path / "hello.omp", signing_key=generate_key())
-    artifact = int(server.run("artifact", "add", str(tmp_path / "hello.omp")).split()[1].rstrip(":"))
+    add = ("artifact", "add", str(tmp_path / "hello.omp"), "--allow-unsigned")  # an unknown key: allowed
+    artifact = int(server.run(*add).split()[1].rstrip(":"))
     token = server.run("token", "add", "fleet", "--role", "operator").strip().splitlines()[-1]
     fleet: Fleet = await register_fleet(server.url, token, DEVICES, "IMEI:35", "md5", batch_size=120)
     profile = parse_profile(

@@ -529,6 +529,7 @@ async def test_a_real_agent_that_never_polls_is_woken_by_the_server(
     agent: subprocess.Popen[bytes] | None = None
     agent_log = tmp_path / "agent.log"
     try:
+        server.run("publisher", "add", "tests", str(key))
         artifact = server.run("artifact", "add", str(pkg)).split()[1].rstrip(":")
         server.run(
             "device", "add", DEVICE, "--username", "dev", "--password", "secret",

@@ -8,6 +8,7 @@ package, explicitly and on the record.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -23,6 +24,11 @@ from omadm.server.app import create_app
 from omadm.server.config import ServerConfig
 
 from .api.conftest import EXAMPLES, Api, problem
+from .console import conftest as console_conftest
+from .console.conftest import Console
+from .serverproc import ServerProcess
+
+console = console_conftest.console  # the console over this module's app (an empty trust store)
 
 pytestmark = pytest.mark.anyio
 
@@ -217,3 +223,92 @@ def test_server_shell_manages_publishers_and_checks_uploads(tmp_path: Path) -> N
     assert run("publisher", "delete", "acme") == (0, f"publisher acme deleted (key {key_id(key)})\n")
     code, out = run("publisher", "delete", "acme")
     assert code == 1 and "no publisher named 'acme'" in out
+
+
+async def test_the_console_lists_publishers_admins_change_them_and_packages_say_who_signed(
+    console: Console, make_package: Callable[..., Path]
+) -> None:
+    key = generate_key()
+    viewer = await console.login("viewer")
+    page = (await viewer.get("/console/publishers")).text
+    assert "No publishers yet" in page and 'action="/console/publishers/add"' not in page
+
+    admin = await console.login("admin")
+    assert 'action="/console/publishers/add"' in (await admin.get("/console/publishers")).text
+    refused = await admin.follow(
+        await admin.post("/console/publishers/add", {"name": "x", "public_key": "junk"})
+    )
+    assert "not a PEM public key" in refused.text
+    pem = public_key_pem(key).decode()
+    done = await admin.follow(
+        await admin.post("/console/publishers/add", {"name": "acme", "public_key": pem})
+    )
+    assert f"Publisher acme trusted (key {key_id(key)})." in done.text
+    assert (
+        f"<td>acme</td><td><code>{key_id(key)}</code></td>" in (await viewer.get("/console/publishers")).text
+    )
+
+    signed = make_package(key, "signed.omp")
+    assert (await upload(console.api, signed)).status_code == 201
+    assert (
+        await upload(console.api, make_package(None, "plain.omp"), "admin", allow_unsigned="true")
+    ).status_code == 201
+    listing = (await viewer.get("/console/packages")).text
+    assert f"acme <code>{key_id(key)}</code>" in listing and "unsigned</span>" in listing
+    assert 'href="/console/publishers"' in listing
+
+    deleted = await admin.follow(await admin.post(f"/console/publishers/{key_id(key)}/delete"))
+    assert f"Publisher with key {key_id(key)} deleted" in deleted.text and "No publishers yet" in deleted.text
+
+
+@pytest.mark.e2e
+def test_ctl_manages_publishers_and_deletes_packages(tmp_path: Path) -> None:
+    """``omadm ctl publishers add|list|delete``, ``packages upload|list|delete`` against a real server."""
+    proc = ServerProcess(
+        f"sqlite:///{tmp_path / 'srv' / 'omadm-server.sqlite'}", tmp_path / "srv", tmp_path / "log"
+    )
+    proc.run("migrate")
+    admin = proc.run("token", "add", "boss", "--role", "admin").split()[-1]
+    operator = proc.run("token", "add", "ops", "--role", "operator").split()[-1]
+    proc.start()
+
+    def ctl(token: str, *args: str) -> tuple[int, str]:
+        done = runner.invoke(app, ["ctl", "--url", proc.url, "--token", token, *args])
+        return done.exit_code, done.output
+
+    try:
+        key = generate_key()
+        save_public_key(key, tmp_path / "acme.pub.pem")
+        signed = tmp_path / "hello.omp"
+        build_package(EXAMPLES / "hello-package", signed, signing_key=key)
+        code, out = ctl(operator, "publishers", "list")
+        assert code == 0 and "no publishers" in out
+        code, out = ctl(operator, "packages", "upload", str(signed))
+        assert code == 1 and "422" in out and "the trust store of publisher keys is empty" in out
+        code, out = ctl(operator, "publishers", "add", "acme", str(tmp_path / "acme.pub.pem"))
+        assert code == 1 and "403" in out
+        code, out = ctl(admin, "publishers", "add", "acme", str(tmp_path / "acme.pub.pem"), "--json")
+        assert code == 0 and json.loads(out)["key_id"] == key_id(key)
+        code, out = ctl(operator, "packages", "upload", str(signed), "--json")
+        assert code == 0, out
+        package_id = json.loads(out)["id"]
+        code, out = ctl(operator, "packages", "list")
+        assert code == 0 and "acme (key" in out and key_id(key) in out  # the table may wrap the cell
+
+        unsigned = tmp_path / "plain.omp"
+        build_package(EXAMPLES / "hello-package-2", unsigned)
+        code, out = ctl(operator, "packages", "upload", str(unsigned), "--allow-unsigned")
+        assert code == 1 and "403" in out and "needs the admin role" in out
+        code, out = ctl(admin, "packages", "upload", str(unsigned), "--allow-unsigned", "--json")
+        assert code == 0 and json.loads(out)["signature"] == "unsigned"
+
+        code, out = ctl(operator, "packages", "delete", str(package_id), "--yes")
+        assert (code, out) == (0, f"package {package_id} deleted\n")
+        code, out = ctl(operator, "packages", "delete", str(package_id), "--yes")
+        assert code == 1 and "404" in out
+        code, out = ctl(admin, "publishers", "delete", "acme")
+        assert (code, out) == (0, "publisher acme deleted\n")
+        code, out = ctl(admin, "publishers", "list", "--json")
+        assert code == 0 and json.loads(out) == []
+    finally:
+        proc.stop()

@@ -75,6 +75,7 @@ def test_every_scomo_job_type_runs_to_completion(
     server: ServerProcess, packages: dict[str, Path], tmp_path: Path, encoding: Encoding
 ) -> None:
     config = make_agent(tmp_path, server, packages, encoding)
+    server.run("publisher", "add", "tests", str(packages["key"]))  # again: "already trusted"
     v1 = server.run("artifact", "add", str(packages["v1"])).split()[1].rstrip(":")
     v2 = server.run("artifact", "add", str(packages["v2"])).split()[1].rstrip(":")
 
@@ -161,6 +162,7 @@ def test_two_authorities_share_one_device(
     """
     config = make_agent(tmp_path, server, packages, Encoding.XML)
     add_oem(server, config)
+    server.run("publisher", "add", "tests", str(packages["key"]), "--authority", "oem")
     v1 = server.run("artifact", "add", str(packages["v1"]), "--authority", "oem").split()[1].rstrip(":")
     server.run("job", "add", DEVICE, "install", "--artifact", v1, "--authority", "oem")
 
@@ -182,6 +184,8 @@ def test_a_device_s_acl_decides_what_each_authority_may_do(
     manages its account and reads DevInfo, but sees no software and its install is refused."""
     config = make_agent(tmp_path, server, packages, Encoding.XML)
     add_oem(server, config, scomo_servers=("omadm",))
+    for authority in ("default", "oem"):
+        server.run("publisher", "add", "tests", str(packages["key"]), "--authority", authority)
     v1 = server.run("artifact", "add", str(packages["v1"])).split()[1].rstrip(":")
     server.run("job", "add", DEVICE, "install", "--artifact", v1)
     agent_connect(config)  # the default authority installs

@@ -94,6 +94,7 @@ def test_two_workers_serve_alternate_messages_of_each_session(
             worker.start()
         try:
             admin = workers[0]
+            admin.run("publisher", "add", "tests", str(key))
             artifact = admin.run("artifact", "add", str(pkg)).split()[1].rstrip(":")
             devices = [f"IMEI:35175605152{i:04d}" for i in range(2)]
             configs = []
@@ -136,6 +137,7 @@ def test_a_server_killed_during_a_batch_of_jobs_loses_no_result_and_applies_none
     agents: list[subprocess.Popen[bytes]] = []
     kills = 0
     try:
+        server.run("publisher", "add", "tests", str(key))
         artifact = server.run("artifact", "add", str(pkg)).split()[1].rstrip(":")
         for i, device in enumerate(devices):
             server.run(

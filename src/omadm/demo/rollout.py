@@ -3,7 +3,9 @@
 Everything runs on this machine, in a temporary directory, over HTTP on 127.0.0.1:
 
 1. a publisher key and two versions of a small component, built and signed;
-2. ``omadm server`` on SQLite, with the devices registered and the packages uploaded;
+2. ``omadm server`` on SQLite, with the devices registered, the publisher's public key in
+   the server's trust store (uploads must be signed by a trusted publisher) and the
+   packages uploaded;
 3. a few ``omadm agent run`` processes, each a device with its own tree and install root,
    listening for Package #0 on UDP;
 4. three campaigns, each in two waves (one device first, then the others, released when the
@@ -44,14 +46,15 @@ from sqlalchemy import select
 
 from omadm.agent.config import AccountConfig, AgentConfig, DeviceConfig, save_config
 from omadm.package.build import build_package
-from omadm.package.signing import generate_key, save_public_key
+from omadm.package.signing import generate_key, key_id, save_public_key
+from omadm.server.artifacts.publishers import add_publisher, trust_store
 from omadm.server.artifacts.service import add_artifact
 from omadm.server.artifacts.storage import LocalArtifactStorage
 from omadm.server.campaigns import create_campaign, get_campaign
 from omadm.server.campaigns import start_campaign as start_campaign_
 from omadm.server.registry import add_device
 from omadm.server.store.engine import database_url, make_engine, session_factory
-from omadm.server.store.models import Artifact, Campaign, Device, Job, JobKind, JobState
+from omadm.server.store.models import DEFAULT_AUTHORITY_PK, Artifact, Campaign, Device, Job, JobKind, JobState
 
 __all__ = ["main"]
 
@@ -247,12 +250,25 @@ async def register(fleet_: Fleet, device_id: str, username: str, password: str, 
         await engine.dispose()
 
 
+async def trust(fleet_: Fleet, name: str, public_key: Path) -> None:
+    """Put the publisher's key into the server's trust store, as 'omadm server publisher add' does."""
+    engine = make_engine(fleet_.db)
+    try:
+        async with session_factory(engine)() as db, db.begin():
+            await add_publisher(db, name, public_key.read_bytes(), authority_pk=DEFAULT_AUTHORITY_PK)
+    finally:
+        await engine.dispose()
+
+
 async def upload(fleet_: Fleet, package: Path) -> Artifact:
+    """Upload as 'omadm server artifact add' does: checked against the trust store."""
     engine = make_engine(fleet_.db)
     try:
         async with session_factory(engine)() as db:
+            async with db.begin():
+                publishers = await trust_store(db, authority_pk=DEFAULT_AUTHORITY_PK)
             storage = LocalArtifactStorage(fleet_.server_dir / "artifacts")
-            return await add_artifact(db, storage, package.name, package)
+            return await add_artifact(db, storage, package.name, package, publishers=publishers)
     finally:
         await engine.dispose()
 
@@ -376,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         public = root / "publisher.pub.pem"
         console.print(f"packages   {v1.id} {v1.version} and {v2.version}, signed (public key {public})")
         with fleet(root, args.devices, console) as fleet_:
+            asyncio.run(trust(fleet_, "demo publisher", public))
+            console.print(
+                f"trusted    publisher 'demo publisher' (key {key_id(key)}): uploads must be signed by it"
+            )
             first = asyncio.run(upload(fleet_, packages / "hello-1.0.0.omp"))
             second = asyncio.run(upload(fleet_, packages / "hello-2.0.0.omp"))
             console.rule("campaign 1: install 1.0.0, not yet active (wave 1: one device; wave 2: the others)")

@@ -973,6 +973,25 @@ async def add_job(console: Console, form: dict[str, str]) -> Done:
     return Done(f"Job {created['id']} queued: {kind} on {device_id}.", f"/jobs/{created['id']}")
 
 
+async def publishers(console: Console) -> Response:
+    """The trust store (``GET /api/v1/publishers``): every role sees who uploads must be signed by."""
+    return console.render("publishers.html", publishers=await console.api.get("/publishers"))
+
+
+async def add_publisher(console: Console, form: dict[str, str]) -> Done:
+    """``POST /api/v1/publishers`` (admins): the API says what is wrong with a pasted key."""
+    body = {"name": form.get("name", "").strip(), "public_key": form.get("public_key", "").strip()}
+    added = await console.api.post("/publishers", body)
+    return Done(f"Publisher {added['name']} trusted (key {added['key_id']}).", "/publishers")
+
+
+async def delete_publisher(console: Console, form: dict[str, str]) -> Done:
+    """``DELETE /api/v1/publishers/{key id}`` (admins); packages uploaded already stay."""
+    key = str(console.request.path_params["key_id"])
+    await console.api.delete(f"/publishers/{_pathpart(key)}")
+    return Done(f"Publisher with key {key} deleted: uploads it signs are refused from now.", "/publishers")
+
+
 async def cancel_job(console: Console, form: dict[str, str]) -> str:
     job_id = str(console.request.path_params["job_id"])
     await console.api.post(f"/jobs/{_pathpart(job_id)}/cancel")
@@ -1000,6 +1019,7 @@ PAGES: list[tuple[str, Page]] = [
     ("/devices/{device_id:path}", device),
     ("/packages", packages),
     ("/packages/{package_id}", package),
+    ("/publishers", publishers),
     ("/jobs", jobs),
     ("/jobs/{job_id}", job),
     ("/campaigns", campaigns),
@@ -1023,5 +1043,7 @@ ACTIONS: list[tuple[str, Action]] = [
     ("/devices/{device_id:path}/jobs", add_job),
     ("/devices/{device_id:path}/reject", reject_device),
     ("/jobs/{job_id}/cancel", cancel_job),
+    ("/publishers/add", add_publisher),
+    ("/publishers/{key_id}/delete", delete_publisher),
     *[(f"/campaigns/{{campaign_id}}/{verb}", _campaign_action(verb)) for verb in _CAMPAIGN_DONE],
 ]
