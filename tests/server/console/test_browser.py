@@ -98,6 +98,7 @@ async def test_an_operator_rolls_a_package_out_from_the_console_to_devices_that_
     package = tmp_path / "hello-1.0.0.omp"
     build_package(EXAMPLES / "hello-package", package, signing_key=key)
     save_public_key(key, tmp_path / "publisher.pub.pem")
+    server.run("publisher", "add", "tests", str(tmp_path / "publisher.pub.pem"))  # uploads need it
     operator = new_token(server, "browser-operator", "operator")
     viewer = new_token(server, "browser-viewer", "viewer")
     async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {operator}"}) as api:
