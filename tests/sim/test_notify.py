@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from omadm.package.build import build_package
-from omadm.package.signing import generate_key
+from omadm.package.signing import generate_key, public_key_pem
 from omadm.protocol.auth import RESYNC_NONCE
 from omadm.protocol.codes import AlertCode, UiMode
 from omadm.protocol.notification import Initiator, Notification, encode_notification
@@ -139,6 +139,8 @@ def test_a_device_that_never_polls_gets_its_job_through_package_0(server: tuple[
     proc, base = server
     key = generate_key()
     build_package(EXAMPLES / "hello-package", base / "hello.omp", signing_key=key)
+    (base / "sim-publisher.pub.pem").write_bytes(public_key_pem(key))
+    proc.run("publisher", "add", "sim", str(base / "sim-publisher.pub.pem"))  # uploads must be vouched for
     artifact = int(proc.run("artifact", "add", str(base / "hello.omp")).split()[1].rstrip(":"))
     token = proc.run("token", "add", "sim-notify", "--role", "operator").strip().splitlines()[-1]
     headers = {"Authorization": f"Bearer {token}"}

@@ -307,6 +307,8 @@ def test_twenty_devices_against_a_real_server(server: tuple[ServerProcess, Path]
     proc, base = server
     key = generate_key()
     build_package(EXAMPLES / "hello-package", base / "hello.omp", signing_key=key)
+    (base / "sim-publisher.pub.pem").write_bytes(public_key_pem(key))
+    proc.run("publisher", "add", "sim", str(base / "sim-publisher.pub.pem"))  # uploads must be vouched for
     artifact = int(proc.run("artifact", "add", str(base / "hello.omp")).split()[1].rstrip(":"))
     token = proc.run("token", "add", "sim", "--role", "operator").strip().splitlines()[-1]
     headers = {"Authorization": f"Bearer {token}"}
@@ -395,6 +397,7 @@ def test_real_downloads_and_power_cuts_against_a_real_server(server: tuple[Serve
     key = generate_key()
     build_package(EXAMPLES / "hello-package", base / "hello-cut.omp", signing_key=key)
     (base / "publisher.pub.pem").write_bytes(public_key_pem(key))
+    proc.run("publisher", "add", "sim-cut", str(base / "publisher.pub.pem"))
     artifact = int(proc.run("artifact", "add", str(base / "hello-cut.omp")).split()[1].rstrip(":"))
     token = proc.run("token", "add", "sim-cut", "--role", "operator").strip().splitlines()[-1]
     headers = {"Authorization": f"Bearer {token}"}
