@@ -232,6 +232,35 @@ async def test_attribute_rows_follow_the_json_columns(sessions: Sessions) -> Non
     assert await attributes() == set()
 
 
+async def test_a_devinfo_name_is_narrowed_to_the_forms_stored(sessions: Sessions) -> None:
+    """By leaf or by URI, the same devices; one stored form is queried alone (no IN), both when both are."""
+    async with sessions() as db, db.begin():
+        await add_devices(db, [NewDevice(f"IMEI:{i}", "u", "p") for i in range(3)])
+        await db.execute(
+            update(Device).where(Device.device_id == "IMEI:0").values(devinfo={"./DevInfo/Mod": "W7"})
+        )
+        await db.execute(
+            update(Device).where(Device.device_id == "IMEI:1").values(devinfo={"./DevInfo/Mod": "X"})
+        )
+
+    async def chosen(devinfo: dict[str, str]) -> tuple[Target, list[str]]:
+        async with sessions() as db:
+            target = await Target(devinfo=devinfo).with_stored_names(db)
+            dialect = db.get_bind().dialect.name
+            query = select(Device.device_id).where(target.where(1, dialect)).order_by(Device.id)
+            return target, list((await db.scalars(query)).all())
+
+    for name in ("Mod", "./DevInfo/Mod"):
+        target, found = await chosen({name: "W7"})
+        assert found == ["IMEI:0"] and target.stored_names == {name: ("./DevInfo/Mod",)}
+    async with sessions() as db, db.begin():
+        await db.execute(update(Device).where(Device.device_id == "IMEI:2").values(devinfo={"Mod": "W7"}))
+    target, found = await chosen({"Mod": "W7"})
+    assert found == ["IMEI:0", "IMEI:2"] and target.stored_names == {"Mod": ("Mod", "./DevInfo/Mod")}
+    target, found = await chosen({"Lang": "en"})  # stored by nobody: no match, and no error
+    assert found == [] and target.stored_names == {"Lang": ("Lang",)}
+
+
 async def test_a_campaign_over_40000_devices(sessions: Sessions) -> None:
     """Above the 32,767 bound parameters the old target lists hit, on each engine."""
     count = 40_000

@@ -301,7 +301,8 @@ async def _plan(
         if target.get("has_component") not in (None, component):
             raise RegistryError(422, f"a {job_kind.value} campaign targets devices that have {component!r}")
         target["has_component"] = component
-    selected = Target.from_campaign(target).where(authority_pk, _dialect(db))
+    chosen = await Target.from_campaign(target).with_stored_names(db)
+    selected = chosen.where(authority_pk, _dialect(db))
     await plan_per_target(db)
     return _Plan(job_kind, component, target, selected)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import JSON, ColumnElement, String, and_, cast, exists, func, literal, select, text
@@ -142,6 +142,32 @@ class Target:
     version: str | None = None  # equal to (PEP 440: 1.0 == 1.0.0); needs component
     version_below: str | None = None  # needs component
     prefix: str | None = None  # the DevId starts with this (case matters)
+    #: The forms each DevInfo name is stored under (:meth:`with_stored_names`); else both.
+    stored_names: Mapping[str, tuple[str, ...]] | None = None
+
+    async def with_stored_names(self, db: AsyncSession) -> Target:
+        """This target, with each DevInfo name narrowed to the forms the database holds.
+
+        A name matches its leaf and its URI (:func:`devinfo_names`), but an ``IN`` of two
+        names reads the attribute index in two runs that are not in device order, and the
+        planner can no longer merge it with the other conditions: at a million devices a
+        campaign preview took 0.8 s with it, 0.6 s with one name. A fleet mostly holds one
+        form, so two index probes (stopping at the first row) say which to use.
+        """
+        if not self.devinfo:
+            return self
+        forms: dict[str, tuple[str, ...]] = {}
+        for name in self.devinfo:
+            present = []
+            for candidate in devinfo_names(name):
+                probe = select(DeviceAttribute.device_pk).where(
+                    DeviceAttribute.kind == AttributeKind.DEVINFO.value,
+                    DeviceAttribute.name == candidate[:MAX_VALUE],
+                )
+                if await db.scalar(probe.limit(1)) is not None:
+                    present.append(candidate)
+            forms[name] = tuple(present) or devinfo_names(name)[:1]
+        return replace(self, stored_names=forms)
 
     def __post_init__(self) -> None:
         texts = [*self.devices, *self.tags, *self.tags.values(), *self.devinfo, *self.devinfo.values()]
@@ -191,12 +217,19 @@ class Target:
             conditions.append(and_(Device.device_id >= self.prefix, Device.device_id < self.prefix + _TOP))
         for kind, pairs in ((AttributeKind.TAG, self.tags), (AttributeKind.DEVINFO, self.devinfo)):
             for name, value in sorted(pairs.items()):
-                names = devinfo_names(name) if kind is AttributeKind.DEVINFO else (name,)
+                if kind is not AttributeKind.DEVINFO:
+                    names: tuple[str, ...] = (name,)
+                elif self.stored_names is not None and name in self.stored_names:
+                    names = self.stored_names[name]
+                else:
+                    names = devinfo_names(name)
                 conditions.append(
                     exists().where(
                         DeviceAttribute.device_pk == Device.id,
                         DeviceAttribute.kind == kind.value,
-                        DeviceAttribute.name.in_([n[:MAX_VALUE] for n in names]),
+                        DeviceAttribute.name == names[0][:MAX_VALUE]
+                        if len(names) == 1
+                        else DeviceAttribute.name.in_([n[:MAX_VALUE] for n in names]),
                         DeviceAttribute.value == value[:MAX_VALUE],
                     )
                 )

@@ -283,6 +283,7 @@ async def list_devices(
     async with db.begin():
         await plan_per_target(db)
         dialect = db.get_bind().dialect.name
+        target = await target.with_stored_names(db)
         where = target.where(actor.authority_pk, dialect)
         query = select(Device).where(where).order_by(Device.device_id).limit(limit + 1)
         if after is not None:
