@@ -415,6 +415,24 @@ async def test_a_campaign_by_inventory_is_created_as_a_draft(console: Console) -
     }
 
 
+async def test_a_campaign_of_the_whole_fleet_needs_the_all_devices_box(console: Console) -> None:
+    await fleet(console)
+    browser = await console.login("operator")
+    page = (await browser.get("/console/campaigns/new")).text
+    assert 'name="all_devices"' in page and 'href="/console/publishers"' in page
+    form = {
+        "name": "off everywhere",
+        "kind": "deactivate",
+        "component_id": "com.example.hello",
+        "do": "preview",
+    }
+    response = await browser.post("/console/campaigns/new", form)
+    assert response.status_code == 422 and "no target, so it would act on every device" in response.text
+    response = await browser.post("/console/campaigns/new", {**form, "all_devices": "on"})
+    assert response.status_code == 200 and 'class="preview-devices"' in response.text, response.text
+    assert 'name="all_devices" checked' in response.text
+
+
 async def test_campaign_form_values_the_console_cannot_read_are_said_on_the_form(console: Console) -> None:
     browser = await console.login("operator")
     await browser.get("/console/campaigns/new")

@@ -844,6 +844,8 @@ def _campaign_body(form: dict[str, str]) -> dict[str, Any]:
         body["window"] = window
     if form.get("skip_busy") == "on":
         body["skip_busy"] = True
+    if form.get("all_devices") == "on":
+        body["all_devices"] = True
     return body
 
 
