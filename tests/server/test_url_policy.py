@@ -9,6 +9,7 @@ or is refused (CLI, bulk).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,14 @@ def test_server_device_add_refuses_with_the_reason(tmp_path: Path) -> None:
     assert done.exit_code == 1 and "link-local" in done.output
     done = runner.invoke(app, [*base, *common, "--notify", "udp://10.0.0.1:2948"])
     assert done.exit_code == 1 and "server password" in done.output
+
+
+async def test_a_job_by_a_link_local_url_is_refused_unless_the_server_allows_local_urls(
+    api: Api,  # noqa: F811 - the fixture imported above
+) -> None:
+    assert (await api.post("/devices", json=new_device("IMEI:70"))).status_code == 201
+    job = {"device_id": "IMEI:70", "kind": "install", "url": "http://169.254.10.10/p.omp", "pkg_id": "p"}
+    assert "link-local" in problem(await api.post("/jobs", json=job), 422)["detail"]
+    api.app.state.config = replace(api.app.state.config, allow_local_urls=True)
+    allowed = await api.post("/jobs", json=job)
+    assert allowed.status_code == 201, allowed.text

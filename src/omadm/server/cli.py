@@ -475,6 +475,7 @@ def job_add(
     authority: AuthorityOption = DEFAULT_AUTHORITY,
 ) -> None:
     """Queue one SCOMO operation; it is sent in the device's next session."""
+    allow_local = _settings(ctx).allow_local_urls
     try:
         job_kind = JobKind(kind)
     except ValueError:
@@ -499,7 +500,7 @@ def job_add(
                 params[key] = value
         if descriptor:
             params["descriptor"] = True
-        job = await create_job(db, device, job_kind, params)
+        job = await create_job(db, device, job_kind, params, allow_local_urls=allow_local)
         audit(
             db,
             shell_actor(),

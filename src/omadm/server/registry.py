@@ -653,6 +653,7 @@ async def create_job(
     *,
     timeout: float | None = None,
     campaign_id: int | None = None,
+    allow_local_urls: bool = False,
 ) -> Job:
     """Queue one SCOMO operation for one device; it goes out in the device's next session.
 
@@ -672,7 +673,7 @@ async def create_job(
         owner = await db.scalar(select(Artifact.authority_pk).where(Artifact.id == artifact_id))
         if owner != device.authority_pk:  # another authority's package does not exist for this one
             raise RegistryError(404, f"no artifact {artifact_id}")
-    params = check_job(kind, params)
+    params = check_job(kind, params, allow_local_urls=allow_local_urls)
     if kind in _ON_COMPONENT:
         component = params.get("component_id")
         if component and await deployed_node(db, device, str(component)) is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,7 +49,7 @@ def job_out(job: Job, device_id: str) -> JobOut:
 
 
 @router.post("", status_code=201, response_model=JobOut, summary="Queue one SCOMO operation")
-async def add_job(body: JobCreate, db: Db, actor: Operator) -> JobOut:
+async def add_job(body: JobCreate, db: Db, actor: Operator, request: Request) -> JobOut:
     async with db.begin():
         device = await get_device(db, body.device_id, for_update=True, authority_pk=actor.authority_pk)
         if device.state == DeviceState.REJECTED.value:
@@ -74,7 +74,10 @@ async def add_job(body: JobCreate, db: Db, actor: Operator) -> JobOut:
                 params[key] = value
         if body.descriptor:
             params["descriptor"] = True
-        job = await create_job(db, device, body.kind, params, timeout=body.timeout)
+        allow_local = request.app.state.config.allow_local_urls
+        job = await create_job(
+            db, device, body.kind, params, timeout=body.timeout, allow_local_urls=allow_local
+        )
         audit(
             db,
             actor,
