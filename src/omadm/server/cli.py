@@ -539,7 +539,8 @@ def job_list(
 
     for job, dev in _with_db(ctx, work):
         result = job.result_code if job.result_code is not None else "-"
-        typer.echo(f"{job.id}  {dev}  {job.kind}  {job.state}  {result}  {job.detail}")
+        detail = " | ".join(line.strip() for line in job.detail.splitlines() if line.strip())  # one line a job
+        typer.echo(f"{job.id}  {dev}  {job.kind}  {job.state}  {result}  {detail}")
 
 
 @job_app.command("cancel")
