@@ -539,7 +539,7 @@ def job_list(
 
     for job, dev in _with_db(ctx, work):
         result = job.result_code if job.result_code is not None else "-"
-        detail = " | ".join(line.strip() for line in job.detail.splitlines() if line.strip())  # one line a job
+        detail = " | ".join(line.strip() for line in job.detail.splitlines() if line.strip())  # one line
         typer.echo(f"{job.id}  {dev}  {job.kind}  {job.state}  {result}  {detail}")
 
 
