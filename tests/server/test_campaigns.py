@@ -17,6 +17,7 @@ from omadm.server.campaigns import (
     cancel_campaign,
     counters,
     create_campaign,
+    left_out_note,
     pause_campaign,
     resume_campaign,
     select_targets,
@@ -526,3 +527,27 @@ async def test_a_staged_install_campaign_installs_inactive_then_an_activate_camp
     # The component is busy until the staged campaign ends: an activate waits for it.
     with pytest.raises(RegistryError, match="campaign"):
         await new_campaign(sessions, None, kind="activate", component_id=COMPONENT)
+
+
+async def test_devices_left_out_for_want_of_the_component_are_said(sessions: Sessions) -> None:
+    """An update/remove/(de)activate campaign reaches only devices whose stored inventory has
+    the component: one the server has not read yet is named, not silently dropped."""
+    async with sessions() as db, db.begin():
+        await make_device(db, "A", tags={"ring": "beta"}, components={COMPONENT: "1.0"})
+        await make_device(db, "B", tags={"ring": "beta"}, components={COMPONENT: "1.0"})
+        stale = await make_device(db, "C", tags={"ring": "beta"})  # inventory not read yet
+        await make_device(db, "D", tags={"ring": "prod"})
+        campaign = await create_campaign(
+            db, "off", "deactivate", component_id=COMPONENT, target={"tags": {"ring": "beta"}}
+        )
+        assert campaign.detail == (
+            f"1 device the rest of the target selects is not in it: no {COMPONENT} in their last "
+            "inventory (a refresh-inventory job reads it again)"
+        )
+        db.add(InventoryEntry(device_pk=stale.id, kind="deployed", node="c0", ident=COMPONENT, version="1.0"))
+        await db.flush()
+        assert "1 device" in await left_out_note(db, campaign)  # C has it now, but is not in it
+        everyone = await create_campaign(
+            db, "on", "activate", component_id=COMPONENT, target={}, all_devices=True, skip_busy=True
+        )
+        assert everyone.detail.startswith("1 device the rest")  # A, B and C are in it; D has none

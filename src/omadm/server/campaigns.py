@@ -101,6 +101,7 @@ __all__ = [
     "counters",
     "create_campaign",
     "get_campaign",
+    "left_out_note",
     "pause_campaign",
     "preview_campaign",
     "resume_campaign",
@@ -458,6 +459,7 @@ async def create_campaign(
     if not rows:
         raise RegistryError(422, "the target filter selects no device")
     await refresh_statistics(db, rows, "campaign_devices")
+    campaign.detail = (await left_out_note(db, campaign)).removeprefix("; ")
     return campaign
 
 
@@ -610,6 +612,34 @@ def _finish(campaign: Campaign, now: datetime, detail: str) -> None:
     campaign.state = CampaignState.FINISHED.value
     campaign.finished = campaign.updated = now
     campaign.detail = detail
+
+
+async def left_out_note(db: AsyncSession, campaign: Campaign) -> str:
+    """What a campaign on a deployed component did not reach, said in words ("" when none).
+
+    Update, remove, activate and deactivate target only devices whose *stored* inventory
+    has the component. A device whose inventory the server has not read yet, or read before
+    the component came, matches the rest of the target but is not in the campaign; a
+    campaign that finished without it must not read as "done everywhere". One count, at
+    creation and at the end.
+    """
+    if JobKind(campaign.kind) not in _NEEDS_COMPONENT:
+        return ""
+    rest = {
+        k: v
+        for k, v in (campaign.target or {}).items()
+        if k not in ("has_component", "version", "version_below")
+    }
+    member = exists().where(CampaignDevice.campaign_id == campaign.id, CampaignDevice.device_pk == Device.id)
+    where = Target.from_campaign(rest).where(campaign.authority_pk, _dialect(db))
+    count = int(await db.scalar(select(func.count()).select_from(Device).where(where, ~member)) or 0)
+    if not count:
+        return ""
+    return (
+        f"; {count} device{'s' if count != 1 else ''} the rest of the target selects "
+        f"{'are' if count != 1 else 'is'} not in it: no {campaign.component_id} in their last inventory "
+        "(a refresh-inventory job reads it again)"
+    )
 
 
 async def _last_wave(db: AsyncSession, campaign: Campaign) -> int:
@@ -936,7 +966,7 @@ async def advance(db: AsyncSession, campaign: Campaign, now: datetime | None = N
             continue
         if decision is Decision.FINISH:
             if not await _open_devices(db, campaign):  # else its stragglers and retries go on
-                _finish(campaign, now, f"finished: {summary}")
+                _finish(campaign, now, f"finished: {summary}{await left_out_note(db, campaign)}")
                 _audit_system(db, campaign, "finished", now, reason=campaign.detail)
         elif decision is Decision.PAUSE:
             campaign.state = CampaignState.PAUSED.value
