@@ -459,7 +459,7 @@ async def create_campaign(
     if not rows:
         raise RegistryError(422, "the target filter selects no device")
     await refresh_statistics(db, rows, "campaign_devices")
-    campaign.detail = (await left_out_note(db, campaign)).removeprefix("; ")
+    campaign.detail = (await left_out_note(db, campaign, selected=rows + skipped)).removeprefix("; ")
     return campaign
 
 
@@ -614,14 +614,15 @@ def _finish(campaign: Campaign, now: datetime, detail: str) -> None:
     campaign.detail = detail
 
 
-async def left_out_note(db: AsyncSession, campaign: Campaign) -> str:
+async def left_out_note(db: AsyncSession, campaign: Campaign, *, selected: int | None = None) -> str:
     """What a campaign on a deployed component did not reach, said in words ("" when none).
 
     Update, remove, activate and deactivate target only devices whose *stored* inventory
     has the component. A device whose inventory the server has not read yet, or read before
     the component came, matches the rest of the target but is not in the campaign; a
     campaign that finished without it must not read as "done everywhere". One count, at
-    creation and at the end.
+    creation and at the end. ``selected``: how many devices the whole target selects, known
+    at creation (members and busy ones): then the count needs no look at the members.
     """
     if JobKind(campaign.kind) not in _NEEDS_COMPONENT:
         return ""
@@ -630,9 +631,14 @@ async def left_out_note(db: AsyncSession, campaign: Campaign) -> str:
         for k, v in (campaign.target or {}).items()
         if k not in ("has_component", "version", "version_below")
     }
-    member = exists().where(CampaignDevice.campaign_id == campaign.id, CampaignDevice.device_pk == Device.id)
     where = Target.from_campaign(rest).where(campaign.authority_pk, _dialect(db))
-    count = int(await db.scalar(select(func.count()).select_from(Device).where(where, ~member)) or 0)
+    if selected is not None:  # the rest of the target, less what the whole of it selects
+        count = int(await db.scalar(select(func.count()).select_from(Device).where(where)) or 0) - selected
+    else:
+        member = exists().where(
+            CampaignDevice.campaign_id == campaign.id, CampaignDevice.device_pk == Device.id
+        )
+        count = int(await db.scalar(select(func.count()).select_from(Device).where(where, ~member)) or 0)
     if not count:
         return ""
     return (
