@@ -66,3 +66,19 @@ def test_the_install_hook_fails_when_the_payload_is_incomplete(tmp_path: Path) -
     (dest / "bin" / "hello").unlink()
     env = {**os.environ, "OMADM_COMPONENT_DIR": str(dest), "OMADM_COMPONENT_STATE_DIR": str(tmp_path)}
     assert subprocess.run([dest / "hooks" / "install"], env=env, check=False).returncode != 0
+
+
+def test_the_broken_example_is_a_newer_release_whose_install_hook_refuses_with_a_reason(
+    tmp_path: Path,
+) -> None:
+    """examples/hello-package-3-broken: what the README walkthrough uses to show a failure."""
+    broken = build_package(EXAMPLES / "hello-package-3-broken", tmp_path / "3.omp")
+    two = build_package(EXAMPLES / "hello-package-2", tmp_path / "2.omp")
+    assert broken.id == two.id
+    assert compare_versions(broken.component(HELLO).version, two.component(HELLO).version) == 1
+    dest = open_package(tmp_path / "3.omp", [], require_signature=False).extract_component(
+        HELLO, tmp_path / "c"
+    )
+    env = {**os.environ, "OMADM_COMPONENT_DIR": str(dest), "OMADM_COMPONENT_STATE_DIR": str(tmp_path)}
+    run = subprocess.run([dest / "hooks" / "install"], env=env, capture_output=True, text=True, check=False)
+    assert run.returncode == 3 and "disk check failed" in run.stderr
