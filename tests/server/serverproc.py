@@ -18,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -166,6 +168,21 @@ class RoundRobin:
     def __exit__(self, *exc: object) -> None:
         self._http.shutdown()
         self._http.server_close()
+
+
+@contextmanager
+def running_server(directory: Path) -> Iterator[tuple[ServerProcess, str]]:
+    """A started ``omadm server`` on a fresh SQLite database in ``directory``, with an
+    operator token; stopped on exit."""
+    db = f"sqlite:///{directory / 'srv' / 'omadm-server.sqlite'}"
+    proc = ServerProcess(db, directory / "srv", directory / "server.log")
+    proc.run("migrate")
+    operator = proc.run("token", "add", "ops", "--role", "operator").split()[-1]
+    proc.start()
+    try:
+        yield proc, operator
+    finally:
+        proc.stop()
 
 
 #: The SRVCRED secret the agents of these tests know their server by (register it with the device).

@@ -18,7 +18,7 @@ from omadm.server.registry import find_device
 from omadm.server.store.engine import database_url, make_engine, session_factory
 from omadm.server.store.models import InventoryEntry
 
-from .serverproc import ServerProcess
+from .serverproc import ServerProcess, running_server
 
 pytestmark = pytest.mark.e2e
 runner = CliRunner()
@@ -27,15 +27,8 @@ COMPONENT = "com.example.hello"
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]:
-    db = f"sqlite:///{tmp_path / 'srv' / 'omadm-server.sqlite'}"
-    proc = ServerProcess(db, tmp_path / "srv", tmp_path / "server.log")
-    proc.run("migrate")
-    operator = proc.run("token", "add", "ops", "--role", "operator").split()[-1]
-    proc.start()
-    try:
-        yield proc, operator
-    finally:
-        proc.stop()
+    with running_server(tmp_path) as started:
+        yield started
 
 
 def deployed(data_dir: Path, device_ids: list[str]) -> None:

@@ -29,7 +29,7 @@ from omadm.protocol.messages import Alert, Item, Message, Meta, Source, SyncHdr,
 from omadm.server.jobs import outcome_from_status, outcome_of_reports, scomo_reports
 from omadm.server.store.models import InventoryEntry, JobKind, JobState
 
-from .serverproc import ENV, SERVER_PASSWORD, ServerProcess, agent_config, agent_connect
+from .serverproc import ENV, SERVER_PASSWORD, ServerProcess, agent_config, agent_connect, running_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEVICE = "IMEI:490154203237519"
@@ -138,15 +138,8 @@ def failing_package(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]:
-    db = f"sqlite:///{tmp_path / 'srv' / 'omadm-server.sqlite'}"
-    proc = ServerProcess(db, tmp_path / "srv", tmp_path / "server.log")
-    proc.run("migrate")
-    operator = proc.run("token", "add", "ops", "--role", "operator").split()[-1]
-    proc.start()
-    try:
-        yield proc, operator
-    finally:
-        proc.stop()
+    with running_server(tmp_path) as started:
+        yield started
 
 
 def test_a_failing_install_hook_s_exit_status_and_output_reach_the_operator(
