@@ -208,6 +208,7 @@ _FAMILIES: dict[str, tuple[str, str]] = {
     "server": ("omadm.server.cli", "server_app"),
     "ctl": ("omadm.ctl", "ctl_app"),
     "sim": ("omadm.sim.cli", "sim_app"),
+    "conformance": ("omadm.conformance.cli", "conformance_app"),
 }
 _attached: set[str] = set()
 
