@@ -34,6 +34,7 @@ from .config import ServerConfig
 from .console import console_routes
 from .dm_endpoint import DMEndpoint, PackageLocator
 from .docs_ui import docs_routes
+from .lease import sweep_lease
 from .store.engine import check_schema, database_url, make_engine, make_sync_engine, session_factory
 from .store.models import Device, Job, JobKind, JobState, utc_now
 from .store.writer import DmWriter
@@ -70,10 +71,11 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
         await storage.clean_temporary()  # uploads a crash left half-written
         if writer is not None:
             writer.start()
-        # Every worker sweeps (Package #0, job deadlines, idle DM sessions); workers skip
-        # each other's locked rows. sweep_interval 0 turns the sweeper off.
+        # Every worker runs the sweeper loop (Package #0, job deadlines, idle DM sessions,
+        # campaigns); the one holding the lease sweeps (lease.py), the others stand by.
+        # sweep_interval 0 turns the sweeper off.
         sweeper = (
-            asyncio.create_task(run_sweeper(sessions, config), name="omadm-sweeper")
+            asyncio.create_task(run_sweeper(sessions, config, app.state.sweep_lease), name="omadm-sweeper")
             if config.sweep_interval > 0
             else None
         )
@@ -126,6 +128,7 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
     app.state.writer = writer
     app.state.dm_rows = endpoint.rows  # the fast path's kept rows (bench/server.py reads its hits)
     app.state.sessions = sessions
+    app.state.sweep_lease = sweep_lease(engine, config.port)  # who sweeps (lease.py)
     app.state.storage = storage
     return app
 

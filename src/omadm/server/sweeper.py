@@ -1,11 +1,13 @@
 """The server's background sweeper: wake devices, end overdue jobs, forget idle DM sessions.
 
-Every worker runs :func:`run_sweeper` (started by the app's lifespan) and calls
-:func:`sweep` every ``config.sweep_interval`` seconds. One sweep takes four steps, each in
-its own short transaction, each selecting the rows it changes with
-``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite has one writer and ignores it), so workers
-sweeping at the same moment share the work instead of doing it twice, and a row a DM
-message holds right now is left for the next sweep:
+Every worker runs :func:`run_sweeper` (started by the app's lifespan); the one holding the
+sweeper lease (:mod:`omadm.server.lease`: a PostgreSQL advisory lock, or a file lock on
+SQLite) calls :func:`sweep` every ``config.sweep_interval`` seconds, the others stand by and
+take over when it dies. One sweep takes four steps, each in its own short transaction, each
+selecting the rows it changes with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite has one
+writer and ignores it), so workers sweeping at the same moment (while the lease changes
+hands) share the work instead of doing it twice, and a row a DM message holds right now is
+left for the next sweep:
 
 1. **Deadlines.** A job past its ``deadline`` that is still QUEUED (the device never came
    to take it), SENT (its commands went out, no Status came back) or ACCEPTED (the device
@@ -38,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from .campaigns import advance, due_campaigns
 from .config import ServerConfig
+from .lease import SweepLease
 from .notify import notify_due
 from .store.models import Campaign, DeviceEvent, DmSession, Job, JobState, utc_now
 
@@ -196,10 +199,24 @@ async def advance_campaigns(sessions: async_sessionmaker[AsyncSession], now: dat
     return advanced, failed
 
 
-async def run_sweeper(sessions: async_sessionmaker[AsyncSession], config: ServerConfig) -> None:
-    """Sweep now and then every ``config.sweep_interval`` seconds, until cancelled."""
-    while True:
-        report = await sweep(sessions, config)
-        if report:
-            log.log(logging.WARNING if report.failed_steps else logging.DEBUG, "%s", report.line())
-        await asyncio.sleep(config.sweep_interval)
+async def run_sweeper(
+    sessions: async_sessionmaker[AsyncSession], config: ServerConfig, lease: SweepLease | None = None
+) -> None:
+    """Sweep now and then every ``config.sweep_interval`` seconds while holding ``lease``, until
+    cancelled; the lease is released on the way out.
+
+    Without a lease (tests, one process) every tick sweeps. With one, a tick first takes or
+    confirms the lease (:mod:`omadm.server.lease`): a worker that does not hold it only
+    checks again at the next tick, so a worker takes over within one ``sweep_interval`` of
+    the holder's death.
+    """
+    try:
+        while True:
+            if lease is None or await lease.hold():
+                report = await sweep(sessions, config)
+                if report:
+                    log.log(logging.WARNING if report.failed_steps else logging.DEBUG, "%s", report.line())
+            await asyncio.sleep(config.sweep_interval)
+    finally:
+        if lease is not None:
+            await asyncio.shield(lease.release())
