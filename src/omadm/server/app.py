@@ -26,9 +26,10 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .api import API_PREFIX, api_router, install_problem_handlers
+from .artifacts.backends import open_storage, prepare_storage, presigner
 from .artifacts.routes import artifact_routes
 from .artifacts.service import get_artifact
-from .artifacts.storage import ArtifactStorage, LocalArtifactStorage
+from .artifacts.storage import ArtifactStorage
 from .artifacts.urls import descriptor_url, download_url
 from .config import ServerConfig
 from .console import console_routes
@@ -59,7 +60,7 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
     """The application for one worker; ``engine`` defaults to the configured database."""
     engine = engine or make_engine(database_url(config.db or None, config.data_dir))
     sessions = session_factory(engine)
-    storage = LocalArtifactStorage(config.artifacts_path)
+    storage = open_storage(config)  # [artifacts]: a local directory or an S3 bucket
     secret = config.secret_bytes()
     sync = make_sync_engine(engine.url.render_as_string(hide_password=False)) if config.group_commit else None
     writer = DmWriter(sync) if sync is not None else None
@@ -68,7 +69,7 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await check_schema(engine)
-        await storage.clean_temporary()  # uploads a crash left half-written
+        await prepare_storage(storage)  # tidy half-written uploads, or check the bucket
         if writer is not None:
             writer.start()
         # Every worker runs the sweeper loop (Package #0, job deadlines, idle DM sessions,
@@ -187,6 +188,14 @@ def artifact_locator(config: ServerConfig, storage: ArtifactStorage, secret: byt
         if job.kind == JobKind.INSTALL_DIRECT.value:
             chunks = [chunk async for chunk in storage.open_range(artifact.storage_key)]
             return None, b"".join(chunks)
+        signer = presigner(storage)
+        if signer is not None and not params.get("descriptor"):
+            # An object store serves the bytes: the store's own URL, presigned now (when the
+            # job is sent, so it cannot expire while queued) for [artifacts] presign_expiry.
+            url = await signer.presigned_url(
+                artifact.storage_key, filename=artifact.filename, content_type=artifact.content_type
+            )
+            return url, None
         expires = utc_now() + timedelta(seconds=config.url_lifetime)
         if params.get("descriptor"):
             return descriptor_url(

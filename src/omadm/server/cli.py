@@ -404,9 +404,9 @@ def artifact_add(
     ] = False,
 ) -> None:
     """Upload a package signed by a trusted publisher (see 'publisher add'); prints its artifact id."""
+    from .artifacts.backends import open_storage  # noqa: PLC0415
     from .artifacts.publishers import trust_store  # noqa: PLC0415
     from .artifacts.service import ArtifactError, add_artifact, added_facts, signature_of  # noqa: PLC0415
-    from .artifacts.storage import LocalArtifactStorage  # noqa: PLC0415
     from .store.models import utc_now  # noqa: PLC0415
 
     settings = _settings(ctx)
@@ -419,7 +419,7 @@ def artifact_add(
         try:
             artifact = await add_artifact(
                 db,
-                LocalArtifactStorage(settings.artifacts_path),
+                open_storage(settings),  # [artifacts]: the directory or the S3 bucket
                 path.name,
                 path,
                 authority_pk=authority_pk,

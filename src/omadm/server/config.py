@@ -15,9 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "EnrolConfig", "ServerConfig", "load_server_config"]
+__all__ = ["ArtifactsConfig", "ConfigError", "EnrolConfig", "ServerConfig", "load_server_config"]
 
 UNKNOWN_DEVICE_POLICIES = ("reject", "pending", "accept")
+ARTIFACT_BACKENDS = ("local", "s3")
 AUTH_SCHEMES = ("md5", "hmac", "basic")
 
 
@@ -36,6 +37,42 @@ class EnrolConfig:
 
     username: str = ""
     password: str = ""
+
+
+@dataclass(frozen=True)
+class ArtifactsConfig:
+    """Where package bytes are kept: the ``[artifacts]`` table (issue 17, point 7).
+
+    ``backend = "local"`` (the default) keeps them under ``[server] artifacts_dir`` and serves
+    them from ``/artifacts``. ``backend = "s3"`` puts them in an S3-compatible bucket and hands
+    devices presigned GET URLs that expire ``presign_expiry`` seconds after the job is sent, so
+    package bytes bypass the server (see :mod:`omadm.server.artifacts.s3`). Empty credentials
+    mean boto3's usual chain (``AWS_ACCESS_KEY_ID``..., ``AWS_PROFILE``, ``~/.aws``, a role).
+    """
+
+    backend: str = "local"
+    bucket: str = ""
+    prefix: str = ""  # S3 key prefix, e.g. "omadm/": objects are {prefix}blobs/{sha256}
+    endpoint_url: str = ""  # empty: AWS; e.g. http://minio:9000 for another S3-compatible store
+    region: str = ""
+    profile: str = ""  # a profile of ~/.aws/config and ~/.aws/credentials
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    session_token: str = ""
+    addressing_style: str = "auto"  # auto | path | virtual
+    presign_expiry: int = 86400  # seconds a device's download URL lasts (at most 604800)
+    multipart_threshold: int = 8 * 1024 * 1024  # bytes from which uploads are multipart
+    multipart_chunksize: int = 8 * 1024 * 1024  # bytes per part
+
+    def problems(self) -> list[str]:
+        """What is wrong, each naming its setting (the S3 checks live beside the backend)."""
+        if self.backend not in ARTIFACT_BACKENDS:
+            return [f"backend must be one of {', '.join(ARTIFACT_BACKENDS)}, not {self.backend!r}"]
+        if self.backend == "local":
+            return []
+        from .artifacts.backends import s3_settings  # noqa: PLC0415 - the S3 checks, without boto3
+
+        return s3_settings(self).problems()
 
 
 @dataclass(frozen=True)
@@ -64,6 +101,8 @@ class ServerConfig:
     url_lifetime: float = 86400.0  # seconds a package URL stays valid
     workers: int = 1
     artifacts_dir: str = ""  # package files; default data_dir/artifacts
+    # Where package bytes live: the [artifacts] table (this directory, or an S3 bucket).
+    artifacts: ArtifactsConfig = field(default_factory=ArtifactsConfig)
     # Steady-state DM messages through the DM writer (one thread, group commit); false: every
     # message takes the general path (one ORM transaction each). See store/writer.py.
     group_commit: bool = True
@@ -135,6 +174,9 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be a number of seconds, 0 or more, not {value!r}")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError("public_url must start with http:// or https://")
+        artifact_problems = self.artifacts.problems()
+        if artifact_problems:
+            raise ConfigError(f"[artifacts] {'; '.join(artifact_problems)}")
         return self
 
 
@@ -169,6 +211,11 @@ def load_server_config(path: Path | None = None, **overrides: Any) -> ServerConf
             if not isinstance(enrol, dict):
                 raise ConfigError("[server.enrol] must be a table")
             values["enrol"] = _build(EnrolConfig, enrol, "[server.enrol]")
+        artifacts = data.get("artifacts")
+        if artifacts is not None:
+            if not isinstance(artifacts, dict):
+                raise ConfigError("[artifacts] must be a table")
+            values["artifacts"] = _build(ArtifactsConfig, artifacts, "[artifacts]")
         if "data_dir" in values and not Path(values["data_dir"]).is_absolute():
             values["data_dir"] = path.parent / values["data_dir"]
     for name, key in _ENV.items():

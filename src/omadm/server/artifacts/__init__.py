@@ -5,7 +5,9 @@ session hands the device a signed, per-device, expiring ``PkgURL`` (:mod:`.urls`
 device fetches it from :func:`artifact_routes` (HTTP Range, resumable), or first fetches a
 DLOTA download descriptor (:mod:`.dd`) naming it. :mod:`.service` accepts uploads (each is
 verified with the device's own package verifier) and :mod:`.storage` keeps the bytes,
-content-addressed, in a local directory or any store implementing :class:`ArtifactStorage`.
+content-addressed, in a local directory or any store implementing :class:`ArtifactStorage`:
+:mod:`.s3` keeps them in an S3-compatible bucket and devices download with presigned URLs
+(:mod:`.backends` picks the store from ``[artifacts]``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .service import (
     get_artifact,
     list_artifacts,
 )
-from .storage import ArtifactStorage, BlobNotFound, LocalArtifactStorage, StoredBlob
+from .storage import ArtifactStorage, ArtifactStoreError, BlobNotFound, LocalArtifactStorage, StoredBlob
 from .urls import (
     BadSignature,
     DescriptorGrant,
@@ -40,6 +42,7 @@ __all__ = [
     "PACKAGE_CONTENT_TYPE",
     "ArtifactError",
     "ArtifactStorage",
+    "ArtifactStoreError",
     "BadSignature",
     "BlobNotFound",
     "DescriptorGrant",

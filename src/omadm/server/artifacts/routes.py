@@ -17,6 +17,11 @@ answered 206 with ``Content-Range``; an unsatisfiable one 416 with ``bytes */siz
 malformed header is ignored and a multi-range request gets the whole file (200), both as
 the RFC allows. ``If-Range`` with our strong ETag (the SHA-256) or our exact
 ``Last-Modified`` date keeps the Range; any other validator turns it into a 200.
+
+With a store that presigns (an S3 bucket, :mod:`.backends`) the bytes do not pass through
+here at all: a valid download link is answered ``307`` to a presigned URL of the store that
+expires with the link (a device's Range header travels with the redirect), and a DD names
+such a URL as its ``objectURI``. Jobs sent with that store carry the presigned URL directly.
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ from email.utils import format_datetime, parsedate_to_datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from omadm.server.store.models import Artifact
 
+from .backends import PresigningStorage, presigner
 from .dd import DD_CONTENT_TYPE, InstallNotifyError, build_descriptor, parse_install_notify
 from .storage import ArtifactStorage, BlobNotFound
 from .urls import (
@@ -123,6 +129,7 @@ def artifact_routes(
     """
     if len(secret) < MIN_SECRET_BYTES:
         raise ValueError(f"the link secret must be at least {MIN_SECRET_BYTES} bytes")
+    signer = presigner(storage)
 
     async def load(artifact_id: int) -> Artifact | None:
         if artifact_id > _MAX_ID:
@@ -139,6 +146,10 @@ def artifact_routes(
         artifact = await load(artifact_id)
         if artifact is None or artifact.filename != request.path_params["filename"]:
             return _refuse(404, f"no artifact {artifact_id} named {request.path_params['filename']}")
+        if signer is not None:
+            expires = int(request.query_params["e"])  # verified above
+            target = await _presigned(signer, artifact, expires - int(clock()))
+            return RedirectResponse(target, status_code=307, headers={"Cache-Control": "private, no-store"})
         return await _serve(request, storage, artifact, device_id)
 
     async def descriptor(request: Request) -> Response:
@@ -152,7 +163,10 @@ def artifact_routes(
             return _refuse(404, f"no artifact {artifact_id}")
         base = public_url or str(request.base_url)
         notify = None if grant.correlator is None else notify_url(base, grant.correlator, secret)
-        object_uri = download_url(base, artifact, grant.device_id, grant.expires, secret)
+        if signer is not None:  # the device fetches the bytes from the store, until the DD link expires
+            object_uri = await _presigned(signer, artifact, grant.expires - int(clock()))
+        else:
+            object_uri = download_url(base, artifact, grant.device_id, grant.expires, secret)
         body = build_descriptor(artifact, object_uri, install_notify_uri=notify, vendor=vendor)
         headers = {"Cache-Control": "private, no-store"}
         if request.method == "HEAD":
@@ -195,6 +209,13 @@ def artifact_routes(
 
 
 # --------------------------------------------------------------------------- serving bytes
+
+
+async def _presigned(signer: PresigningStorage, artifact: Artifact, seconds: int) -> str:
+    """The store's URL for ``artifact``, valid for ``seconds`` (the rest of our link's life)."""
+    return await signer.presigned_url(
+        artifact.storage_key, max(1, seconds), filename=artifact.filename, content_type=artifact.content_type
+    )
 
 
 def _refuse(status: int, reason: str) -> Response:

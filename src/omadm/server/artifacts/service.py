@@ -24,6 +24,7 @@ so the transaction cannot be left for the caller to finish.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -44,7 +45,7 @@ from omadm.package.verify import DEFAULT_MAX_UNPACKED, VerifiedPackage, open_pac
 from omadm.server.jobs import PACKAGE_CONTENT_TYPE
 from omadm.server.store.models import DEFAULT_AUTHORITY_PK, Artifact
 
-from .storage import CHUNK_SIZE, ArtifactStorage, BlobSource, StoredBlob
+from .storage import CHUNK_SIZE, ArtifactStorage, ArtifactStoreError, BlobSource, StoredBlob
 
 if TYPE_CHECKING:
     from .publishers import TrustedKey
@@ -62,6 +63,8 @@ __all__ = [
     "safe_filename",
     "signature_of",
 ]
+
+log = logging.getLogger(__name__)
 
 #: How an artifact's signature was judged at upload (``manifest["signature"]``):
 #: ``verified`` by a publisher of the trust store, ``unsigned``, or ``unverified`` (signed,
@@ -249,12 +252,14 @@ async def add_artifact(
             )
 
         existing = await _by_key(db, digest, authority_pk)
-        if existing is not None:
-            if not await storage.exists(existing.storage_key):  # heal a lost blob
-                await _put_file(storage, path, digest)
-            return existing
-
-        blob = await _put_file(storage, path, digest)
+        try:
+            if existing is not None:
+                if not await storage.exists(existing.storage_key):  # heal a lost blob
+                    await _put_file(storage, path, digest)
+                return existing
+            blob = await _put_file(storage, path, digest)
+        except ArtifactStoreError as exc:  # a bucket down or refusing: nothing was recorded
+            raise ArtifactError(503, f"the package could not be stored: {exc}") from exc
         artifact = Artifact(
             authority_pk=authority_pk,
             filename=filename,
@@ -347,7 +352,10 @@ async def delete_artifact(
     )
     await db.commit()
     if shared is None:
-        await storage.delete(key)
+        try:
+            await storage.delete(key)
+        except ArtifactStoreError as exc:  # the row is gone: an orphan blob is only space
+            log.warning("artifact %d deleted, but its blob %s stayed in the store: %s", artifact_id, key, exc)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -11,20 +11,12 @@ interesting non-local backends (S3-compatible object stores) are network clients
 local store does its blocking file I/O in worker threads (``anyio.to_thread``), so the
 event loop never waits on a disk.
 
-How an S3-compatible store implements the same protocol (not shipped here):
-
-* ``put`` streams the source into a multipart upload under a temporary name (``tmp/<uuid>``)
-  while hashing it, then copies it to ``blobs/<sha256>`` (server-side ``CopyObject``, or a
-  conditional ``PutObject`` with ``If-None-Match: *`` when the store supports it) and
-  deletes the temporary object: the analogue of "write a temp file, rename". A ``HEAD`` on
-  ``blobs/<sha256>`` first tells whether the blob already existed (``StoredBlob.created``).
-* ``open_range`` is a ranged ``GetObject`` (``Range: bytes=start-(stop-1)``) whose body is
-  yielded chunk by chunk; ``size`` and ``exists`` are ``HeadObject``; ``delete`` is
-  ``DeleteObject``; ``local_path`` returns ``None``.
-* At scale the routes should not proxy bytes at all: a store may also offer
-  ``presigned_url(key, expires)`` (a presigned, ranged-GET-capable URL), and the download
-  route can redirect (307) to it after checking our own signed URL. Devices follow
-  redirects (the agent's downloader does) and the Range header travels with the redirect.
+The other implementation is an S3-compatible bucket (:mod:`.s3`, ``[artifacts] backend =
+"s3"``): ``put`` hashes first and uploads to ``blobs/<sha256>`` (multipart when large; an
+object appears only once complete, so no temporary name is needed), ``open_range`` is a
+ranged ``GetObject``, and the store also offers ``presigned_url`` so that devices fetch
+the bytes from the bucket, not through the server (:mod:`.backends`). A store that cannot
+be reached raises :class:`ArtifactStoreError`, which names the store and the cause.
 """
 
 from __future__ import annotations
@@ -45,6 +37,7 @@ import anyio.to_thread
 __all__ = [
     "CHUNK_SIZE",
     "ArtifactStorage",
+    "ArtifactStoreError",
     "BlobNotFound",
     "BlobSource",
     "LocalArtifactStorage",
@@ -64,6 +57,10 @@ _KEY_RE = re.compile(r"[0-9a-f]{64}")
 def is_valid_key(key: str) -> bool:
     """Whether ``key`` has the shape of a blob key (64 lower-case hex digits: a SHA-256)."""
     return bool(_KEY_RE.fullmatch(key))
+
+
+class ArtifactStoreError(RuntimeError):
+    """The store failed or could not be reached; the message names the store and the cause."""
 
 
 class BlobNotFound(LookupError):
