@@ -16,7 +16,7 @@ STAMP="$VENV/.omadm-installed"
 if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
     echo "==> installing omadm and its development tools into $VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]"
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[server,dev]"
     touch "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -29,7 +29,7 @@ from .protocol import summary
 from .protocol.codec import Encoding
 from .protocol.errors import ProtocolError
 
-__all__ = ["EXIT_INVALID", "EXIT_OK", "EXIT_USAGE", "app", "main"]  # noqa: F822 - app: module __getattr__
+__all__ = ["EXIT_INVALID", "EXIT_NEEDS_EXTRA", "EXIT_OK", "EXIT_USAGE", "app", "main"]  # noqa: F822 - app: module __getattr__
 
 #: Success (``--check``: the input is valid, possibly with warnings).
 EXIT_OK = 0
@@ -39,6 +39,9 @@ EXIT_INVALID = 1
 #: The command could not run: unreadable input, unwritable output, bad options (the
 #: same code Click uses for usage errors).
 EXIT_USAGE = 2
+#: The command needs an optional part of omadm that is not installed (``omadm server`` without
+#: the ``server`` extra): one line says what to ``pip install``.
+EXIT_NEEDS_EXTRA = 3
 
 STDIO = "-"
 
@@ -212,12 +215,71 @@ _FAMILIES: dict[str, tuple[str, str]] = {
 }
 _attached: set[str] = set()
 
+#: Top-level modules that only the ``server`` extra installs (pyproject.toml). A family whose
+#: import stops at one of them is a slim install (``pip install omadm``, for devices), not a bug.
+_SERVER_EXTRA_MODULES = frozenset(
+    {
+        "aiobotocore",
+        "aiosqlite",
+        "alembic",
+        "asyncpg",
+        "boto3",
+        "botocore",
+        "fastapi",
+        "fastapi_offline",
+        "httptools",
+        "jinja2",
+        "prometheus_client",
+        "psycopg",
+        "sqlalchemy",
+        "starlette",
+        "uvicorn",
+        "uvloop",
+    }
+)
+NEEDS_SERVER_EXTRA = 'error: omadm {family} needs the server extra: pip install "omadm[server]"'
 
-def _attach(names: list[str]) -> typer.Typer:
+
+def _missing_extra(exc: ModuleNotFoundError) -> bool:
+    return (exc.name or "").partition(".")[0] in _SERVER_EXTRA_MODULES
+
+
+def _not_installed(family: str) -> typer.Typer:
+    """A stand-in for a family whose extra is missing: listed by ``omadm --help``, says what to install."""
+    stand_in = typer.Typer(
+        name=family,
+        help=f'Not installed here: pip install "omadm[server]" adds omadm {family}.',
+        invoke_without_command=True,
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+
+    @stand_in.callback()
+    def _explain() -> None:
+        _fail(EXIT_NEEDS_EXTRA, NEEDS_SERVER_EXTRA.format(family=family))
+
+    return stand_in
+
+
+def _attach(names: list[str], *, requested: str | None = None) -> typer.Typer:
+    """Attach the named families; ``requested`` is the one the command line runs, if any.
+
+    A family that needs the ``server`` extra on a slim install ends the command with one line
+    saying what to install (exit code ``EXIT_NEEDS_EXTRA``) when it is the one asked for, and
+    stands in the overview with that hint otherwise.
+    """
     for name in names:
         if name not in _attached:
             module, attribute = _FAMILIES[name]
-            _root.add_typer(getattr(importlib.import_module(module), attribute), name=name)
+            try:
+                family = getattr(importlib.import_module(module), attribute)
+            except ModuleNotFoundError as exc:
+                if not _missing_extra(exc):
+                    raise
+                if name == requested:
+                    _fail(EXIT_NEEDS_EXTRA, NEEDS_SERVER_EXTRA.format(family=name))
+                family = _not_installed(name)
+            _root.add_typer(family, name=name)
             _attached.add(name)
     return _root
 
@@ -274,7 +336,11 @@ def main() -> None:
     first = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
     # The overview (--help) lists every family; a root command (codec, mo) needs none.
     families = list(_FAMILIES) if first is None else [first] if first in _FAMILIES else []
-    _attach(families)(prog_name="omadm")
+    try:
+        root = _attach(families, requested=first)
+    except typer.Exit as exc:  # a family that needs an extra which is not installed
+        sys.exit(exc.exit_code)
+    root(prog_name="omadm")
 
 
 if __name__ == "__main__":
