@@ -335,6 +335,28 @@ def migrate_command(ctx: typer.Context) -> None:
         _fail(str(exc))
 
 
+@server_app.command("backup")
+def backup_command(
+    ctx: typer.Context,
+    dest: Annotated[
+        Path, typer.Argument(help="The copy to write: a file, or a directory for a time-stamped name.")
+    ],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace DEST if it exists.")] = False,
+) -> None:
+    """Copy the SQLite database while the server runs (SQLite's online backup); PostgreSQL: pg_dump."""
+    from .backup import BackupError, backup_sqlite  # noqa: PLC0415
+
+    settings = _settings(ctx)
+    try:
+        done = backup_sqlite(database_url(settings.db or None, settings.data_dir), dest, overwrite=overwrite)
+    except (BackupError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"backed up {done.source} to {done.dest} ({done.size} bytes, revision {done.revision or 'none'}); "
+        f"package files ({settings.artifacts_path}) and the server secret are files: copy them too"
+    )
+
+
 @device_app.command("add")
 def device_add(
     ctx: typer.Context,
