@@ -171,9 +171,15 @@ class S3ArtifactStorage:
             raise self._error(what, exc) from exc
 
     def _error(self, what: str, exc: Exception) -> ArtifactStoreError:
-        from botocore.exceptions import ClientError, NoCredentialsError  # noqa: PLC0415
+        from botocore.exceptions import (  # noqa: PLC0415
+            ClientError,
+            ConnectionError,
+            NoCredentialsError,
+        )
 
-        if isinstance(exc, NoCredentialsError):
+        if isinstance(exc, ConnectionError):  # refused, timed out, no such host
+            cause = f"cannot reach the store ({exc})"
+        elif isinstance(exc, NoCredentialsError):
             cause = (
                 "no AWS credentials: set access_key_id/secret_access_key in [artifacts], a profile, "
                 "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
@@ -182,7 +188,7 @@ class S3ArtifactStorage:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", "?"))
             message = str(error.get("Message", "")).strip()
-            if code == "NoSuchBucket":
+            if code in ("NoSuchBucket", "404"):  # 404: HEAD has no body to name the code
                 cause = "the bucket does not exist"
             elif code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 cause = f"access refused ({code}{': ' + message if message else ''}): check the credentials"
