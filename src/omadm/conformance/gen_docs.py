@@ -162,7 +162,7 @@ def render_ets(ctx: _Context) -> str:
     ]
     for prefix, title in _FAMILIES:
         mine = [c for c in cases if c.id.startswith(prefix)]
-        role = mine[0].role.value if mine else ""
+        role = ", ".join(sorted({c.role.value for c in mine})) or "-"
         executable = sum(1 for c in mine if c.executable)
         out.append(f"| `{prefix}*` {title} | {role} | {len(mine)} | {executable} |")
     out.append(f"| total | | {len(cases)} | {sum(1 for c in cases if c.executable)} |")
