@@ -27,9 +27,11 @@ import hashlib
 import hmac
 import itertools
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -65,6 +67,7 @@ from omadm.protocol.session import (
 )
 
 from . import jobs as jobplan
+from . import logs, metrics
 from .admission import DEFAULT_LIMIT, Admission
 from .config import ServerConfig
 from .dm_store import AuthorityRef, FastUnit, FullPathNeeded, OrmUnit, RowCache, Unit
@@ -84,6 +87,7 @@ from .store.models import (
     utc_now,
 )
 from .store.writer import DmWriter, WriteConflict, WriterUnavailable
+from .tls import client_identities
 from .version_key import version_key
 
 __all__ = ["DMEndpoint", "PackageLocator"]
@@ -120,6 +124,8 @@ _MAX_CHALLENGED = 1000
 #: Failed sessions recorded in a device's history per run of failures (the counter goes on).
 _FAILURES_IN_HISTORY = 3
 _AUTHORITY_TTL = 30.0  # seconds an authority's name is trusted without looking again
+#: The device ids this request's verified client certificate names (None: none, or not checked).
+_CLIENT_IDENTITIES: ContextVar[frozenset[str] | None] = ContextVar("omadm_client_identities", default=None)
 _UNKNOWN_AUTHORITY_TTL = 2.0
 
 
@@ -164,18 +170,28 @@ class DMEndpoint:
         self._authorities: dict[str, tuple[AuthorityRef | None, float]] = {}
 
     async def __call__(self, request: Request) -> Response:
+        started = time.perf_counter()
         # A message that continues a session carries its token (RespURI): those come first.
         continuing = bool(request.query_params.get("s"))
+        note: dict[str, Any] = {}
         if not self.admission.enter(continuing=continuing):
             await _read_body(request, self.config.max_body)  # keeps the connection reusable
-            return self._busy("over the in-flight limit", continuing)
-        try:
-            return await self._message(request)
-        except SQLAlchemyTimeoutError:
-            # The database pool had no connection in time: a load problem, not a bug.
-            return self._busy("no database connection in time", continuing)
-        finally:
-            self.admission.leave()
+            metrics.DM_SHED.labels("in_flight").inc()
+            response = self._busy("over the in-flight limit", continuing)
+        else:
+            try:
+                response = await self._message(request, note)
+            except SQLAlchemyTimeoutError:
+                # The database pool had no connection in time: a load problem, not a bug.
+                metrics.DM_SHED.labels("database").inc()
+                response = self._busy("no database connection in time", continuing)
+            except Exception:
+                metrics.MESSAGE_OUTCOMES["error"].inc()  # the caller logs it and answers 500
+                raise
+            finally:
+                self.admission.leave()
+        _count(response.status_code, note, time.perf_counter() - started)
+        return response
 
     def _busy(self, why: str, continuing: bool) -> Response:
         """HTTP 503 with Retry-After: the device comes back later (agents and the simulator do)."""
@@ -197,7 +213,7 @@ class DMEndpoint:
             headers={"Retry-After": str(retry_after)},
         )
 
-    async def _message(self, request: Request) -> Response:
+    async def _message(self, request: Request, note: dict[str, Any]) -> Response:
         started = time.perf_counter()
         body = await _read_body(request, self.config.max_body)
         if body is None:
@@ -211,6 +227,7 @@ class DMEndpoint:
             return _text(400, f"not a DM message: {exc}")
         token = request.query_params.get("s", "")
         name = request.path_params.get("authority", "")
+        logs.DEVICE.set(message.header.source.loc_uri)  # on every log line of this message
         problem = _header_problem(message) or _bounded("the session token (s=)", token, _MAX_TOKEN)
         if problem is not None:
             log.warning("dm refused: %s", problem)
@@ -223,7 +240,12 @@ class DMEndpoint:
                 "dm refused device=%s: no management authority %r", message.header.source.loc_uri, name
             )
             return _text(404, f"no management authority {name!r} on this server")
-        note: dict[str, Any] = {"encoding": encoding, "authority": authority}
+        note.update(encoding=encoding, authority=authority)
+        if self.config.tls_client_ca and self.config.client_cert_auth != "off":
+            problem = self._certificate_problem(request, message.header.source.loc_uri)
+            if problem is not None:
+                log.warning("dm refused device=%s status=403: %s", message.header.source.loc_uri, problem)
+                return _text(403, problem)
         try:
             reply = await self._serve(message, body, token, request.headers.get(HMAC_HEADER), note)
         except _Refusal as refusal:
@@ -254,6 +276,28 @@ class DMEndpoint:
             (time.perf_counter() - started) * 1000,
         )
         return Response(reply.body, media_type=reply.content_type, headers=reply.headers)
+
+    def _certificate_problem(self, request: Request, device_id: str) -> str | None:
+        """Why the client certificate does not let this message in (None: it does).
+
+        ``client_cert_auth = "map"``: a certificate must name the device; ``"require"``: one
+        must be there too. The names are kept (``_CLIENT_IDENTITIES``) so that ``_handle``
+        checks them against the session's device too: a continued session is found by its
+        token, not by its Source.
+        """
+        identities = client_identities(request.scope, self.config.client_cert_identity)
+        _CLIENT_IDENTITIES.set(identities)
+        if identities is None:
+            if self.config.client_cert_auth == "require":
+                return "this server requires a client certificate naming the device, and none was presented"
+            return None
+        if device_id not in identities:
+            names = ", ".join(sorted(identities)) or "no device id"
+            return (
+                f"the client certificate names {names} ({self.config.client_cert_identity}), "
+                f"not the device {device_id}"
+            )
+        return None
 
     # -- one message ------------------------------------------------------------------------
 
@@ -317,7 +361,12 @@ class DMEndpoint:
         note: dict[str, Any],
     ) -> Any:
         record, session, device, new = await self._load(unit, message, token)
+        identities = _CLIENT_IDENTITIES.get()
+        if identities is not None and device.device_id not in identities:
+            why = f"the client certificate does not name the session's device {device.device_id}"
+            raise _Refusal(403, why)
         note["token"] = record.token
+        logs.SESSION.set(record.token)
         note["device_pk"] = device.id
         try:
             events = session.receive_message(
@@ -341,6 +390,7 @@ class DMEndpoint:
             # refusal travels in HTTP; nothing of this message is kept.
             raise _Refusal(400, str(exc)) from None
         await self._apply(unit, record, device, session.events(), note)
+        note["authenticated"] = session.authenticated
         if new and not session.authenticated:
             # A challenge (no or wrong credentials) keeps no session: failed attempts, however
             # many, cost no rows. The device's next message, credentials and all, is served as
@@ -349,6 +399,7 @@ class DMEndpoint:
             return reply
         if new:
             unit.add_session(record)
+            note["new_session"] = True  # counted once the message is answered (metrics.py)
         await self._save(record, session)
         unit.keep_live(session)
         return reply
@@ -493,6 +544,7 @@ class DMEndpoint:
                 else:  # a session's first message often has no (or outdated) credentials
                     log.info("dm device=%s challenged: %s", device.device_id, event.reason)
                 if event.after_challenge and not event.final:  # final: a summary of the others
+                    note["auth_failures"] = note.get("auth_failures", 0) + 1
                     # Wrong credentials (the nonce we gave was used): one counter per device,
                     # reset by the next success, is all a failure stores, however many there
                     # are. A first message's failure is the normal start of a session.
@@ -811,6 +863,7 @@ class DMEndpoint:
         )
 
     async def _move(self, db: AsyncSession, device: Device, job: Job, outcome: jobplan.Outcome) -> None:
+        logs.JOB.set(job.id)
         now = utc_now()
         job.state = outcome.state.value
         job.updated = now
@@ -949,6 +1002,7 @@ class DMEndpoint:
     async def _send_job(
         self, db: AsyncSession, record: DmSession, session: ServerSession, device: Device, job: Job
     ) -> None:
+        logs.JOB.set(job.id)
         kind = JobKind(job.kind)
         params = dict(job.params or {})
         try:
@@ -1004,13 +1058,47 @@ def _items_digest(items: Sequence[Item]) -> str:
     return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
 
+#: C0 controls and DEL: never part of an identifier the store keeps (a regex: checked on every
+#: message's header fields, where a per-character generator cost ~30 µs a message).
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+
+
+def _count(status: int, note: dict[str, Any], seconds: float) -> None:
+    """A message answered: its outcome, latency and what it did to its session (metrics.py).
+
+    Read from ``note`` after the answer, so that a fast-path attempt abandoned for the
+    general path (which clears the note) is counted once, as what finally happened.
+    """
+    if status == 200:
+        metrics.MESSAGE_OUTCOMES["ok"].inc()
+    elif status == 503:
+        metrics.MESSAGE_OUTCOMES["busy"].inc()
+    elif status >= 500:
+        metrics.MESSAGE_OUTCOMES["error"].inc()
+    else:
+        metrics.MESSAGE_OUTCOMES["refused"].inc()
+    metrics.LATENCY_PATHS[note.get("path", "general") if "token" in note else "none"].observe(seconds)
+    if note.get("new_session"):
+        metrics.DM_SESSIONS_STARTED.inc()
+    failures = note.get("auth_failures", 0)
+    if failures:
+        metrics.AUTH_FAILURES.labels("dm", "credentials").inc(failures)
+    names = note.get("events")
+    if names and ("SessionEnded" in names or "SessionAborted" in names):
+        if not note.get("authenticated"):
+            outcome = "unauthenticated"  # ended by the server after failed credentials
+        else:
+            outcome = "completed" if "SessionEnded" in names else "aborted"
+        metrics.DM_SESSIONS_FINISHED.labels(outcome).inc()
+
+
 def _bounded(what: str, value: str | None, limit: int) -> str | None:
     """Why ``value`` cannot be stored or looked up as it is (too long, control characters), or None."""
     if value is None:
         return None
     if len(value) > limit:
         return f"{what} is {len(value)} characters long; at most {limit} are accepted"
-    if any(ord(c) < 0x20 or c == "\x7f" for c in value):
+    if _CONTROL_CHARACTER.search(value) is not None:
         return f"{what} contains control characters"
     return None
 
