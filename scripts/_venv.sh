@@ -1,5 +1,8 @@
-# Shared by scripts/test and scripts/demo: make .venv (once) and install omadm into it.
-# Sourced, not executed. Re-installs only when pyproject.toml changed since the last install.
+# Shared by scripts/test, scripts/demo and scripts/lock: make .venv (once) and install omadm into it.
+# Sourced, not executed. Re-installs only when pyproject.toml or requirements.lock changed since
+# the last install. The dependencies come from requirements.lock (every one pinned, each file
+# checked against its hash: pip --require-hashes), then omadm itself without dependencies; the
+# lock holds the server and dev extras too. scripts/lock refreshes it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -13,10 +16,17 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 STAMP="$VENV/.omadm-installed"
-if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ]; then
-    echo "==> installing omadm and its development tools into $VENV"
+LOCK="$ROOT/requirements.lock"
+if [ ! -f "$STAMP" ] || [ "$ROOT/pyproject.toml" -nt "$STAMP" ] || [ "$LOCK" -nt "$STAMP" ]; then
+    echo "==> installing omadm and its locked dependencies (requirements.lock) into $VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[server,dev]"
+    if [ -f "$LOCK" ]; then
+        "$VENV/bin/python" -m pip install --quiet --require-hashes -r "$LOCK"
+        "$VENV/bin/python" -m pip install --quiet --no-deps -e "$ROOT"
+    else  # only before the first scripts/lock: the newest releases pyproject.toml allows
+        echo "==> no requirements.lock: installing unpinned (scripts/lock makes it)"
+        "$VENV/bin/python" -m pip install --quiet -e "$ROOT[server,dev]"
+    fi
     touch "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"
