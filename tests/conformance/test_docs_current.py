@@ -8,11 +8,14 @@ is matched by no case of the catalogue or names a TS section that does not exist
 
 from __future__ import annotations
 
+import importlib
 import re
 import shutil
+import typing
 from pathlib import Path
 
 import pytest
+import typer.models
 
 from omadm.conformance import gen_docs
 from omadm.conformance.model import Case, Role
@@ -107,3 +110,28 @@ def test_a_missing_hand_written_document_is_an_error(
 ) -> None:
     assert gen_docs.main(["--check", "--root", str(tmp_path)]) == 1
     assert "docs/scomo/RD.md is missing" in capsys.readouterr().err
+
+
+def _runner_options(module_name: str) -> list[str]:
+    """The long option names of a runner's typer command (e.g. ``--listen``)."""
+    module = importlib.import_module(module_name)
+    hints = typing.get_type_hints(module.command, include_extras=True)
+    names: list[str] = []
+    for hint in hints.values():
+        for extra in getattr(hint, "__metadata__", ()):
+            if isinstance(extra, typer.models.OptionInfo):
+                # in Annotated[...], typer takes the first positional (the name) as the default
+                decls = [*(extra.param_decls or ()), extra.default]
+                names += [d for d in decls if isinstance(d, str) and d.startswith("--")]
+    return names
+
+
+@pytest.mark.parametrize("module_name", ["omadm.conformance.device", "omadm.conformance.server"])
+def test_the_readme_documents_every_runner_option(module_name: str) -> None:
+    pytest.importorskip(module_name)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Conformance: testing your DM client or server", 1)[1].split("\n## ", 1)[0]
+    options = _runner_options(module_name)
+    assert options, f"{module_name}.command declares no options"
+    missing = [o for o in options if f"`{o}" not in section and f" {o} " not in section]
+    assert not missing, f"README's conformance section does not mention {', '.join(missing)}"

@@ -275,7 +275,7 @@ def _block_requirements(ctx: _Context) -> str:
         mine = [r for r in REQUIREMENTS if r.area == area]
         if not mine:
             continue
-        out += [f"#### {title} ({area})", ""]
+        out += [f"### {title} ({area})", ""]
         out += [f"- **{r.id}** {r.text} ({_ts_link(r.ts_section, ctx)})" for r in mine]
         out.append("")
     return "\n".join(out).rstrip("\n")
@@ -337,6 +337,8 @@ def _block_ddf(ctx: _Context) -> str:
 
 def _enum_table(enum: type[IntEnum], leaf: str) -> list[str]:
     doc = " ".join((enum.__doc__ or "").split("\n\n")[0].split())
+    doc = re.sub(r"^``[^`]+``:\s*", "", doc)  # the docstring starts with the leaf's name
+    doc = doc[:1].upper() + doc[1:]
     out = [f"`{leaf}` ({enum.__name__}): {doc}", "", "| value | meaning |", "| ---: | --- |"]
     out += [f"| {member.value} | {member.name.replace('_', ' ').lower()} |" for member in enum]
     return [*out, ""]
