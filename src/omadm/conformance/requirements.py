@@ -111,7 +111,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "The inventory shall be readable as a structure in one request (Get with ?list=Struct, StructData or "
         "TNDS), whatever its size (large objects, multiple messages).",
         "SCOMO-DEV-INV-*",
-        "DM-CLI-GET-*",
+        "DM-CLI-LIST-*",
     ),
     # Delivery
     _r(
@@ -128,7 +128,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "larger than one message, as a DM large object.",
         "SCOMO-DEV-DLV-*",
         "SCOMO-DEV-DIRECT-*",
-        "DM-CLI-LO-*",
+        "DM-CLI-LO-001",
     ),
     _r(
         "SCOMO-RD-DEL-003",
@@ -311,6 +311,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "SCOMO-DEV-ACL-*",
         "SCOMO-DEV-MO-*",
         "MO-CLI-*",
+        "DM-CLI-CMD-012",
+        "DM-CLI-CMD-013",
     ),
     _r(
         "SCOMO-RD-SEC-004",
@@ -334,7 +336,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "8.4",
         "The software inventory shall be disclosed only to DM servers the ACL allows to read it.",
         "SCOMO-DEV-ACL-*",
-        "DM-CLI-ACL-*",
+        "DM-CLI-ACL-001",
     ),
     _r(
         "SCOMO-RD-PRV-002",
@@ -350,10 +352,14 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "9.1",
         "SCOMO shall run over DM 1.2 sessions (package 1 to package 4, one Status per command, the SyncHdr "
         "Status first, Results after their Status), in XML and in WBXML.",
-        "DM-CLI-SES-*",
-        "DM-CLI-HDR-*",
-        "DM-CLI-STA-*",
-        "DM-SRV-SES-*",
+        "DM-CLI-SESS-*",
+        "DM-CLI-IDS-*",
+        "DM-CLI-ENC-*",
+        "DM-CLI-ABORT-*",
+        "DM-SRV-HDR-*",
+        "DM-SRV-STS-*",
+        "DM-SRV-ENC-*",
+        "DM-SRV-ABT-*",
     ),
     _r(
         "SCOMO-RD-DM-002",
@@ -361,11 +367,10 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "Commands SCOMO uses (Add, Replace, Delete, Get, Exec, Copy, Atomic, Sequence) shall keep their DM "
         "1.2 meaning and status codes, including 404 for unknown nodes.",
         "DM-CLI-CMD-*",
-        "DM-CLI-GET-*",
+        "DM-CLI-PROP-*",
+        "DM-CLI-LIST-*",
         "DM-CLI-ATOM-*",
         "DM-CLI-SEQ-*",
-        "DM-CLI-ADD-*",
-        "DM-CLI-EXEC-*",
     ),
     _r(
         "SCOMO-RD-DM-003",
@@ -375,7 +380,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "DM-CLI-LO-*",
         "DM-CLI-MSG-*",
         "DM-SRV-LO-*",
-        "DM-SRV-MSG-*",
+        "DM-SRV-SIZE-*",
+        "DM-SRV-PKG-*",
     ),
     _r(
         "SCOMO-RD-DM-004",
@@ -389,10 +395,10 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "9.5",
         "A server shall be able to wake the device with a notification (Package #0), and a device shall be "
         "able to send Generic Alerts in a session it starts.",
-        "DM-CLI-NOTIF-*",
-        "DM-CLI-PKG0-*",
+        "DM-CLI-SESS-003",
+        "DM-CLI-SESS-008",
+        "DM-CLI-SESS-009",
         "DM-SRV-ALERT-*",
-        "DM-CLI-ALERT-*",
     ),
     # Server
     _r(
