@@ -13,6 +13,7 @@ the actor ``shell:<os user>``. Exit codes: 0 done, 1 a problem with the request 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import json
 import logging
@@ -279,18 +280,21 @@ def _as_env(settings: ServerConfig) -> dict[str, Any]:
         "url_lifetime": settings.url_lifetime,
         "workers": settings.workers,
         "artifacts_dir": settings.artifacts_dir,
+        "artifacts": dataclasses.asdict(settings.artifacts),  # [artifacts]: where package bytes live
     }
 
 
 def app_from_environment() -> Any:
     """The uvicorn factory each worker calls (settings come from ``OMADM_SERVER_SETTINGS``)."""
     from .app import create_app  # noqa: PLC0415
-    from .config import EnrolConfig  # noqa: PLC0415
+    from .config import ArtifactsConfig, EnrolConfig  # noqa: PLC0415
 
     _logging()
     values = json.loads(os.environ["OMADM_SERVER_SETTINGS"])
     values["data_dir"] = Path(values["data_dir"])
     values["enrol"] = EnrolConfig(**values["enrol"])
+    if "artifacts" in values:
+        values["artifacts"] = ArtifactsConfig(**values["artifacts"])
     return create_app(ServerConfig(**values).validate())
 
 
