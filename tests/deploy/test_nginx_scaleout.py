@@ -20,15 +20,20 @@ campaign's first wave the worker holding the sweeper lease is killed with SIGKIL
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import re
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -256,3 +261,148 @@ async def _campaign(
         runner.stop()
         summary = (await running).to_json()
     return killed, survivor, kill_time, campaign, json.loads(json.dumps(summary))
+
+
+class AnswerDropper:
+    """A worker that dies after doing the work and before answering, on purpose, now and then.
+
+    It stands between nginx and a real worker: every ``every``-th DM message is passed on and
+    answered by the worker (its effects committed), then the connection is closed without a
+    byte of the answer, as when a worker is SIGKILLed between its commit and its reply, the
+    worst moment. nginx must not repeat that POST on its own (it was sent); it answers 502,
+    and the device repeats the message. Everything else is passed through unchanged.
+    """
+
+    def __init__(self, backend: str, every: int = 4, most: int = 12) -> None:
+        self.backend = urlsplit(backend)
+        self.every = every
+        self.most = most
+        self.dm_messages = 0
+        self.dropped: list[int] = []  # the worker's status for each answer dropped
+        self._lock = threading.Lock()
+        dropper = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                connection = http.client.HTTPConnection(
+                    dropper.backend.hostname or "127.0.0.1", dropper.backend.port, timeout=30
+                )
+                skip = ("host", "connection", "content-length")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                try:
+                    connection.request(self.command, self.path, body=body, headers=headers)
+                    response = connection.getresponse()
+                    data = response.read()
+                finally:
+                    connection.close()
+                drop = False
+                if self.command == "POST" and self.path.startswith("/dm"):
+                    with dropper._lock:
+                        dropper.dm_messages += 1
+                        if dropper.dm_messages % dropper.every == 0 and len(dropper.dropped) < dropper.most:
+                            dropper.dropped.append(response.status)
+                            drop = True
+                if drop:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.send_response(response.status)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._forward()
+
+            def do_POST(self) -> None:
+                self._forward()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._http.daemon_threads = True
+        self.port = int(self._http.server_address[1])
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+
+    def __enter__(self) -> AnswerDropper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+
+def test_a_dm_message_whose_answer_died_with_its_worker_is_repeated_by_the_device_not_by_nginx(
+    pg_url: str, tmp_path: Path
+) -> None:
+    devices = 10
+    key = generate_key()
+    (tmp_path / "publisher.pub.pem").write_bytes(public_key_pem(key))
+    build_package(EXAMPLES / "hello-package", tmp_path / "hello.omp", signing_key=key)
+    worker = ServerProcess(pg_url, tmp_path / "data", tmp_path / "worker.log")
+    worker.run("publisher", "add", "tests", str(tmp_path / "publisher.pub.pem"))
+    artifact = int(worker.run("artifact", "add", str(tmp_path / "hello.omp")).split()[1].rstrip(":"))
+    token = worker.run("token", "add", "ops", "--role", "operator").strip().splitlines()[-1]
+    with AnswerDropper(worker.url) as dropper:
+        proxy = Nginx(tmp_path / "nginx", [dropper.port])
+        worker.public_url = proxy.url
+        worker.start()
+        proxy.start()
+        try:
+            summary = asyncio.run(_install_each(proxy, token, artifact, devices))
+            jobs = [row for row in worker.jobs() if row]
+        finally:
+            worker.stop()
+            proxy.stop()
+    assert len(dropper.dropped) >= 3 and set(dropper.dropped) == {200}, dropper.dropped
+    access = proxy.access()
+    bad = [e for e in access if e["status"] == "502"]
+    # Each dropped answer reached the device as a 502 of its POST, which nginx did not repeat.
+    assert len(bad) == len(dropper.dropped), bad
+    assert all(e["method"] == "POST" and e["uri"].startswith("/dm") and "," not in e["upstream"] for e in bad)
+    assert summary["errors"].get("http 502") == len(dropper.dropped), summary["errors"]
+    assert summary["sessions"]["by_outcome"] == {"ok": summary["sessions"]["finished"]}, summary["sessions"]
+    # The repeated messages were answered from the stored session: nothing applied twice.
+    assert summary["scomo"]["results"] == {"1200": devices}, summary["scomo"]
+    assert summary["scomo"]["jobs_accepted"] == devices, summary["scomo"]
+    assert sorted(row[3] for row in jobs) == ["succeeded"] * devices, jobs
+
+
+async def _install_each(proxy: Nginx, token: str, artifact: int, devices: int) -> dict[str, Any]:
+    fleet = await register_fleet(proxy.url, token, devices, "IMEI:36", "md5")
+    profile = parse_profile(
+        {
+            "seed": 5,
+            "arrival": {"mode": "spread", "over": 1.0},
+            "poll": {"interval": 1.0, "jitter": 0.2},
+            "latency": {
+                "download": {"dist": "fixed", "value": 0.1},
+                "install": {"dist": "fixed", "value": 0.1},
+            },
+            "http": {"timeout": 10, "retries": 4, "retry_backoff": 0.2},
+        }
+    )
+    runner = FleetRunner(fleet, profile, RunOptions(duration=60, concurrency=10))
+    running = asyncio.create_task(runner.run())
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=proxy.url, headers=headers, timeout=30) as api:
+        for device in fleet.devices:
+            body = {"device_id": device.device_id, "kind": "install", "artifact_id": artifact}
+            response = await api.post("/api/v1/jobs", json=body)
+            assert response.status_code == 201, response.text
+        deadline = time.monotonic() + 40
+        while runner.stats.alerts_delivered < devices:
+            assert time.monotonic() < deadline and not running.done(), runner.stats
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(1.5)  # the last sessions end
+    runner.stop()
+    return (await running).to_json()
