@@ -3,7 +3,9 @@
 Exit codes of ``connect``: 0 the session succeeded; 1 configuration or usage problem;
 3 authentication failed (the server refused our credentials, even when it says so by
 aborting with Alert 1223, or it did not prove itself); 4 the server could not be reached;
-5 the server broke the protocol or aborted the session for another reason. The local
+5 the server broke the protocol or aborted the session for another reason; 7 TLS: the
+server's certificate is not trusted (unknown CA, expired, another host name, a key that is
+not pinned) or the server refused our client certificate (``run`` stops with 7 too). The local
 software commands (``install``, ``activate``, ``deactivate``, ``remove``) exit 6 when the
 operation ran and failed (the SCOMO result says why). ``account set`` changes an account's
 address or credentials in the tree, which wins over ``omadm.toml``.
@@ -34,6 +36,7 @@ from .config import (
     AgentConfig,
     ConfigError,
     DeviceConfig,
+    TLSConfig,
     load_config,
     save_account,
     save_config,
@@ -50,6 +53,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_OPERATION",
     "EXIT_PROTOCOL",
+    "EXIT_TLS",
     "EXIT_UNREACHABLE",
     "agent_app",
 ]
@@ -60,11 +64,13 @@ EXIT_AUTH = 3
 EXIT_UNREACHABLE = 4
 EXIT_PROTOCOL = 5
 EXIT_OPERATION = 6
+EXIT_TLS = 7
 
 _EXIT_FOR = {
     Outcome.OK: EXIT_OK,
     Outcome.AUTH_FAILED: EXIT_AUTH,
     Outcome.TRANSPORT_ERROR: EXIT_UNREACHABLE,
+    Outcome.TLS_ERROR: EXIT_TLS,
     Outcome.PROTOCOL_ERROR: EXIT_PROTOCOL,
     Outcome.ABORTED: EXIT_PROTOCOL,
 }
@@ -158,6 +164,24 @@ def init_command(
             "repeatable.",
         ),
     ] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option("--ca-file", help="Trust a server certificate only if this CA bundle (PEM) signed it."),
+    ] = None,
+    pin_sha256: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pin-sha256",
+            help="Accept only a server key with this SHA-256 SubjectPublicKeyInfo digest (base64 or hex); "
+            "repeatable (a backup key).",
+        ),
+    ] = None,
+    client_cert: Annotated[
+        Path | None, typer.Option("--client-cert", help="Our client certificate (PEM) for mutual TLS.")
+    ] = None,
+    client_key: Annotated[
+        Path | None, typer.Option("--client-key", help="Its private key (PEM) [in --client-cert].")
+    ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
     force: Annotated[
         bool,
@@ -214,6 +238,7 @@ def init_command(
             poll_interval=poll_interval,
             encoding=wire,
             listen_udp=listen_udp,
+            tls=_tls_options(ca_file, pin_sha256, client_cert, client_key),
         )
         save_config(agent_config, config)
         agent = Agent(load_config(config))
@@ -258,6 +283,31 @@ def init_command(
                 f"answers at {account.url} can manage this device",
                 err=True,
             )
+
+
+def _tls_options(
+    ca_file: Path | None, pins: list[str] | None, client_cert: Path | None, client_key: Path | None
+) -> TLSConfig:
+    """``[tls]`` from init's options (absolute paths: the agent may run from another directory)."""
+    if client_key and not client_cert:
+        _fail(EXIT_CONFIG, "--client-key needs --client-cert")
+    from .tls import parse_pin  # noqa: PLC0415
+
+    for pin in pins or ():
+        try:
+            parse_pin(pin)
+        except ValueError as exc:
+            _fail(EXIT_CONFIG, f"--pin-sha256: {exc}")
+    files = (("--ca-file", ca_file), ("--client-cert", client_cert), ("--client-key", client_key))
+    for option, path in files:
+        if path is not None and not path.is_file():
+            _fail(EXIT_CONFIG, f"{option}: no such file {path}")
+    return TLSConfig(
+        ca_file=str(ca_file.resolve()) if ca_file else "",
+        client_cert=str(client_cert.resolve()) if client_cert else "",
+        client_key=str(client_key.resolve()) if client_key else "",
+        pin_sha256=tuple(pins or ()),
+    )
 
 
 def _encoding_option(value: str) -> Encoding:
@@ -423,7 +473,7 @@ def connect_command(
     server_id: Annotated[str | None, typer.Option(help="Which account (default: the first).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run one session now; the exit code tells how it ended (0 ok, 3 auth, 4 unreachable, 5 protocol)."""
+    """Run one session now; exit code: how it ended (0 ok, 3 auth, 4 unreachable, 5 protocol, 7 TLS)."""
     _logging(verbose)
     agent = _open(config)
     try:
@@ -475,6 +525,8 @@ def run_command(
         for close in closers:
             close()
         agent.close()
+    if agent.tls_failure is not None:
+        _fail(EXIT_TLS, f"stopped: {agent.tls_failure.reason}")
 
 
 @agent_app.command("status")

@@ -88,6 +88,20 @@ class TLSConfig:
     ca_file: str = ""  # a PEM bundle to trust instead of the system's
     client_cert: str = ""  # PEM certificate (with the key, or see client_key) for mutual TLS
     client_key: str = ""
+    #: SHA-256 digests of the server keys' SubjectPublicKeyInfo (base64 or hex) the agent
+    #: accepts, besides the CA check (omadm.agent.tls); empty: no pinning. A string or a list.
+    pin_sha256: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        pins: Any = self.pin_sha256  # TOML gives a string or a list
+        object.__setattr__(self, "pin_sha256", (pins,) if isinstance(pins, str) else tuple(pins))
+
+    @property
+    def pins(self) -> tuple[bytes, ...]:
+        """The pins as digests (``_validate`` has checked that each one parses)."""
+        from .tls import parse_pin  # noqa: PLC0415
+
+        return tuple(parse_pin(pin) for pin in self.pin_sha256)
 
 
 @dataclass(frozen=True)
@@ -280,6 +294,7 @@ def _validate(config: AgentConfig) -> None:
     for server in config.scomo.servers:
         if not isinstance(server, str) or not server or any(c in server for c in "+&= \t"):
             raise ConfigError(f"[scomo] servers: {server!r} is not a ServerID (no +, &, = or spaces)")
+    _validate_tls(config.tls)
     if config.max_msg_size < 1024:
         raise ConfigError("max_msg_size must be at least 1024 bytes")
     seen: set[str] = set()
@@ -298,6 +313,20 @@ def _validate(config: AgentConfig) -> None:
                 "set require_server_auth = false to trust an unauthenticated server (insecure)"
             )
         seen.add(account.server_id)
+
+
+def _validate_tls(tls: TLSConfig) -> None:
+    from .tls import parse_pin  # noqa: PLC0415
+
+    for pin in tls.pin_sha256:
+        if not isinstance(pin, str):
+            raise ConfigError(f"[tls] pin_sha256: {pin!r} is not a string")
+        try:
+            parse_pin(pin)
+        except ValueError as exc:
+            raise ConfigError(f"[tls] pin_sha256: {exc}") from None
+    if tls.client_key and not tls.client_cert:
+        raise ConfigError("[tls] client_key needs client_cert (the certificate the key belongs to)")
 
 
 def save_config(config: AgentConfig, path: str | Path) -> None:
@@ -320,7 +349,7 @@ def save_config(config: AgentConfig, path: str | Path) -> None:
     document = {
         "device": asdict(config.device),
         "agent": agent,
-        "tls": asdict(config.tls),
+        "tls": {**asdict(config.tls), "pin_sha256": list(config.tls.pin_sha256)},
         "scomo": {
             **asdict(config.scomo),
             "installers": list(config.scomo.installers),

@@ -72,6 +72,8 @@ class Outcome:
     OK = "ok"
     AUTH_FAILED = "auth-failed"
     TRANSPORT_ERROR = "transport-error"
+    #: The server failed the TLS checks (CA, validity, host name, pinned key) or refused ours.
+    TLS_ERROR = "tls-error"
     PROTOCOL_ERROR = "protocol-error"
     ABORTED = "aborted"
 
@@ -221,6 +223,8 @@ class Agent:
         self.tree = DMTree(self.store, clock=clock)  # type: ignore[arg-type]
         self.alerts = AlertQueue(config.data_dir / "alerts.sqlite")
         self.transport = transport or HTTPTransport(config)
+        #: The last session the TLS checks stopped: ``run`` ends on it (the CLI's exit code 7).
+        self.tls_failure: SessionReport | None = None
         self._requests: queue.Queue[SessionRequest | bytes] = queue.Queue()
         self._notifications = threading.BoundedSemaphore(self.MAX_PENDING_NOTIFICATIONS)
         self._dropped_notifications = 0
@@ -536,7 +540,10 @@ class Agent:
             try:
                 reply = self.transport.post(out.url or account.url, out.body, out.content_type, out.headers)
             except TransportError as exc:
-                report.outcome, report.reason = Outcome.TRANSPORT_ERROR, str(exc)
+                report.outcome = Outcome.TLS_ERROR if exc.tls else Outcome.TRANSPORT_ERROR
+                report.reason = str(exc)
+                if exc.tls:
+                    self.tls_failure = report
                 return
             try:
                 events = client.receive(
@@ -631,13 +638,16 @@ class Agent:
         return True
 
     def run(self, stop: threading.Event) -> None:
-        """Sessions until ``stop`` is set: on every poll, Package #0 and pending alert."""
+        """Sessions until ``stop`` is set (or a server fails the TLS checks: ``tls_failure``):
+        on every poll, Package #0 and pending alert."""
         from .listener import NotificationGate  # noqa: PLC0415 - listener imports this module
 
         gate = NotificationGate(self)
         interval = self.config.poll_interval
         next_poll = time.monotonic()
-        while not stop.is_set():
+        # A server the TLS checks refuse stays refused until someone changes the trust settings
+        # or the server's certificate: end (loudly) rather than retry in silence.
+        while not stop.is_set() and self.tls_failure is None:
             self.work()
             now = time.monotonic()
             if interval and now >= next_poll:

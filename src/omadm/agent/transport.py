@@ -34,7 +34,7 @@ import random
 import ssl
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -46,6 +46,7 @@ from omadm.protocol.auth import HMAC_HEADER
 from omadm.protocol.codec import encoding_for_content_type
 
 from .config import AgentConfig, ConfigError
+from .tls import client_certificate_refused, client_context, closed_after_handshake, describe_tls_error
 
 __all__ = [
     "HTTPTransport",
@@ -71,12 +72,19 @@ def reply_limit(max_msg_size: int, max_obj_size: int) -> int:
 
 
 def tls_context(
-    verify: bool, ca_file: str | None, client_cert: str | None, client_key: str | None
+    verify: bool,
+    ca_file: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    pins: Collection[bytes] = (),
 ) -> ssl.SSLContext | bool:
     """What httpx's ``verify=`` takes for these TLS settings (0.28 deprecates the string forms).
 
     Raises ``ValueError`` naming the files when a CA bundle or certificate cannot be loaded.
+    ``pins``: server key digests to accept (see ``omadm.agent.tls``).
     """
+    if pins:
+        return client_context(verify, ca_file, client_cert, client_key, pins)
     if not ca_file and not client_cert:
         return verify
     try:
@@ -120,13 +128,17 @@ def busy_wait(retry_after: float, rng: random.Random) -> float:
 class TransportError(Exception):
     """The message could not be delivered or the answer was not a DM message.
 
-    ``retry_after``: the server is busy and said when to come back (seconds).
+    ``retry_after``: the server is busy and said when to come back (seconds). ``tls``: the
+    TLS checks refused the server (or the server our certificate): not retried.
     """
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool, retry_after: float | None = None, tls: bool = False
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.tls = tls
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +165,11 @@ class HTTPTransport:
         tls = config.tls
         try:
             verify = tls_context(
-                tls.verify, tls.ca_file or None, tls.client_cert or None, tls.client_key or None
+                tls.verify, tls.ca_file or None, tls.client_cert or None, tls.client_key or None, tls.pins
             )
         except ValueError as exc:
             raise ConfigError(f"[tls]: {exc}") from None
+        self._verify = verify  # also for the check after a connection dropped unanswered
         self._client = client or httpx.Client(
             verify=verify,
             timeout=config.timeout,
@@ -223,7 +236,8 @@ class HTTPTransport:
                         else None
                     )
                     raise TransportError(
-                        f"{url} answered HTTP {response.status_code} {response.reason_phrase}",
+                        f"{url} answered HTTP {response.status_code} {response.reason_phrase}"
+                        + _refusal_text(response),
                         retryable=response.status_code in _RETRYABLE,
                         retry_after=retry_after,
                     )
@@ -233,11 +247,29 @@ class HTTPTransport:
                 f"no answer from {url} within {self.config.timeout:.0f}s", retryable=True
             ) from None
         except httpx.TransportError as exc:
+            tls = self.config.tls
+            problem = describe_tls_error(
+                exc, ca_file=tls.ca_file, client_cert=tls.client_cert, host=httpx.URL(url).host
+            )
+            if problem is None and self._dropped_at_handshake(exc, url):
+                problem = client_certificate_refused(tls.client_cert)
+            if problem is not None:  # asking again gets the same certificate: not retried
+                raise TransportError(f"TLS with {url}: {problem}", retryable=False, tls=True) from None
             raise TransportError(f"cannot reach {url}: {exc}", retryable=True) from None
         content_type_back = response.headers.get("content-type")
         if content_type_back and encoding_for_content_type(content_type_back) is None:
             log.info("server sent Content-Type %r; decoding by the bytes", content_type_back)
         return Reply(content, content_type_back, response.headers.get(HMAC_HEADER))
+
+    def _dropped_at_handshake(self, exc: httpx.TransportError, url: str) -> bool:
+        """Whether an HTTPS server that sent no answer drops every connection after the handshake.
+
+        (A client certificate refused under TLS 1.3 looks like that: see ``closed_after_handshake``.)
+        """
+        target = httpx.URL(url)
+        if target.scheme != "https" or not isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+            return False
+        return closed_after_handshake(target.host, target.port or 443, self._verify)
 
     def _read_reply(self, response: httpx.Response, url: str) -> bytes:
         """The reply's body, refused (without reading on) once it passes ``reply_limit``."""
@@ -258,6 +290,25 @@ class HTTPTransport:
                 raise TransportError(message, retryable=False)
             received += chunk
         return bytes(received)
+
+
+def _refusal_text(response: httpx.Response, limit: int = 500) -> str:
+    """``": <why>"`` from a 4xx plain-text refusal (the server says which check failed), else ``""``.
+
+    At most ``limit`` bytes are read: the answer is a sentence, not a reply to measure.
+    """
+    if not 400 <= response.status_code < 500 or "text/plain" not in response.headers.get("content-type", ""):
+        return ""
+    received = b""
+    try:
+        for chunk in response.iter_bytes():
+            received += chunk
+            if len(received) >= limit:
+                break
+    except httpx.HTTPError:
+        return ""
+    text = " ".join(received[:limit].decode("utf-8", "replace").split())
+    return f": {text}" if text else ""
 
 
 #: Content-Encoding -> zlib ``wbits``; HTTP's "deflate" is the zlib format (32: or gzip).

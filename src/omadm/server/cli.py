@@ -146,6 +146,21 @@ def serve(
     unknown_devices: Annotated[
         str | None, typer.Option("--unknown-devices", help="reject, pending or accept [reject].")
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", help="Serve HTTPS with this certificate (PEM, the chain after it)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="The certificate's private key (PEM) [in --tls-cert].")
+    ] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-client-ca",
+            help="Ask clients for a certificate and verify it against this CA bundle (PEM); see "
+            "client_cert_auth in the configuration for what a device's certificate means.",
+        ),
+    ] = None,
     migrate: Annotated[
         bool,
         typer.Option(
@@ -168,6 +183,9 @@ def serve(
         workers=workers,
         data_dir=data_dir,
         unknown_devices=unknown_devices,
+        tls_cert=str(tls_cert) if tls_cert else None,
+        tls_key=str(tls_key) if tls_key else None,
+        tls_client_ca=str(tls_client_ca) if tls_client_ca else None,
     )
     _logging()
     log = logging.getLogger("omadm.server")
@@ -192,6 +210,7 @@ def serve(
         settings.workers,
         "s" if settings.workers > 1 else "",
     )
+    _check_tls(settings, log)
     for line in _first_steps(settings, config=config, db=db, data_dir=data_dir):
         log.info("%s", line)
     uvicorn.run(
@@ -211,7 +230,35 @@ def serve(
         # their connection meanwhile: no new TCP connection per retry, and no race with a
         # server closing an idle connection just as the device sends on it (uvicorn: 5 s).
         timeout_keep_alive=75,
+        **_tls_options(settings),  # HTTPS: certificate, key, client CA (tls.py)
     )
+
+
+def _check_tls(settings: ServerConfig, log: logging.Logger) -> None:
+    """Load the TLS files once here: a bad one is one ``error:`` line, not a traceback per worker."""
+    from .tls import TLSSetupError, certificate_warnings, check_tls_files  # noqa: PLC0415
+
+    try:
+        if check_tls_files(settings) is None:
+            return
+    except TLSSetupError as exc:
+        _fail(str(exc))
+    for warning in certificate_warnings(settings.tls_cert):
+        log.warning("%s", warning)
+    if settings.tls_client_ca:
+        log.info(
+            "client certificates: %s, verified against %s; client_cert_auth = %s (by %s)",
+            "required" if settings.tls_require_client_cert else "asked for",
+            settings.tls_client_ca,
+            settings.client_cert_auth,
+            settings.client_cert_identity,
+        )
+
+
+def _tls_options(settings: ServerConfig) -> dict[str, Any]:
+    from .tls import uvicorn_options  # noqa: PLC0415
+
+    return uvicorn_options(settings)
 
 
 def _prepare_database(url: str, *, upgrade: bool) -> None:
@@ -280,6 +327,12 @@ def _as_env(settings: ServerConfig) -> dict[str, Any]:
         "url_lifetime": settings.url_lifetime,
         "workers": settings.workers,
         "artifacts_dir": settings.artifacts_dir,
+        "tls_cert": settings.tls_cert,
+        "tls_key": settings.tls_key,
+        "tls_client_ca": settings.tls_client_ca,
+        "tls_require_client_cert": settings.tls_require_client_cert,
+        "client_cert_auth": settings.client_cert_auth,
+        "client_cert_identity": settings.client_cert_identity,
         "artifacts": dataclasses.asdict(settings.artifacts),  # [artifacts]: where package bytes live
     }
 

@@ -211,6 +211,8 @@ def load_server_config(path: Path | None = None, **overrides: Any) -> ServerConf
             if not isinstance(enrol, dict):
                 raise ConfigError("[server.enrol] must be a table")
             values["enrol"] = _build(EnrolConfig, enrol, "[server.enrol]")
+        if "artifacts" in section:
+            raise ConfigError("[server] artifacts: the artifact store's settings go in an [artifacts] table")
         artifacts = data.get("artifacts")
         if artifacts is not None:
             if not isinstance(artifacts, dict):

@@ -196,6 +196,9 @@ def test_settings_refused_with_the_setting_named(tmp_path: Path) -> None:
     config.write_text('[server]\nport = 8700\n[artifacts]\nbackend = "s3"\n')
     with pytest.raises(ConfigError, match=r'\[artifacts\] bucket is required with backend = "s3"'):
         load_server_config(config)
+    config.write_text('[server]\nartifacts = { backend = "s3" }\n')
+    with pytest.raises(ConfigError, match=r"go in an \[artifacts\] table"):
+        load_server_config(config)
     config.write_text('[artifacts]\nbackend = "gcs"\n')
     with pytest.raises(ConfigError, match="backend must be one of local, s3, not 'gcs'"):
         load_server_config(config)

@@ -105,6 +105,7 @@ import httpx
 
 from omadm import __version__
 from omadm.addresses import LocalAddressError, check_host
+from omadm.agent.tls import describe_tls_error
 from omadm.agent.transport import tls_context
 from omadm.protocol.codes import ScomoResult
 
@@ -278,6 +279,7 @@ class Downloader:
         ca_file: str | None = None,
         client_cert: str | None = None,
         client_key: str | None = None,
+        pins: Collection[bytes] = (),
         sleep: Callable[[float], None] = time.sleep,
         free_space: FreeSpace = disk_free,
         client: httpx.Client | None = None,
@@ -299,7 +301,7 @@ class Downloader:
         self.accept_types = None if accept_types is None else frozenset(t.lower() for t in accept_types)
         self._owns_client = client is None
         self._client = client or httpx.Client(
-            verify=tls_context(verify, ca_file, client_cert, client_key),
+            verify=tls_context(verify, ca_file, client_cert, client_key, pins),
             timeout=timeout,
             follow_redirects=False,  # followed in _open, one checked hop at a time
             headers={"User-Agent": f"omadm-agent/{__version__}"},
@@ -322,6 +324,7 @@ class Downloader:
             "ca_file": config.tls.ca_file or None,
             "client_cert": config.tls.client_cert or None,
             "client_key": config.tls.client_key or None,
+            "pins": config.tls.pins,  # the same keys as the DM server's (omadm.agent.tls)
             "free_space": lambda directory: disk_free(directory) - reserve,
             "max_package_bytes": config.scomo.max_package_bytes,
             "allow_local_redirects": config.scomo.allow_local_redirects,
@@ -667,9 +670,9 @@ class Downloader:
             raise DownloadError(ScomoResult.DOWNLOAD_FAILED, f"{where} redirects too many times") from None
         except httpx.TransportError as exc:
             if _caused_by_tls(exc):
+                why = describe_tls_error(exc, host=request.url.host) or str(exc)
                 raise DownloadError(
-                    ScomoResult.ALTERNATE_DOWNLOAD_AUTHENTICATION_FAILURE,
-                    f"TLS with {where} failed (server not trusted or our certificate refused): {exc}",
+                    ScomoResult.ALTERNATE_DOWNLOAD_AUTHENTICATION_FAILURE, f"TLS with {where} failed: {why}"
                 ) from None
             raise DownloadError(
                 ScomoResult.ALTERNATE_DOWNLOAD_SERVER_UNAVAILABLE,
