@@ -114,9 +114,19 @@ class ServerConfig:
     # metadata and other local addresses (a lab); see omadm.server.url_policy.
     allow_local_urls: bool = False
 
+    # HTTPS (omadm.server.tls): the server's certificate (PEM) and key (empty: in tls_cert).
+    tls_cert: str = ""
+    tls_key: str = ""
+    # A CA bundle (PEM): clients are asked for a certificate and one presented is verified.
+    tls_client_ca: str = ""
+    tls_require_client_cert: bool = False  # true: a handshake without a client certificate fails
+    client_cert_auth: str = "map"  # off | map | require: what a verified certificate means to DM
+    client_cert_identity: str = "cn"  # cn | san-uri | san-dns: the names that are device ids
+
     @property
     def base_url(self) -> str:
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        scheme = "https" if self.tls_cert else "http"
+        return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")
 
     @property
     def dm_url(self) -> str:
@@ -174,6 +184,7 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be a number of seconds, 0 or more, not {value!r}")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError("public_url must start with http:// or https://")
+        _validate_tls(self)
         artifact_problems = self.artifacts.problems()
         if artifact_problems:
             raise ConfigError(f"[artifacts] {'; '.join(artifact_problems)}")
@@ -188,6 +199,9 @@ _ENV = {
     "OMADM_SERVER_PUBLIC_URL": "public_url",
     "OMADM_SERVER_SECRET": "secret",
     "OMADM_SERVER_UNKNOWN_DEVICES": "unknown_devices",
+    "OMADM_SERVER_TLS_CERT": "tls_cert",
+    "OMADM_SERVER_TLS_KEY": "tls_key",
+    "OMADM_SERVER_TLS_CLIENT_CA": "tls_client_ca",
     "OMADM_SERVER_DM_MAX_IN_FLIGHT": "dm_max_in_flight",
 }
 
@@ -218,6 +232,9 @@ def load_server_config(path: Path | None = None, **overrides: Any) -> ServerConf
             if not isinstance(artifacts, dict):
                 raise ConfigError("[artifacts] must be a table")
             values["artifacts"] = _build(ArtifactsConfig, artifacts, "[artifacts]")
+        for name in ("tls_cert", "tls_key", "tls_client_ca"):  # relative to the file, as data_dir
+            if values.get(name) and not Path(values[name]).is_absolute():
+                values[name] = str(path.parent / values[name])
         if "data_dir" in values and not Path(values["data_dir"]).is_absolute():
             values["data_dir"] = path.parent / values["data_dir"]
     for name, key in _ENV.items():
@@ -234,6 +251,38 @@ def load_server_config(path: Path | None = None, **overrides: Any) -> ServerConf
                 raise ConfigError(f"{name} must be a number, not {values[name]!r}") from None
     config: ServerConfig = _build(ServerConfig, values, "[server]")
     return config.validate()
+
+
+def _validate_tls(config: ServerConfig) -> None:
+    """The TLS settings (omadm.server.tls) must make sense together; the files are checked at start."""
+    from .tls import CLIENT_CERT_AUTH, CLIENT_CERT_IDENTITIES  # noqa: PLC0415
+
+    if config.tls_key and not config.tls_cert:
+        raise ConfigError("tls_key needs tls_cert (the certificate the key belongs to)")
+    if config.tls_client_ca and not config.tls_cert:
+        raise ConfigError("tls_client_ca needs tls_cert: client certificates are asked for over HTTPS")
+    if not isinstance(config.tls_require_client_cert, bool):
+        raise ConfigError(
+            f"tls_require_client_cert must be true or false, not {config.tls_require_client_cert!r}"
+        )
+    if config.tls_require_client_cert and not config.tls_client_ca:
+        raise ConfigError("tls_require_client_cert needs tls_client_ca (the CA of the client certificates)")
+    if config.client_cert_auth not in CLIENT_CERT_AUTH:
+        raise ConfigError(
+            f"client_cert_auth must be one of {', '.join(CLIENT_CERT_AUTH)}, not {config.client_cert_auth!r}"
+        )
+    if config.client_cert_auth == "require" and not config.tls_client_ca:
+        raise ConfigError('client_cert_auth = "require" needs tls_client_ca (the CA of device certificates)')
+    if config.client_cert_identity not in CLIENT_CERT_IDENTITIES:
+        raise ConfigError(
+            f"client_cert_identity must be one of {', '.join(CLIENT_CERT_IDENTITIES)}, "
+            f"not {config.client_cert_identity!r}"
+        )
+    if config.tls_cert and config.public_url.startswith("http://"):
+        raise ConfigError(
+            "public_url is http:// but the server serves HTTPS (tls_cert): devices would be sent to an "
+            "address that does not answer; make it https://"
+        )
 
 
 def _build(cls: type[Any], values: dict[str, Any], where: str) -> Any:
