@@ -28,7 +28,7 @@ from omadm.protocol import auth, codec
 from omadm.protocol.codec import Encoding
 from omadm.protocol.codes import AuthType
 from omadm.protocol.errors import ProtocolError
-from omadm.protocol.messages import Alert, Command, Message, Results, Source, Status, SyncHdr, Target
+from omadm.protocol.messages import Alert, Command, Get, Item, Message, Results, Source, Status, SyncHdr, Target
 from omadm.protocol.session import (
     AlertReceived,
     AuthenticationFailed,
@@ -185,13 +185,21 @@ class DeviceSession:
 
     async def get(self, uri: str, *, timeout: float | None = None) -> tuple[Status | None, Results | None]:
         """Get ``uri``; returns its Status and Results (None when they did not come)."""
-        from omadm.protocol.messages import Get, Item
-
         tag = self.core.queue(Get("0", (Item(target=Target(uri)),)))
         while not self.ended and (tag not in self.statuses or self._results_due(tag)):
             if not await self.turn(timeout=timeout):
                 break
         return self.statuses.get(tag), self.results.get(tag)
+
+    async def get_many(
+        self, uris: list[str], *, timeout: float | None = None
+    ) -> list[tuple[Status | None, Results | None]]:
+        """Get every URI of ``uris`` in as few exchanges as the sizes allow."""
+        tags = [self.core.queue(Get("0", (Item(target=Target(uri)),))) for uri in uris]
+        while not self.ended and any(t not in self.statuses or self._results_due(t) for t in tags):
+            if not await self.turn(timeout=timeout):
+                break
+        return [(self.statuses.get(t), self.results.get(t)) for t in tags]
 
     def _results_due(self, tag: str) -> bool:
         status = self.statuses.get(tag)
