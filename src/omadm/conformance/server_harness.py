@@ -274,13 +274,15 @@ class ServerCaseContext:
         alert_code: int = AlertCode.CLIENT_INITIATED_MGMT,
         max_msg_size: int | None = None,
         abort_after: int | None = None,
+        drop_on: str | None = None,
         allow_failure: bool = False,
         max_messages: int = 40,
     ) -> Transcript:
         """One session of the simulated device against the server, driven to its end.
 
         ``abort_after``: send Alert 1223 instead of the device's message after that many
-        server replies. A session that fails (HTTP error, undecodable reply, authentication)
+        server replies. ``drop_on``: after the first reply holding that command (``"Exec"``) the
+        device executes it and goes silent (coverage lost: nothing more sent, no Status). A session that fails (HTTP error, undecodable reply, authentication)
         fails the case unless ``allow_failure``.
         """
         device = self.device
@@ -308,7 +310,7 @@ class ServerCaseContext:
                     break
                 if abort_after is not None and len(transcript.turns) >= abort_after:
                     try:
-                        running.client.receive(
+                        events = running.client.receive(
                             reply.body,
                             hmac_header=reply.headers.get(auth.HMAC_HEADER),
                             content_type=reply.content_type,
@@ -316,7 +318,7 @@ class ServerCaseContext:
                     except ProtocolError as exc:
                         running.fail("protocol", str(exc))
                         break
-                    running.client.events()
+                    running._handle(events + running.client.events())  # noqa: SLF001 - nonces kept
                     abort = running.client.abort("the conformance case aborts")
                     last = await self.post(abort.body, url=abort.url, headers=abort.headers)
                     transcript.turns.append(Turn(abort.message, abort.body, last))
@@ -328,6 +330,9 @@ class ServerCaseContext:
                     )
                 except ProtocolError as exc:
                     running.fail("protocol", f"the device could not accept the server's message: {exc}")
+                    break
+                if drop_on is not None and any(c.name == drop_on for c in reply.commands):
+                    transcript.outcome = "dropped"
                     break
         finally:
             result = running.close()

@@ -181,8 +181,14 @@ def load_triggers(path: Path) -> tuple[dict[str, Trigger], dict[str, str]]:
     return triggers, variables
 
 
-def fill(template: str, values: dict[str, str], where: str) -> str:
-    """``template`` with every placeholder replaced; a missing one is an error naming it."""
+def fill(template: str, values: dict[str, str], where: str, depth: int = 0) -> str:
+    """``template`` with every placeholder replaced; a missing one is an error naming it.
+
+    A value may itself hold placeholders (``token = "{env:OMADM_TOKEN}"`` in ``[vars]``):
+    they are filled too, up to a few levels (a value naming itself is an error, not a loop).
+    """
+    if depth > 5:
+        raise TriggerError(f"{where}: placeholders nest more than 5 deep (a value refers to itself?)")
 
     def one(match: re.Match[str]) -> str:
         key = match.group(1)
@@ -195,7 +201,8 @@ def fill(template: str, values: dict[str, str], where: str) -> str:
             raise TriggerError(
                 f"{where}: no value for the placeholder {{{key}}} (give it with --set {key}=VALUE or in [vars])"
             )
-        return values[key]
+        value = values[key]
+        return fill(value, values, where, depth + 1) if _PLACEHOLDER.search(value) else value
 
     return _PLACEHOLDER.sub(one, template)
 
