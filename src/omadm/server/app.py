@@ -36,6 +36,8 @@ from .console import console_routes
 from .dm_endpoint import DMEndpoint, PackageLocator
 from .docs_ui import docs_routes
 from .lease import sweep_lease
+from .metrics import DB_POOL_SIZE, GROUP_COMMIT_BATCH, watch_pool, worker_stopped
+from .observability import observability_routes
 from .store.engine import check_schema, database_url, make_engine, make_sync_engine, session_factory
 from .store.models import Device, Job, JobKind, JobState, utc_now
 from .store.writer import DmWriter
@@ -64,11 +66,14 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
     secret = config.secret_bytes()
     sync = make_sync_engine(engine.url.render_as_string(hide_password=False)) if config.group_commit else None
     writer = DmWriter(sync) if sync is not None else None
+    if writer is not None:
+        writer.on_batch = GROUP_COMMIT_BATCH.observe  # messages per group commit (metrics.py)
     endpoint = DMEndpoint(config, sessions, locate=artifact_locator(config, storage, secret), writer=writer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await check_schema(engine)
+        pooled = watch_pool(engine)  # omadm_db_pool_* (metrics.py)
         await prepare_storage(storage)  # tidy half-written uploads, or check the bucket
         if writer is not None:
             writer.start()
@@ -91,6 +96,8 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
             if writer is not None:
                 await writer.close()
             await engine.dispose()
+            DB_POOL_SIZE.dec(pooled)
+            worker_stopped()
 
     async def dm(request: Request) -> Response:
         return await endpoint(request)
@@ -115,6 +122,8 @@ def create_app(config: ServerConfig, *, engine: AsyncEngine | None = None) -> Fa
     # Another management authority's devices: /dm/<authority name> (docs/authorities.md).
     app.router.routes.append(Route("/dm/{authority}", dm, methods=["POST"], include_in_schema=False))
     app.router.routes.append(Route("/health", health, methods=["GET"], include_in_schema=False))
+    # /healthz (alive), /readyz (database and schema), /metrics (Prometheus): observability.py.
+    app.router.routes.extend(observability_routes(config, engine, sessions))
     app.router.routes.extend(
         artifact_routes(
             sessions, storage, secret, on_install_notify=install_notified, public_url=config.base_url

@@ -19,7 +19,8 @@ import json
 import logging
 import os
 import shlex
-import sys
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -123,13 +124,10 @@ def _config(config: Path | None, **overrides: Any) -> ServerConfig:
         _fail(str(exc))
 
 
-def _logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    # Alembic narrates every start (its plug-ins, the DDL mode, each step); the server says in
-    # one line what it did to the schema instead. Its warnings and errors still show.
-    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+def _logging(level: int = logging.INFO, log_format: str = "text") -> None:
+    from .logs import configure  # noqa: PLC0415
+
+    configure(log_format, level)  # text or JSON lines on stderr (logs.py)
 
 
 @server_app.callback()
@@ -168,6 +166,12 @@ def serve(
             help="Upgrade a database of an older omadm before serving (an empty one always gets its schema).",
         ),
     ] = False,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format", help="text, or json: one object per line with device/session/job [text]."
+        ),
+    ] = None,
 ) -> None:
     """Serve DM sessions (POST /dm), package downloads (/artifacts), the API, the console, /health."""
     ctx.obj = {"config": config, "db": db, "data_dir": data_dir}
@@ -186,8 +190,9 @@ def serve(
         tls_cert=str(tls_cert) if tls_cert else None,
         tls_key=str(tls_key) if tls_key else None,
         tls_client_ca=str(tls_client_ca) if tls_client_ca else None,
+        log_format=log_format,
     )
-    _logging()
+    _logging(log_format=settings.log_format)
     log = logging.getLogger("omadm.server")
     settings.secret_bytes()  # create it before workers race for it
     # Workers are separate processes: they rebuild the configuration from the environment.
@@ -213,6 +218,30 @@ def serve(
     _check_tls(settings, log)
     for line in _first_steps(settings, config=config, db=db, data_dir=data_dir):
         log.info("%s", line)
+    metrics_dir = _metrics_directory(settings)
+    try:
+        _run_uvicorn(uvicorn, settings)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _metrics_directory(settings: ServerConfig) -> Path | None:
+    """Several workers share their metrics through files (metrics.py): a fresh directory.
+
+    Made here, before uvicorn forks the workers, which inherit the variable; removed when the
+    server stops (its counters start from zero with the next start, as Prometheus expects).
+    An operator's own ``PROMETHEUS_MULTIPROC_DIR`` is used as it is (and kept).
+    """
+    variable = "PROMETHEUS_MULTIPROC_DIR"  # metrics.MULTIPROC_ENV (prometheus-client's name)
+    if settings.workers < 2 or os.environ.get(variable):
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="omadm-metrics-"))
+    os.environ[variable] = str(directory)
+    return directory
+
+
+def _run_uvicorn(uvicorn: Any, settings: ServerConfig) -> None:
     uvicorn.run(
         "omadm.server.cli:app_from_environment",
         factory=True,
@@ -231,6 +260,8 @@ def serve(
         # server closing an idle connection just as the device sends on it (uvicorn: 5 s).
         timeout_keep_alive=75,
         **_tls_options(settings),  # HTTPS: certificate, key, client CA (tls.py)
+        # JSON lines: uvicorn's own loggers go through ours (logs.py) instead of its text format.
+        **({"log_config": None} if settings.log_format == "json" else {}),
     )
 
 
@@ -327,13 +358,22 @@ def _as_env(settings: ServerConfig) -> dict[str, Any]:
         "url_lifetime": settings.url_lifetime,
         "workers": settings.workers,
         "artifacts_dir": settings.artifacts_dir,
+        "artifacts": dataclasses.asdict(settings.artifacts),  # [artifacts]: where package bytes live
         "tls_cert": settings.tls_cert,
         "tls_key": settings.tls_key,
         "tls_client_ca": settings.tls_client_ca,
         "tls_require_client_cert": settings.tls_require_client_cert,
         "client_cert_auth": settings.client_cert_auth,
         "client_cert_identity": settings.client_cert_identity,
-        "artifacts": dataclasses.asdict(settings.artifacts),  # [artifacts]: where package bytes live
+        "log_format": settings.log_format,
+        "metrics": settings.metrics,
+        "metrics_token": settings.metrics_token,
+        # These five never reached the workers before (a [server] file's value was dropped).
+        "group_commit": settings.group_commit,
+        "dm_max_in_flight": settings.dm_max_in_flight,
+        "max_retry_after": settings.max_retry_after,
+        "max_attempts": settings.max_attempts,
+        "allow_local_urls": settings.allow_local_urls,
     }
 
 
@@ -342,8 +382,8 @@ def app_from_environment() -> Any:
     from .app import create_app  # noqa: PLC0415
     from .config import ArtifactsConfig, EnrolConfig  # noqa: PLC0415
 
-    _logging()
     values = json.loads(os.environ["OMADM_SERVER_SETTINGS"])
+    _logging(log_format=values.get("log_format", "text"))
     values["data_dir"] = Path(values["data_dir"])
     values["enrol"] = EnrolConfig(**values["enrol"])
     if "artifacts" in values:

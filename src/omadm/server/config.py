@@ -20,6 +20,7 @@ __all__ = ["ArtifactsConfig", "ConfigError", "EnrolConfig", "ServerConfig", "loa
 UNKNOWN_DEVICE_POLICIES = ("reject", "pending", "accept")
 ARTIFACT_BACKENDS = ("local", "s3")
 AUTH_SCHEMES = ("md5", "hmac", "basic")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -113,6 +114,13 @@ class ServerConfig:
     # Operator-given notification addresses and package URLs may point at link-local, cloud
     # metadata and other local addresses (a lab); see omadm.server.url_policy.
     allow_local_urls: bool = False
+    # Log lines: "text" for a terminal, "json" (one object per line, with the device, session
+    # and job when known) for a log pipeline; see omadm.server.logs.
+    log_format: str = "text"
+    # GET /metrics (Prometheus text format; omadm.server.metrics): served unless false. With
+    # metrics_token set, a scrape must send "Authorization: Bearer <metrics_token>".
+    metrics: bool = True
+    metrics_token: str = ""
 
     # HTTPS (omadm.server.tls): the server's certificate (PEM) and key (empty: in tls_cert).
     tls_cert: str = ""
@@ -178,6 +186,12 @@ class ServerConfig:
             raise ConfigError(f"max_attempts must be a whole number, 1 or more, not {self.max_attempts!r}")
         if not isinstance(self.group_commit, bool):
             raise ConfigError(f"group_commit must be true or false, not {self.group_commit!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}")
+        if not isinstance(self.metrics, bool):
+            raise ConfigError(f"metrics must be true or false, not {self.metrics!r}")
+        if not isinstance(self.metrics_token, str):
+            raise ConfigError(f"metrics_token must be a string, not {self.metrics_token!r}")
         for name in ("notify_interval", "sweep_interval"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -203,6 +217,7 @@ _ENV = {
     "OMADM_SERVER_TLS_KEY": "tls_key",
     "OMADM_SERVER_TLS_CLIENT_CA": "tls_client_ca",
     "OMADM_SERVER_DM_MAX_IN_FLIGHT": "dm_max_in_flight",
+    "OMADM_SERVER_LOG_FORMAT": "log_format",
 }
 
 

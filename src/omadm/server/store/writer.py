@@ -222,6 +222,9 @@ class DmWriter:
         # Messages written and the transactions they shared (bench/server.py prints the ratio).
         self.batches = 0
         self.writes = 0
+        #: Called (in the writer's thread) with each committed transaction's message count:
+        #: the app points it at the omadm_group_commit_batch_size histogram (metrics.py).
+        self.on_batch: Callable[[int], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -405,6 +408,8 @@ class DmWriter:
             return [self._write_alone(conn, item) for item in items]
         self.batches += 1
         self.writes += len(items)
+        if self.on_batch is not None:
+            self.on_batch(len(items))
         return [(item.future, None, None) for item in items]
 
     def _write_alone(self, conn: Connection, item: _Item) -> _Outcome:
@@ -419,6 +424,8 @@ class DmWriter:
             return item.future, None, _unavailable(exc)
         self.batches += 1
         self.writes += 1
+        if self.on_batch is not None:
+            self.on_batch(1)
         return item.future, None, None
 
     def _transaction(self, conn: Connection, writes: list[MessageWrite]) -> None:
