@@ -168,7 +168,7 @@ def test_transport_retries_transient_failures_then_gives_up_clearly(tmp_path: Pa
 
 def test_unreadable_tls_files_are_a_configuration_error(tmp_path: Path) -> None:
     config = make_config(tmp_path, tls=TLSConfig(ca_file=str(tmp_path / "missing-ca.pem")))
-    with pytest.raises(ConfigError, match=r"\[tls\]: cannot load the TLS files"):
+    with pytest.raises(ConfigError, match=r"\[tls\]: cannot load the CA bundle .*missing-ca.pem"):
         HTTPTransport(config)
 
 

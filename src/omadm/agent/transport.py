@@ -83,20 +83,7 @@ def tls_context(
     Raises ``ValueError`` naming the files when a CA bundle or certificate cannot be loaded.
     ``pins``: server key digests to accept (see ``omadm.agent.tls``).
     """
-    if pins:
-        return client_context(verify, ca_file, client_cert, client_key, pins)
-    if not ca_file and not client_cert:
-        return verify
-    try:
-        if verify and ca_file:
-            context = ssl.create_default_context(cafile=ca_file)
-        else:
-            context = httpx.create_ssl_context(verify=verify)
-        if client_cert:
-            context.load_cert_chain(client_cert, client_key or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"cannot load the TLS files ({ca_file or ''} {client_cert or ''}): {exc}") from exc
-    return context
+    return client_context(verify, ca_file, client_cert, client_key, pins)
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
