@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from omadm.mo.scomo_codes import DeployedState
 from omadm.protocol.codes import AlertCode, ScomoResult
 from omadm.protocol.messages import Alert, Exec, Status
 from omadm.sim.scomo import SimJob
@@ -30,6 +31,7 @@ __all__ = [
     "Operation",
     "alert_statuses",
     "ensure_component",
+    "prepare_toggle",
     "job_state",
     "queue_operation",
     "report",
@@ -147,3 +149,16 @@ async def ensure_component(ctx: ServerCaseContext) -> str:
     if not deployed:
         raise Inconclusive("the install the precondition needs left no component on the device")
     return sorted(deployed)[0]
+
+
+async def prepare_toggle(ctx: ServerCaseContext, trigger: str, component: str) -> None:
+    """Put the component in the state an Activate/Deactivate changes (a device answers an
+    Activate of an active component with 200 at once, and no report follows)."""
+    if trigger not in ("activate", "deactivate"):
+        return
+    node = ctx.deployed()[component]
+    active = ctx.tree_value(f"{node}/State") == str(int(DeployedState.ACTIVE))
+    if active == (trigger == "activate"):
+        other = "deactivate" if trigger == "activate" else "activate"
+        await queue_operation(ctx, other, component_id=component)
+        await report(ctx)

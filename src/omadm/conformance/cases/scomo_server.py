@@ -20,6 +20,7 @@ from ..server_flows import (
     SCOMO_INVENTORY_REFRESH,
     alert_statuses,
     ensure_component,
+    prepare_toggle,
     job_state,
     queue_operation,
     report,
@@ -146,9 +147,7 @@ async def exec_pkg_url(ctx: ServerCaseContext) -> None:
 async def _exec_on_deployed(ctx: ServerCaseContext, trigger: str, primitive: str) -> None:
     component = await ensure_component(ctx)
     node = ctx.deployed()[component]
-    if trigger == "activate":  # an active component answers Activate with 200 at once
-        await queue_operation(ctx, "deactivate", component_id=component)
-        await report(ctx)
+    await prepare_toggle(ctx, trigger, component)
     op = await queue_operation(ctx, trigger, component_id=component)
     check(
         op.exec_uri == f"{node}/Operations/{primitive}", f"Exec on {node}/Operations/{primitive}", op.exec_uri
