@@ -111,7 +111,6 @@ class AgentUnderTest:
             encoding=encoding,
             signing_key=self.signing_key,
             session_timeout=15.0,
-            wake_timeout=2.0,
             message_timeout=20.0,
             case_timeout=90.0,
             work_dir=self.root / "runner",
@@ -119,7 +118,9 @@ class AgentUnderTest:
         return replace(options, **changes)  # type: ignore[arg-type]
 
     @contextmanager
-    def running(self, encoding: Encoding, *, wrapper: Path | None = None, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    def running(
+        self, encoding: Encoding, *, wrapper: Path | None = None, env: dict[str, str] | None = None
+    ) -> Iterator[subprocess.Popen[str]]:
         """``omadm agent run`` in ``encoding`` until the block ends (its log in ``agent-<encoding>.log``)."""
         environment = {**os.environ, "OMADM_AGENT_ENCODING": encoding.value, **(env or {})}
         program = [sys.executable, str(wrapper)] if wrapper else [sys.executable, "-m", "omadm"]

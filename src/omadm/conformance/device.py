@@ -20,19 +20,26 @@ import contextlib
 import secrets
 import socket
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
+from rich.console import Console
 
 from omadm.protocol.auth import RESYNC_NONCE
 from omadm.protocol.codec import Encoding
 from omadm.protocol.codes import AlertCode, AuthType
-from omadm.protocol.notification import Notification, encode_notification, session_id_hex
+from omadm.protocol.notification import (
+    NOTIFICATION_CONTENT_TYPE,
+    Notification,
+    encode_notification,
+    session_id_hex,
+)
 
 from . import ics as ics_module
+from . import reports
 from .device_http import HttpListener, Request, Response
 from .device_packages import PackageShelf
 from .device_session import DeviceSession, DeviceTarget, ScriptedServer
@@ -44,7 +51,6 @@ from .model import (
     Inconclusive,
     NotApplicable,
     Role,
-    Verdict,
     cases_for,
     select,
 )
@@ -72,11 +78,11 @@ class DeviceOptions:
     notify: str | None = None
     encoding: Encoding = Encoding.XML
     scratch: str = "./Vendor/Conformance"
+    #: Where the device mounts SCOMO.
+    scomo_root: str = "./SCOMO"
     signing_key: Path | None = None
     #: Seconds to wait for a session of the device (a poll, when it cannot be woken).
     session_timeout: float = 60.0
-    #: Seconds to wait for a woken device before trying the resync nonce.
-    wake_timeout: float = 5.0
     #: Seconds to wait for each message of a session.
     message_timeout: float = 30.0
     case_timeout: float = 180.0
@@ -136,7 +142,8 @@ class DeviceContext:
         self.sessions.append(session)
         if session.encoding.value != self.encoding.value:
             raise Inconclusive(
-                f"the device sent {session.encoding.value.upper()} in a run for {self.encoding.value.upper()} "
+                f"the device sent {session.encoding.value.upper()} in a run for "
+                f"{self.encoding.value.upper()} "
                 "(configure the device's encoding, or run with the other --encoding)"
             )
         if authenticate:
@@ -259,7 +266,7 @@ class DeviceRunner:
         """
         nonces = [self.target.server_nonce] if self.target.server_nonce else []
         nonces.append(RESYNC_NONCE)
-        sent = []
+        sent: list[bytes] = []
         for nonce in dict.fromkeys(nonces):
             assert nonce is not None
             sent.append(await self.send_package0(session_id, nonce))
@@ -289,7 +296,7 @@ class DeviceRunner:
 
     async def send_package0(
         self, session_id: int, nonce: bytes, *, server_password: str | None = None
-    ) -> None:
+    ) -> bytes:
         """Send a Package #0 (server-initiated session request) to ``--notify``."""
         notify = self.options.notify
         if notify is None:
@@ -313,8 +320,6 @@ def _answers(message: Any, session_id: str) -> bool:
 
 async def send_package0(address: str, package: bytes) -> None:
     """POST ``package`` to an http(s) URL, or send it as a datagram to ``udp://host:port``."""
-    from omadm.protocol.notification import NOTIFICATION_CONTENT_TYPE
-
     if address.startswith("udp://"):
         host, port = parse_listen(address[len("udp://") :], "--notify")
         loop = asyncio.get_running_loop()
@@ -324,8 +329,6 @@ async def send_package0(address: str, package: bytes) -> None:
         finally:
             transport.close()
         return
-    import httpx
-
     async with httpx.AsyncClient(timeout=10.0) as client:
         try:
             await client.post(address, content=package, headers={"Content-Type": NOTIFICATION_CONTENT_TYPE})
@@ -373,22 +376,7 @@ async def run_device_suite(
         await runner.close()
 
 
-class _PlainProgress:
-    """Progress as plain lines, when the rich reports module is not available."""
-
-    def __init__(self, echo: Callable[[str], None]) -> None:
-        self._echo = echo
-
-    def started(self, case: Case, encoding: str) -> None:
-        return None
-
-    def finished(self, result: CaseResult) -> None:
-        why = f": expected {result.expected}; seen {result.seen}" if result.verdict is Verdict.FAIL else ""
-        why = why or (f": {result.reason}" if result.reason else "")
-        self._echo(f"{result.verdict.value.upper():15} {result.case.id} [{result.encoding}]{why}")
-
-
-def command(
+def command(  # noqa: PLR0917 - a Typer command: one parameter per option
     listen: Annotated[str, typer.Option("--listen", help="HOST:PORT the scripted DM server listens on.")],
     server_id: Annotated[str, typer.Option("--server-id", help="The ServerID of the device's account.")] = (
         "omadm-conformance"
@@ -432,10 +420,9 @@ def command(
     session_timeout: Annotated[
         float, typer.Option("--session-timeout", help="Seconds to wait for each session of the device.")
     ] = 60.0,
-    wake_timeout: Annotated[
-        float,
-        typer.Option("--wake-timeout", help="Seconds before a Package #0 is retried with the resync nonce."),
-    ] = 5.0,
+    scomo_root: Annotated[
+        str, typer.Option("--scomo-root", help="Where the device mounts SCOMO.")
+    ] = "./SCOMO",
 ) -> None:
     """Play a scripted DM server against a device under test and check it against the catalogue."""
     try:
@@ -476,37 +463,23 @@ def command(
         scratch=scratch.rstrip("/"),
         signing_key=signing_key,
         session_timeout=session_timeout,
-        wake_timeout=wake_timeout,
+        scomo_root=scomo_root.rstrip("/"),
         work_dir=work,
     )
     results = _run_with_progress(options, ics, chosen)
-    status = 1 if any(r.verdict is Verdict.FAIL for r in results) else 0
-    try:
-        from . import reports
-    except ImportError:
-        reports = None  # type: ignore[assignment]
-    if reports is not None:
-        from rich.console import Console
-
-        reports.print_summary(results, Console(stderr=True))
-        status = reports.exit_status(results)
-        if report is not None:
+    reports.print_summary(results, Console(stderr=True))
+    if report is not None:
+        try:
             for path in reports.write_all(results, report, title="omadm conformance: device", ics=ics):
                 typer.echo(f"wrote {path}", err=True)
-    else:
-        typer.echo(f"{sum(r.verdict is Verdict.PASS for r in results)} passed of {len(results)}", err=True)
-    if report is not None and options.signing_key is None:
-        report.mkdir(parents=True, exist_ok=True)
-        key_copy = report / "package-signer.pub.pem"
-        key_copy.write_bytes(Path(work / "signer.pub.pem").read_bytes())
-    raise typer.Exit(status)
+        except reports.ReportError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if options.signing_key is None:
+            (report / "package-signer.pub.pem").write_bytes((work / "signer.pub.pem").read_bytes())
+    raise typer.Exit(reports.exit_status(results))
 
 
 def _run_with_progress(options: DeviceOptions, ics: ics_module.Ics, chosen: list[Case]) -> list[CaseResult]:
-    try:
-        from .reports import RichProgress
-    except ImportError:
-        progress = _PlainProgress(lambda line: typer.echo(line, err=True))
+    with reports.RichProgress(total=len(chosen)) as progress:
         return asyncio.run(run_device_suite(options, ics=ics, cases=chosen, progress=progress))
-    with RichProgress(total=len(chosen)) as rich_progress:
-        return asyncio.run(run_device_suite(options, ics=ics, cases=chosen, progress=rich_progress))

@@ -70,7 +70,9 @@ class PackageShelf:
         shutil.rmtree(sources, ignore_errors=True)
         dist.mkdir(exist_ok=True)
 
-        def make(name: str, version: str, *, component: str = COMPONENT, env: str = "archive", hook: str = _HOOK_OK) -> Path:
+        def make(
+            name: str, version: str, *, component: str = COMPONENT, env: str = "archive", hook: str = _HOOK_OK
+        ) -> Path:
             source = _write_source(sources / name, component, version, env, hook)
             out = dist / f"{name}.omp"
             build_package(source, out, signing_key=key if name != "probe-untrusted" else generate_key())

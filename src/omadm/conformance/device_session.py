@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,7 +29,18 @@ from omadm.protocol import auth, codec
 from omadm.protocol.codec import Encoding
 from omadm.protocol.codes import AuthType
 from omadm.protocol.errors import ProtocolError
-from omadm.protocol.messages import Alert, Command, Get, Item, Message, Results, Source, Status, SyncHdr, Target
+from omadm.protocol.messages import (
+    Alert,
+    Command,
+    Get,
+    Item,
+    Message,
+    Results,
+    Source,
+    Status,
+    SyncHdr,
+    Target,
+)
 from omadm.protocol.session import (
     AlertReceived,
     AuthenticationFailed,
@@ -43,7 +55,6 @@ from omadm.protocol.session import (
 )
 
 from .device_http import Request, Response
-from .model import Exchange
 
 __all__ = ["DeviceSession", "DeviceTarget", "Received", "ScriptedServer"]
 
@@ -401,8 +412,6 @@ class DeviceSession:
 
 
 def _with_id(command: Command, cmd_id: str) -> Command:
-    import dataclasses
-
     return dataclasses.replace(command, cmd_id=cmd_id)  # type: ignore[type-var]
 
 

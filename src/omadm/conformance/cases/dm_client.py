@@ -14,10 +14,22 @@ import base64
 import dataclasses
 import secrets
 
-from omadm.protocol import auth
+from omadm.protocol import auth, codec
 from omadm.protocol.codec import Encoding
 from omadm.protocol.codes import AlertCode, AuthType
-from omadm.protocol.messages import Add, Alert, Atomic, Get, Item, Meta, Replace, Sequence, Status, Target
+from omadm.protocol.messages import (
+    Add,
+    Alert,
+    Atomic,
+    Get,
+    Item,
+    Meta,
+    Replace,
+    Results,
+    Sequence,
+    Status,
+    Target,
+)
 from omadm.protocol.session import NonceReceived
 
 from .. import ics
@@ -44,8 +56,12 @@ HMAC = ics.declare("hmac", "the client authenticates with HMAC (x-syncml-hmac) a
 BASIC = ics.declare("basic", "the client can use basic authentication")
 MD5 = ics.declare("md5", "the client authenticates with syncml:auth-md5 and checks the server's")
 WBXML = ics.declare("wbxml", "the client speaks WBXML")
-LARGE = ics.declare("large-objects", "the client sends and receives large objects (MoreData, DevDetail/LrgObj)")
-MULTI = ics.declare("multi-message", "the client splits and joins packages over several messages (Alert 1222)")
+LARGE = ics.declare(
+    "large-objects", "the client sends and receives large objects (MoreData, DevDetail/LrgObj)"
+)
+MULTI = ics.declare(
+    "multi-message", "the client splits and joins packages over several messages (Alert 1222)"
+)
 ATOMIC = ics.declare("atomic", "the client executes Atomic")
 SEQUENCE = ics.declare("sequence", "the client executes Sequence")
 COPY = ics.declare("copy", "the client executes Copy")
@@ -113,7 +129,11 @@ async def sess_package1(ctx: DeviceContext) -> None:
         if isinstance(c, Replace)
         for item in c.items
     }
-    missing = [f"./DevInfo/{leaf}" for leaf in ("DevId", "Man", "Mod", "DmV", "Lang") if f"./DevInfo/{leaf}" not in sent]
+    missing = [
+        f"./DevInfo/{leaf}"
+        for leaf in ("DevId", "Man", "Mod", "DmV", "Lang")
+        if f"./DevInfo/{leaf}" not in sent
+    ]
     check(not missing, "the five DevInfo leaves in a Replace of Package #1", f"missing {missing}")
     await session.close()
 
@@ -124,13 +144,18 @@ async def sess_package1(ctx: DeviceContext) -> None:
     rule=f"{DM} §3.1",
     role=_ROLE,
     steps=("Open a session.", "Check the SyncHdr of every device message."),
-    pass_criteria=("VerDTD 1.2 and VerProto DM/1.2.", "Source LocURI = DevInfo/DevId.", "Target LocURI = the server URI."),
+    pass_criteria=(
+        "VerDTD 1.2 and VerProto DM/1.2.",
+        "Source LocURI = DevInfo/DevId.",
+        "Target LocURI = the server URI.",
+    ),
 )
 async def sess_header(ctx: DeviceContext) -> None:
     session = await ctx.session()
     status, results = await session.get("./DevInfo/DevId")
     check_code(status, 200, "Get ./DevInfo/DevId")
-    devid = result_value(results, "./DevInfo/DevId")
+    value = result_value(results, "./DevInfo/DevId")
+    devid = value.decode() if isinstance(value, bytes) else value
     for received in session.received:
         header = received.message.header
         check(header.ver_dtd == "1.2", "VerDTD 1.2", header.ver_dtd)
@@ -170,7 +195,10 @@ async def sess_after_package0(ctx: DeviceContext) -> None:
     rule=f"{DM} §2.3",
     role=_ROLE,
     steps=("Open a session and run three exchanges.",),
-    pass_criteria=("Every device message has the SessionID of Package #1.", "MsgIDs are 1, 2, 3, ... in order."),
+    pass_criteria=(
+        "Every device message has the SessionID of Package #1.",
+        "MsgIDs are 1, 2, 3, ... in order.",
+    ),
 )
 async def sess_ids(ctx: DeviceContext) -> None:
     session = await ctx.session()
@@ -214,7 +242,11 @@ async def sess_end(ctx: DeviceContext) -> None:
     await session.turn()  # nothing queued: the final, command-less package
     check(session.ended, "the session over after a command-less package", "the session still open")
     await asyncio.sleep(2.0)
-    check(len(session.received) == count, "no message after the last package", f"{len(session.received) - count} more")
+    check(
+        len(session.received) == count,
+        "no message after the last package",
+        f"{len(session.received) - count} more",
+    )
 
 
 @case(
@@ -246,14 +278,18 @@ async def sess_bad_package0(ctx: DeviceContext) -> None:
     ctx.require_wake()
     runner = ctx.runner
     session_id = runner._new_session_id()
-    await runner.send_package0(session_id, ctx.target.server_nonce or auth.RESYNC_NONCE, server_password="wrong-secret")
+    await runner.send_package0(
+        session_id, ctx.target.server_nonce or auth.RESYNC_NONCE, server_password="wrong-secret"
+    )
     await runner.send_package0(runner._new_session_id(), auth.RESYNC_NONCE, server_password="wrong-secret")
     try:
         stray = await asyncio.wait_for(runner.server.incoming.get(), 3.0)
     except TimeoutError:
         return
     ctx.sessions.append(stray)
-    raise CaseFailed("no session after a forged Package #0", f"session {stray.first.header.session_id} opened")
+    raise CaseFailed(
+        "no session after a forged Package #0", f"session {stray.first.header.session_id} opened"
+    )
 
 
 @case(
@@ -278,7 +314,9 @@ async def sess_replayed_package0(ctx: DeviceContext) -> None:
     except TimeoutError:
         return
     ctx.sessions.append(stray)
-    raise CaseFailed("no session for a replayed Package #0", f"session {stray.first.header.session_id} opened")
+    raise CaseFailed(
+        "no session for a replayed Package #0", f"session {stray.first.header.session_id} opened"
+    )
 
 
 # -- authentication ------------------------------------------------------------------------
@@ -342,7 +380,11 @@ async def auth_basic(ctx: DeviceContext) -> None:
     creds = [r.message.header.cred for r in session.received if r.message.header.cred is not None]
     check(bool(creds), "a Cred", "none")
     user, password = auth.parse_basic(creds[-1].data)
-    check((user, password) == (ctx.target.username, ctx.target.password), "the account's name and password", user)
+    check(
+        (user, password) == (ctx.target.username, ctx.target.password),
+        "the account's name and password",
+        user,
+    )
     await session.close()
 
 
@@ -364,7 +406,11 @@ async def auth_challenge(ctx: DeviceContext) -> None:
     while not session.authenticated and not session.ended:
         await session.turn()
     check(bool(session.auth_failures()), "a first credential that fails (stale nonce)", "it verified")
-    check(session.authenticated, "credentials for the challenge's nonce", "no valid credentials after the challenge")
+    check(
+        session.authenticated,
+        "credentials for the challenge's nonce",
+        "no valid credentials after the challenge",
+    )
     check(len(session.received) >= 2, "a repeated Package #1", f"{len(session.received)} messages")
     await session.close()
 
@@ -374,7 +420,10 @@ async def auth_challenge(ctx: DeviceContext) -> None:
     "The nonce from the server's NextNonce is used in the next session (nonce rotation)",
     rule=f"{DM} §6.3",
     role=_ROLE,
-    steps=("Session 1: authenticate; the runner issues a NextNonce.", "Session 2: read the first credential."),
+    steps=(
+        "Session 1: authenticate; the runner issues a NextNonce.",
+        "Session 2: read the first credential.",
+    ),
     pass_criteria=("Session 2 authenticates at once with the nonce issued in session 1.",),
 )
 async def auth_rotation(ctx: DeviceContext) -> None:
@@ -386,8 +435,16 @@ async def auth_rotation(ctx: DeviceContext) -> None:
     second = await ctx.session(authenticate=False)
     while not second.authenticated and not second.ended:
         await second.turn()
-    check(not second.auth_failures(), "session 2 authenticated without a challenge", [e.reason for e in second.auth_failures()])
-    check(ctx.target.client_nonce != issued or ctx.target.auth is AuthType.HMAC, "a new nonce issued", "the same")
+    check(
+        not second.auth_failures(),
+        "session 2 authenticated without a challenge",
+        [e.reason for e in second.auth_failures()],
+    )
+    check(
+        ctx.target.client_nonce != issued or ctx.target.auth is AuthType.HMAC,
+        "a new nonce issued",
+        "the same",
+    )
     await second.close()
 
 
@@ -443,10 +500,10 @@ async def _refused(ctx: DeviceContext, forge: str) -> None:
         bad = auth.make_cred(target.auth, target.server_id, "not-the-secret", target.server_nonce or b"")
         message = dataclasses.replace(message, header=dataclasses.replace(message.header, cred=bad))
     if forge == "replay" and target.auth is not AuthType.HMAC:
-        old = auth.make_cred(target.auth, target.server_id, target.server_password, ctx.target.previous_server_nonce)
+        old = auth.make_cred(
+            target.auth, target.server_id, target.server_password, ctx.target.previous_server_nonce
+        )
         message = dataclasses.replace(message, header=dataclasses.replace(message.header, cred=old))
-    from omadm.protocol import codec
-
     body = codec.encode(message, session.encoding)
     headers = {}
     if target.auth is AuthType.HMAC and forge != "none":
@@ -459,9 +516,13 @@ async def _refused(ctx: DeviceContext, forge: str) -> None:
         statuses = [c for c in reply.message.commands if isinstance(c, Status)]
         header_status = next((s for s in statuses if s.cmd_ref == "0"), None)
         check_code(header_status, {401, 407}, "the SyncHdr of an unauthenticated server message")
-        for status in statuses:
-            if status.cmd == "Add":
-                check(status.code in (401, 407), "401/407 for the Add of an unauthenticated server", status.data)
+        for refused in statuses:
+            if refused.cmd == "Add":
+                check(
+                    refused.code in (401, 407),
+                    "401/407 for the Add of an unauthenticated server",
+                    refused.data,
+                )
         await session.reply_raw(session.compose([], cred=False), timeout=2.0)
     check_session = await ctx.session()
     status, _ = await check_session.get(probe)
@@ -526,7 +587,9 @@ async def auth_replay(ctx: DeviceContext) -> None:
 async def ids_status_per_command(ctx: DeviceContext) -> None:
     session = await ctx.session()
     path = await _fresh(ctx, session, "ids")
-    await session.run(get("./DevInfo/Man"), get("./DevInfo/Mod"), get("./DevInfo/Lang"), add(path, "1"), replace(path, "2"))
+    await session.run(
+        get("./DevInfo/Man"), get("./DevInfo/Mod"), get("./DevInfo/Lang"), add(path, "1"), replace(path, "2")
+    )
     check_replies(session)
     await session.close()
 
@@ -883,7 +946,11 @@ async def cmd_add_implicit_parent(ctx: DeviceContext) -> None:
     if code_of(status) == 200:
         check(result_value(results, leaf) == "v", "the leaf readable after Add 200", code_of(read))
     else:
-        check(code_of(status) is not None and 400 <= (code_of(status) or 0) < 600, "200 or an error", code_of(status))
+        check(
+            code_of(status) is not None and 400 <= (code_of(status) or 0) < 600,
+            "200 or an error",
+            code_of(status),
+        )
         check(code_of(read) == 404, "no leaf after a failed Add", code_of(read))
     await session.close()
 
@@ -894,7 +961,17 @@ async def cmd_add_implicit_parent(ctx: DeviceContext) -> None:
 async def _locked(ctx: DeviceContext, session: DeviceSession, acl: str) -> str:
     base = await _scratch(ctx, session)
     locked = f"{base}/locked"
-    await session.run(Replace("0", (Item(target=Target(f"{locked}?prop=ACL"), data=f"Add={ctx.target.server_id}&Delete={ctx.target.server_id}&Get={ctx.target.server_id}&Replace={ctx.target.server_id}"),)))
+    await session.run(
+        Replace(
+            "0",
+            (
+                Item(
+                    target=Target(f"{locked}?prop=ACL"),
+                    data=f"Add={ctx.target.server_id}&Delete={ctx.target.server_id}&Get={ctx.target.server_id}&Replace={ctx.target.server_id}",
+                ),
+            ),
+        )
+    )
     await session.run(delete(locked))
     await session.run(node(locked), add(f"{locked}/leaf", "secret-ish"))
     (status,) = await session.run(Replace("0", (Item(target=Target(f"{locked}?prop=ACL"), data=acl),)))
@@ -935,7 +1012,9 @@ async def acl_replace(ctx: DeviceContext) -> None:
     (status,) = await session.run(replace(f"{locked}/leaf", "changed"))
     check_code(status, 425, f"Replace {locked}/leaf without the Replace right")
     _, results = await session.get(f"{locked}/leaf")
-    check(result_value(results, "the leaf") == "secret-ish", "the old value", result_value(results, "the leaf"))
+    check(
+        result_value(results, "the leaf") == "secret-ish", "the old value", result_value(results, "the leaf")
+    )
     await session.close()
 
 
@@ -1060,7 +1139,7 @@ async def prop_unknown(ctx: DeviceContext) -> None:
     await session.close()
 
 
-async def _listed(ctx: DeviceContext, kind: str) -> tuple[DeviceSession, str, object]:
+async def _listed(ctx: DeviceContext, kind: str) -> tuple[DeviceSession, str, Results | None]:
     session = await ctx.session()
     base = await _scratch(ctx, session)
     tree = f"{base}/listed"
@@ -1082,10 +1161,12 @@ async def _listed(ctx: DeviceContext, kind: str) -> tuple[DeviceSession, str, ob
 )
 async def list_struct(ctx: DeviceContext) -> None:
     session, tree, results = await _listed(ctx, "Struct")
-    items = getattr(results, "items", ())
+    items = results.items if results is not None else ()
     uris = sorted(i.source.loc_uri for i in items if i.source is not None)
     check(uris == sorted([tree, f"{tree}/one", f"{tree}/two"]), "the node and its two leaves", uris)
-    check(all(i.data in (None, "") for i in items if i.source and i.source.loc_uri != tree), "no Data", "Data")
+    check(
+        all(i.data in (None, "") for i in items if i.source and i.source.loc_uri != tree), "no Data", "Data"
+    )
     await session.close()
 
 
@@ -1100,9 +1181,7 @@ async def list_struct(ctx: DeviceContext) -> None:
 )
 async def list_struct_data(ctx: DeviceContext) -> None:
     session, tree, results = await _listed(ctx, "StructData")
-    values = {
-        i.source.loc_uri: i.data for i in getattr(results, "items", ()) if i.source is not None
-    }
+    values = {i.source.loc_uri: i.data for i in (results.items if results else ()) if i.source is not None}
     check(values.get(f"{tree}/one") == "1" and values.get(f"{tree}/two") == "2", "values 1 and 2", values)
     await session.close()
 
@@ -1117,12 +1196,16 @@ async def list_struct_data(ctx: DeviceContext) -> None:
     pass_criteria=("Results with Type application/vnd.syncml.dmtnds+xml naming both leaves.",),
 )
 async def list_tnds(ctx: DeviceContext) -> None:
-    session, tree, results = await _listed(ctx, "TNDS+Format+Type")
-    items = getattr(results, "items", ())
-    check(bool(items), "an Item", "none")
-    item = items[0]
-    meta = item.meta or getattr(results, "meta", None)
-    check(meta is not None and (meta.type or "").startswith("application/vnd.syncml.dmtnds"), "the TNDS type", meta)
+    session, _tree, results = await _listed(ctx, "TNDS+Format+Type")
+    check(results is not None and bool(results.items), "an Item", "none")
+    assert results is not None
+    item = results.items[0]
+    meta = item.meta or results.meta
+    check(
+        meta is not None and (meta.type or "").startswith("application/vnd.syncml.dmtnds"),
+        "the TNDS type",
+        meta,
+    )
     text = item.data.decode("utf-8", "replace") if isinstance(item.data, bytes) else str(item.data)
     check("MgmtTree" in text and "one" in text and "two" in text, "a MgmtTree with both leaves", text[:200])
     await session.close()
@@ -1158,7 +1241,10 @@ async def atomic_ok(ctx: DeviceContext) -> None:
     rule=f"{DM} §3.4",
     role=_ROLE,
     capability=ATOMIC,
-    steps=("Send Atomic with an Add that would succeed and a Replace of a missing node.", "Get the added leaf."),
+    steps=(
+        "Send Atomic with an Add that would succeed and a Replace of a missing node.",
+        "Get the added leaf.",
+    ),
     pass_criteria=("The Atomic gets 507.", "The leaf of the first Add does not exist (rolled back)."),
 )
 async def atomic_rollback(ctx: DeviceContext) -> None:
@@ -1207,7 +1293,7 @@ async def sequence_order(ctx: DeviceContext) -> None:
     (status,) = await session.run(Sequence("0", (add(path, "first"), replace(path, "second"), get(path))))
     check_code(status, 200, "the Sequence")
     check_replies(session)
-    results = [c for m in session.received for c in m.message.commands if c.name == "Results"]
+    results = [c for m in session.received for c in m.message.commands if isinstance(c, Results)]
     values = [i.data for r in results for i in r.items if i.source and i.source.loc_uri == path]
     check(values == ["second"], "the Get inside the Sequence to read 'second'", values)
     await session.close()
@@ -1240,7 +1326,10 @@ async def sequence_exec(ctx: DeviceContext) -> None:
     rule=f"{DM} §8",
     role=_ROLE,
     capability=LARGE,
-    steps=("Replace a leaf with a value larger than the device's MaxMsgSize (the runner splits it).", "Get it back."),
+    steps=(
+        "Replace a leaf with a value larger than the device's MaxMsgSize (the runner splits it).",
+        "Get it back.",
+    ),
     pass_criteria=("Non-last chunks get 213, the last 200.", "The value read back is complete."),
 )
 async def lo_receive(ctx: DeviceContext) -> None:
@@ -1251,13 +1340,20 @@ async def lo_receive(ctx: DeviceContext) -> None:
     (status,) = await session.run(add(path, value))
     check_code(status, 200, "the last chunk of the large Add")
     chunk_codes = [
-        c.code for m in session.received for c in m.message.commands if isinstance(c, Status) and c.cmd == "Add"
+        c.code
+        for m in session.received
+        for c in m.message.commands
+        if isinstance(c, Status) and c.cmd == "Add"
     ]
     check(213 in chunk_codes, "213 for a non-last chunk", chunk_codes)
     await session.close()
     session = await ctx.session(max_msg_size=max(limit * 4, 65536))
     _, results = await session.get(path)
-    check(result_value(results, path) == value, f"{len(value)} characters back", len(str(result_value(results, path))))
+    check(
+        result_value(results, path) == value,
+        f"{len(value)} characters back",
+        len(str(result_value(results, path))),
+    )
     await session.close()
 
 
@@ -1282,25 +1378,41 @@ async def lo_send(ctx: DeviceContext) -> None:
     session = await ctx.session(max_msg_size=2048)
     _, results = await session.get(path)
     chunks = [
-        i for m in session.received for c in m.message.commands if c.name == "Results" for i in c.items  # type: ignore[attr-defined]
+        i
+        for m in session.received
+        for c in m.message.commands
+        if c.name == "Results"
+        for i in c.items  # type: ignore[attr-defined]
     ]
     check(len(chunks) >= 2, "the Results in two or more chunks", f"{len(chunks)} chunks")
-    check(all(i.more_data for i in chunks[:-1]) and not chunks[-1].more_data, "MoreData on all but the last", [i.more_data for i in chunks])
+    check(
+        all(i.more_data for i in chunks[:-1]) and not chunks[-1].more_data,
+        "MoreData on all but the last",
+        [i.more_data for i in chunks],
+    )
     first_meta = chunks[0].meta
-    check(first_meta is not None and first_meta.size == len(value), f"Meta/Size {len(value)} on the first chunk", first_meta)
+    check(
+        first_meta is not None and first_meta.size == len(value),
+        f"Meta/Size {len(value)} on the first chunk",
+        first_meta,
+    )
     check(result_value(results, path) == value, "the whole value", len(str(result_value(results, path))))
     for received in session.received:
         check(len(received.body) <= 2048, "messages within MaxMsgSize 2048", len(received.body))
     await session.close()
 
 
-async def _raw_chunks(ctx: DeviceContext, second: str) -> tuple[DeviceSession, list[Status], list[Alert], str]:
+async def _raw_chunks(
+    ctx: DeviceContext, second: str
+) -> tuple[DeviceSession, list[Status], list[Alert], str]:
     session = await ctx.session()
     path = await _fresh(ctx, session, "chunked")
     await session.run(get("./DevInfo/Man"))  # one more exchange: the device trusts the runner now
     chunk = Replace("0", (Item(target=Target(path), meta=Meta(size=100), data="a" * 50, more_data=True),))
     add_first = add(path, "seed")
-    reply = await session.reply_raw(_mac(session, session.compose([add_first, chunk], final=False)), headers=None)
+    reply = await session.reply_raw(
+        _mac(session, session.compose([add_first, chunk], final=False)), headers=None
+    )
     check(reply is not None, "an answer to the first chunk", "none")
     if second == "short":
         follow = Replace("0", (Item(target=Target(path), data="b" * 20),))
@@ -1317,8 +1429,6 @@ async def _raw_chunks(ctx: DeviceContext, second: str) -> tuple[DeviceSession, l
 
 
 def _mac(session: DeviceSession, message: object) -> bytes:
-    from omadm.protocol import codec
-
     return codec.encode(message, session.encoding)  # type: ignore[arg-type]
 
 
@@ -1440,9 +1550,7 @@ async def msg_multi_request(ctx: DeviceContext) -> None:
     await session.run(node(tree))
     statuses = await session.run(*(add(f"{tree}/n{i}", "z" * 600) for i in range(40)))
     check(all(code_of(s) == 200 for s in statuses), "200 for all 40 Adds", [code_of(s) for s in statuses])
-    alerts = [
-        c.code for m in session.received for c in m.message.commands if isinstance(c, Alert)
-    ]
+    alerts = [c.code for m in session.received for c in m.message.commands if isinstance(c, Alert)]
     non_final = [m for m in session.sent if not m.final]
     check(bool(non_final), "the runner's package over several messages", "one message")
     check(AlertCode.NEXT_MESSAGE in alerts, "Alert 1222 from the device", alerts)
@@ -1482,7 +1590,9 @@ async def abort_session(ctx: DeviceContext) -> None:
     count = len(session.received)
     await session.abort()
     await asyncio.sleep(2.0)
-    check(len(session.received) == count, "no message after Alert 1223", f"{len(session.received) - count} more")
+    check(
+        len(session.received) == count, "no message after Alert 1223", f"{len(session.received) - count} more"
+    )
 
 
 @case(
@@ -1517,8 +1627,32 @@ async def enc_wbxml_header(ctx: DeviceContext) -> None:
     for received in session.received:
         body = received.body
         check(body[:1] == b"\x02", "WBXML version 1.2 (0x02)", body[:1].hex())
-        check(b"106" not in b"" and (body[2:3] == b"\x6a" or body[3:4] == b"\x6a" or b"\x6a" in body[1:6]), "charset UTF-8 (106)", body[:8].hex())
+        public_id, at = _mb_uint32(body, 1)
+        if public_id == 0:  # the FPI is a string in the string table: its index follows
+            _, at = _mb_uint32(body, at)
+        else:
+            check(public_id == _SYNCML_DM_PUBLIC_ID, "public id 0x1201 (SyncML DM 1.2)", hex(public_id))
+        charset, _ = _mb_uint32(body, at)
+        check(charset == _UTF8_MIBENUM, "charset 106 (UTF-8)", charset)
     await session.close()
+
+
+_SYNCML_DM_PUBLIC_ID = 0x1201
+_UTF8_MIBENUM = 106
+
+
+def _mb_uint32(data: bytes, at: int) -> tuple[int, int]:
+    """A WBXML multi-byte integer at ``at``: its value and the offset after it."""
+    value = 0
+    for _ in range(5):
+        if at >= len(data):
+            raise CaseFailed("a complete WBXML header", "the message ends inside it")
+        byte = data[at]
+        at += 1
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            return value, at
+    raise CaseFailed("a WBXML multi-byte integer of at most 5 bytes", "a longer one")
 
 
 @case(

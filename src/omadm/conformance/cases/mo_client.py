@@ -54,7 +54,9 @@ async def _root(ctx: DeviceContext, session: DeviceSession, mo: MODef) -> str:
     for name, (_, server_id) in zip(names, answers, strict=True):
         if _value(server_id) == ctx.target.server_id:
             return f"{mo.default_path}/{name}"
-    raise Inconclusive(f"no account with ServerID {ctx.target.server_id} under {mo.default_path} (seen {names})")
+    raise Inconclusive(
+        f"no account with ServerID {ctx.target.server_id} under {mo.default_path} (seen {names})"
+    )
 
 
 def _value(results: Results | None) -> str | bytes | None:
@@ -131,9 +133,12 @@ async def _occurrence(ctx: DeviceContext, mo: MODef) -> None:
             if path not in present:
                 missing.append(path)
         placeholder = d.placeholder_child
-        if placeholder is not None and not placeholder.occurrence.optional:
-            if not any(p.startswith(found.path + "/") for p in present):
-                missing.append(f"{found.path}/{placeholder.name}")
+        if (
+            placeholder is not None
+            and not placeholder.occurrence.optional
+            and not any(p.startswith(found.path + "/") for p in present)
+        ):
+            missing.append(f"{found.path}/{placeholder.name}")
     check(not missing, f"every node {mo.name}'s DDF requires", f"missing {missing}")
     await tree.session.close()
 
@@ -187,7 +192,9 @@ async def _secret(ctx: DeviceContext, mo: MODef) -> None:
         await tree.session.close()
         return
     answers = await tree.session.get_many([path for path, _ in secrets_])
-    leaked = [path for (path, _), (status, _) in zip(secrets_, answers, strict=True) if code_of(status) == 200]
+    leaked = [
+        path for (path, _), (status, _) in zip(secrets_, answers, strict=True) if code_of(status) == 200
+    ]
     check(not leaked, "Get refused (405/425) on leaves the DDF gives no Get", f"returned {leaked}")
     await tree.session.close()
 
@@ -204,14 +211,28 @@ async def _read_only(ctx: DeviceContext, mo: MODef) -> None:
         value = _value(results)
         commands.append(replace(path, value if value is not None else "", fmt=d.format.value))
     statuses: list[Status | None] = await tree.session.run(*commands)
-    accepted = [path for (path, _), status in zip(fixed, statuses, strict=True) if code_of(status) in (200, 201)]
-    check(not accepted, "Replace refused (405/425) on leaves the DDF gives no Replace", f"accepted {accepted}")
+    accepted = [
+        path for (path, _), status in zip(fixed, statuses, strict=True) if code_of(status) in (200, 201)
+    ]
+    check(
+        not accepted, "Replace refused (405/425) on leaves the DDF gives no Replace", f"accepted {accepted}"
+    )
     await tree.session.close()
 
 
 _RULES: dict[str, tuple[str, Callable[[DeviceContext, MODef], Awaitable[None]], str, str | None]] = {
-    "OCC": ("every node the DDF requires is present", _occurrence, "Walk the object with Get on each interior node.", None),
-    "STRUCT": ("no child the DDF does not declare", _structure, "Walk the object with Get on each interior node.", None),
+    "OCC": (
+        "every node the DDF requires is present",
+        _occurrence,
+        "Walk the object with Get on each interior node.",
+        None,
+    ),
+    "STRUCT": (
+        "no child the DDF does not declare",
+        _structure,
+        "Walk the object with Get on each interior node.",
+        None,
+    ),
     "FMT": (
         "each leaf's Format is the DDF's",
         lambda ctx, mo: _property(ctx, mo, "Format", lambda d: d.format.value),
@@ -225,7 +246,12 @@ _RULES: dict[str, tuple[str, Callable[[DeviceContext, MODef], Awaitable[None]], 
         PROPS,
     ),
     "VAL": ("each value is valid for its Format", _values, "Get every readable leaf.", None),
-    "ACC-GET": ("leaves without Get access are never returned", _secret, "Get every leaf the DDF gives no Get.", None),
+    "ACC-GET": (
+        "leaves without Get access are never returned",
+        _secret,
+        "Get every leaf the DDF gives no Get.",
+        None,
+    ),
     "ACC-REP": (
         "leaves without Replace access refuse Replace",
         _read_only,
@@ -250,7 +276,10 @@ def _register(mo: MODef, area: str) -> None:
             role=Role.DEVICE,
             capability=capability,
             preconditions=(f"The device has {mo.default_path} ({mo.urn}).",),
-            steps=(f"Open a session; find {mo.name}{' (the runner’s account)' if mo is DMACC else ''}.", step),
+            steps=(
+                f"Open a session; find {mo.name}{' (the account of the runner)' if mo is DMACC else ''}.",
+                step,
+            ),
             pass_criteria=(f"{mo.name}: {title} ({key}).",),
         )(run)
 
