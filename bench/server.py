@@ -406,9 +406,17 @@ def serve(args: argparse.Namespace) -> int:
         if args.server_log != "off":
             logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
         app = omadm_app(args.url, args.port, data_dir, args.pool_size)
-    # The settings of ``omadm server`` (cli.serve), one worker.
+    # The settings of ``omadm server`` (cli.serve), one worker; --loop/--http force a choice
+    # uvicorn otherwise makes itself ("auto": uvloop and httptools when they import).
     config = uvicorn.Config(
-        app, host=HOST, port=args.port, access_log=False, log_level="warning", timeout_graceful_shutdown=10
+        app,
+        host=HOST,
+        port=args.port,
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+        loop=args.loop,
+        http=args.http,
     )
     server = uvicorn.Server(config)
     if not args.profile:
@@ -801,6 +809,10 @@ class Server:
                 self.process.wait()
 
 
+#: uvicorn's event loop and HTTP parser for every server this run starts (--loop, --http).
+UVICORN = {"loop": "auto", "http": "auto"}
+
+
 def start_server(
     endpoint: str,
     url: str,
@@ -822,6 +834,8 @@ def start_server(
         f"--data-dir={workdir}",
         f"--server-log={log}",
         f"--pool-size={pool_size}",
+        f"--loop={UVICORN['loop']}",
+        f"--http={UVICORN['http']}",
     ]
     if profile is not None:
         command.append(f"--profile={profile}")
@@ -1218,6 +1232,8 @@ def environment() -> list[str]:
 
     loop = "uvloop" if find_spec("uvloop") else "asyncio"
     http = "httptools" if find_spec("httptools") else "h11"
+    loop = loop if UVICORN["loop"] == "auto" else UVICORN["loop"]
+    http = http if UVICORN["http"] == "auto" else UVICORN["http"]
     load1, load5, _ = os.getloadavg()
     return [
         f"Python  {platform.python_implementation()} {platform.python_version()} ({sys.platform})",
@@ -1344,6 +1360,18 @@ def main(argv: list[str] | None = None) -> int:
         help="connection pool of echo+tx and omadm (0: make_engine's default, what the server uses) [0]",
     )
     parser.add_argument("--pg-admin", default=DEFAULT_PG_ADMIN, help=f"[{DEFAULT_PG_ADMIN}]")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="uvicorn's event loop; auto (what omadm server uses): uvloop when installed [auto]",
+    )
+    parser.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        default="auto",
+        help="uvicorn's HTTP parser; auto (what omadm server uses): httptools when installed [auto]",
+    )
     # Internal: the server and load generator processes.
     hidden = argparse.SUPPRESS
     parser.add_argument("--role", choices=("main", "serve", "load"), default="main", help=hidden)
@@ -1366,6 +1394,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.seconds, args.runs, args.warmup = 1.0, 1, 0.3
+    UVICORN.update(loop=args.loop, http=args.http)
 
     for line in environment():
         print(line)

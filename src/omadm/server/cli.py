@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .config import ConfigError, ServerConfig, load_server_config
+from .http_layer import http_layer
 from .registry import (
     RegistryError,
     add_authority,
@@ -215,6 +216,7 @@ def serve(
         settings.workers,
         "s" if settings.workers > 1 else "",
     )
+    log.info("HTTP layer: %s", http_layer().describe())
     _check_tls(settings, log)
     for line in _first_steps(settings, config=config, db=db, data_dir=data_dir):
         log.info("%s", line)
