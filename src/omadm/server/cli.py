@@ -875,6 +875,14 @@ def device_delete(
     typer.echo(f"device {device_id} deleted (with {removed['jobs']} job(s))")
 
 
+ExpiresInOption = Annotated[
+    str | None, typer.Option("--expires-in", help="It expires this long from now: 30d, 12h, 90m, 2w.")
+]
+ExpiresAtOption = Annotated[
+    str | None,
+    typer.Option("--expires-at", help="It expires at this time (ISO 8601, e.g. 2027-01-31T12:00Z)."),
+]
+
 token_app = typer.Typer(
     help="REST API tokens (roles: viewer, operator, admin).", no_args_is_help=True, rich_markup_mode=None
 )
@@ -887,19 +895,85 @@ def token_add(
     name: Annotated[str, typer.Argument(help="Who uses it: the name the audit log shows.")],
     role: Annotated[str, typer.Option(help="viewer (reads), operator (changes), admin (all).")] = "viewer",
     authority: AuthorityOption = DEFAULT_AUTHORITY,
+    expires_in: ExpiresInOption = None,
+    expires_at: ExpiresAtOption = None,
 ) -> None:
     """Create an API token of an authority; prints it once (only its hash is kept)."""
-    from .api.auth import create_token  # noqa: PLC0415
+    from .api.auth import create_token, resolve_expiry  # noqa: PLC0415
 
-    async def work(db: AsyncSession) -> str:
+    async def work(db: AsyncSession) -> tuple[str, Any]:
+        expires = resolve_expiry(expires_in, expires_at)
         authority_pk = await _authority_pk(db, authority)
-        row, token = await create_token(db, name, role, authority_pk=authority_pk)
-        audit(db, shell_actor(), "token.add", f"token {row.name}", authority_pk=authority_pk, role=row.role)
-        return token
+        row, token = await create_token(db, name, role, authority_pk=authority_pk, expires=expires)
+        audit(
+            db,
+            shell_actor(),
+            "token.add",
+            f"token {row.name}",
+            authority_pk=authority_pk,
+            role=row.role,
+            expires=expires.isoformat() if expires else None,
+        )
+        return token, expires
 
-    token = _with_db(ctx, work)
+    token, expires = _with_db(ctx, work)
     typer.echo(token)
-    typer.echo(f"token {name!r} ({role}) created; it is shown only now", err=True)
+    until = f", expires {expires.isoformat(timespec='seconds')}" if expires else ""
+    typer.echo(f"token {name!r} ({role}{until}) created; it is shown only now", err=True)
+
+
+@token_app.command("rotate")
+def token_rotate(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The token's name.")],
+    grace: Annotated[
+        str, typer.Option(help="How long the old secret still works: 30m, 1h, 2d... [0: not at all].")
+    ] = "0",
+    expires_in: ExpiresInOption = None,
+    expires_at: ExpiresAtOption = None,
+    never_expires: Annotated[
+        bool, typer.Option("--never-expires", help="The new secret does not expire.")
+    ] = False,
+) -> None:
+    """A new secret for a token (same name, role, authority); prints it once, revokes the old one.
+
+    Without --expires-in/--expires-at the token gets its own lifetime again from now (or none,
+    if it never expired). An expired token can be rotated: that is how it works again.
+    """
+    from .api.auth import parse_duration, resolve_expiry, rotate_token  # noqa: PLC0415
+
+    if never_expires and (expires_in is not None or expires_at is not None):
+        _fail("--never-expires cannot go with --expires-in or --expires-at")
+
+    async def work(db: AsyncSession) -> tuple[str, Any]:
+        wait = parse_duration(grace, "--grace")
+        expires = resolve_expiry(expires_in, expires_at)
+        if expires is not None or never_expires:
+            row, token = await rotate_token(db, name, grace=wait, expires=expires)
+        else:
+            row, token = await rotate_token(db, name, grace=wait)
+        audit(
+            db,
+            shell_actor(),
+            "token.rotate",
+            f"token {row.name}",
+            authority_pk=row.authority_pk,
+            role=row.role,
+            grace_s=int(wait.total_seconds()),
+            expires=row.expires.isoformat() if row.expires else None,
+        )
+        grace_end = row.previous_expires
+        old = (
+            f"still works until {grace_end.isoformat(timespec='seconds')}"
+            if wait and grace_end
+            else "revoked now"
+        )
+        until = f"expires {row.expires.isoformat(timespec='seconds')}" if row.expires else "does not expire"
+        return token, f"token {row.name!r} rotated: the new secret {until}; the old one {old}"
+
+    token, said = _with_db(ctx, work)
+    typer.echo(token)
+    typer.echo(said, err=True)
 
 
 @token_app.command("list")
@@ -911,11 +985,20 @@ def token_list(ctx: typer.Context) -> None:
         names = {a.id: a.name for a in await list_authorities(db)}
         return [(row, names.get(row.authority_pk, "?")) for row in await list_tokens(db)]
 
+    from .store.models import utc_now  # noqa: PLC0415
+
+    now = utc_now()
     for row, authority in _with_db(ctx, work):
         used = row.last_used.isoformat(timespec="seconds") if row.last_used else "never"
+        if row.expires is None:
+            expiry = "expires never"
+        else:
+            word = "EXPIRED" if row.expires <= now else "expires"
+            expiry = f"{word} {row.expires.isoformat(timespec='seconds')}"
+        rotated = f"  rotated {row.rotated.isoformat(timespec='seconds')}" if row.rotated else ""
         typer.echo(
             f"{row.name}  {row.role}  {authority}  created {row.created.isoformat(timespec='seconds')}"
-            f"  used {used}"
+            f"  used {used}  {expiry}{rotated}"
         )
 
 

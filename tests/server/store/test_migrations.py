@@ -55,7 +55,7 @@ def _differences(connection: Connection) -> list[Any]:
 
 
 def test_head_is_the_last_revision_in_the_chain() -> None:
-    assert head_revision() == "0008"
+    assert head_revision() == "0009"
     assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0002_device_work_flags.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0003_api_tokens_audit.py").is_file()
@@ -64,6 +64,7 @@ def test_head_is_the_last_revision_in_the_chain() -> None:
     assert (MIGRATIONS_DIR / "versions" / "0006_device_row_version.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0007_fleet_queries.py").is_file()
     assert (MIGRATIONS_DIR / "versions" / "0008_publishers.py").is_file()
+    assert (MIGRATIONS_DIR / "versions" / "0009_token_expiry.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
 
 

@@ -17,9 +17,30 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..config import ServerConfig
 from ..registry import get_authority, list_authorities
 from ..store.models import DEFAULT_AUTHORITY_PK, ApiToken, AuditEntry, Authority
-from .auth import Actor, Admin, Db, Viewer, audit, create_token, list_tokens
+from .auth import (
+    Actor,
+    Admin,
+    Db,
+    Viewer,
+    audit,
+    create_token,
+    list_tokens,
+    parse_duration,
+    resolve_expiry,
+    rotate_token,
+)
 from .problems import Problem
-from .schemas import AuditOut, Page, Paging, RowId, TokenCreate, TokenCreated, TokenOut, WhoAmIOut
+from .schemas import (
+    AuditOut,
+    Page,
+    Paging,
+    RowId,
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+    TokenRotate,
+    WhoAmIOut,
+)
 
 __all__ = ["router", "tokens_router", "whoami_router"]
 
@@ -123,6 +144,9 @@ def _token_out(row: ApiToken, names: dict[int, str]) -> TokenOut:
         authority=names.get(row.authority_pk, str(row.authority_pk)),
         created=row.created,
         last_used=row.last_used,
+        expires=row.expires,
+        rotated=row.rotated,
+        previous_expires=row.previous_expires if row.previous_hash else None,
     )
 
 
@@ -145,8 +169,53 @@ async def add_token(body: TokenCreate, db: Db, actor: Admin) -> TokenCreated:
                     f"token {actor.name!r} creates tokens of its own authority ({actor.authority!r}) only",
                 )
             authority_pk = (await get_authority(db, body.authority)).id
-        row, token = await create_token(db, body.name, body.role.value, authority_pk=authority_pk)
-        audit(db, actor, "token.add", f"token {row.name}", authority_pk=authority_pk, role=row.role)
+        expires = resolve_expiry(body.expires_in, body.expires_at)
+        row, token = await create_token(
+            db, body.name, body.role.value, authority_pk=authority_pk, expires=expires
+        )
+        audit(
+            db,
+            actor,
+            "token.add",
+            f"token {row.name}",
+            authority_pk=authority_pk,
+            role=row.role,
+            expires=expires.isoformat() if expires else None,
+        )
+        out = _token_out(row, await _names(db))
+    return TokenCreated(**out.model_dump(), token=token)
+
+
+@tokens_router.post(
+    "/{token_id}/rotate",
+    response_model=TokenCreated,
+    summary="Rotate a token: a new secret for the same name and role, the old one revoked",
+)
+async def rotate(token_id: RowId, body: TokenRotate, db: Db, actor: Admin) -> TokenCreated:
+    """The new secret is in the answer, once. The old one is accepted for ``grace`` more, then
+    refused with a message that says it was rotated (``code``: ``token-rotated``)."""
+    grace = parse_duration(body.grace, "grace")
+    if body.never_expires and (body.expires_in is not None or body.expires_at is not None):
+        raise Problem(422, "never_expires cannot go with expires_in or expires_at")
+    async with db.begin():
+        row = await db.get(ApiToken, token_id)
+        if row is None or not (_is_root(actor) or row.authority_pk == actor.authority_pk):
+            raise Problem(404, f"no token {token_id}")
+        expires = resolve_expiry(body.expires_in, body.expires_at)
+        if expires is not None or body.never_expires:
+            row, token = await rotate_token(db, row.name, grace=grace, expires=expires)
+        else:
+            row, token = await rotate_token(db, row.name, grace=grace)
+        audit(
+            db,
+            actor,
+            "token.rotate",
+            f"token {row.name}",
+            authority_pk=row.authority_pk,
+            role=row.role,
+            grace_s=int(grace.total_seconds()),
+            expires=row.expires.isoformat() if row.expires else None,
+        )
         out = _token_out(row, await _names(db))
     return TokenCreated(**out.model_dump(), token=token)
 

@@ -316,6 +316,34 @@ class TokenCreate(BaseModel):
         description="The management authority it acts for (default: the creating token's). "
         "Only admins of the default authority create tokens of another authority.",
     )
+    expires_in: str | None = Field(
+        default=None,
+        max_length=20,
+        description="It expires this long from now: 30d, 12h, 90m, 45s, 2w or seconds.",
+        examples=["30d"],
+    )
+    expires_at: datetime | None = Field(
+        default=None, description="It expires at this time (ISO 8601 with a timezone). Neither: never."
+    )
+
+
+class TokenRotate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace: str = Field(
+        default="0",
+        max_length=20,
+        description="How long the replaced secret is still accepted (30m, 1h, ...; 0: not at all).",
+        examples=["1h"],
+    )
+    expires_in: str | None = Field(
+        default=None,
+        max_length=20,
+        description="The new secret expires this long from now. Neither this nor expires_at: the "
+        "token's own lifetime again from now (or never, for a token that does not expire).",
+    )
+    expires_at: datetime | None = Field(default=None, description="The new secret expires at this time.")
+    never_expires: bool = Field(default=False, description="The new secret does not expire.")
 
 
 class TokenOut(_Out):
@@ -325,6 +353,11 @@ class TokenOut(_Out):
     authority: str = Field(description="The management authority whose devices it sees.")
     created: datetime
     last_used: datetime | None
+    expires: datetime | None = Field(description="When it stops working; null: never.")
+    rotated: datetime | None = Field(description="When its current secret was issued by a rotation.")
+    previous_expires: datetime | None = Field(
+        description="Until when the secret its last rotation replaced is still accepted."
+    )
 
 
 class WhoAmIOut(_Out):

@@ -575,6 +575,16 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the token
     created: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
     last_used: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Issue 17, point 8 (migration 0009). When it stops working (None: never).
+    expires: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # When the current secret was issued by a rotation (None: never rotated, see created).
+    rotated: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The secret the last rotation replaced: accepted until previous_expires (the grace
+    # period), then refused as "rotated" (not "unknown"), which tells its holder what happened.
+    previous_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    previous_expires: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (Index("ix_api_tokens_previous_hash", "previous_hash", unique=True),)
 
 
 class AuditEntry(Base):
