@@ -461,12 +461,19 @@ def render(root: Path = Path("."), cases: Iterable[Case] | None = None) -> dict[
 
 
 def problems(root: Path = Path("."), cases: Iterable[Case] | None = None) -> list[str]:
-    """What CI refuses besides stale files: requirements without a case or without a TS section."""
+    """What CI refuses besides stale files.
+
+    A requirement without a case, a pattern that matches no case (a renamed case would
+    otherwise leave a dead link in the traceability table), a TS section TS.md does not have.
+    """
     ctx = _context(root, cases)
     found: list[str] = []
     for r in REQUIREMENTS:
         if not cases_verifying(r, ctx.cases):
             found.append(f"requirement {r.id} is verified by no case (patterns: {', '.join(r.verified_by)})")
+        for pattern in r.verified_by:
+            if not cases_verifying(Requirement(r.id, r.text, r.ts_section, (pattern,)), ctx.cases):
+                found.append(f"requirement {r.id}: pattern {pattern} matches no case")
         if r.ts_section not in ctx.ts_sections:
             found.append(f"requirement {r.id} names TS section {r.ts_section}, which TS.md does not have")
     return found

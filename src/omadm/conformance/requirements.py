@@ -71,46 +71,41 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _r(
         "SCOMO-RD-INV-001",
         "2.1",
-        "The device shall expose the SCOMO management object under a root a server can find by its MO type "
-        "(urn:oma:mo:oma-scomo:1.0), with Download, Inventory/Delivered and Inventory/Deployed.",
-        "SCOMO-DEV-MO-*",
+        "The device shall expose the SCOMO management object with Download, Inventory/Delivered and "
+        "Inventory/Deployed, under a root a server finds by its MO type (urn:oma:mo:oma-scomo:1.0).",
         "SCOMO-DEV-INV-*",
+        "SCOMO-SRV-EXEC-011",
     ),
     _r(
         "SCOMO-RD-INV-002",
         "2.4",
         "A management authority shall be able to list the components deployed on the device, each with its "
-        "identifier, name, version and state.",
+        "identifier, name, version, state and operations.",
         "SCOMO-DEV-INV-*",
+        "IOP-007",
     ),
     _r(
         "SCOMO-RD-INV-003",
         "2.3",
-        "A management authority shall be able to list the delivery packages held on the device, installed or "
-        "not, with their package identifier, state and status.",
-        "SCOMO-DEV-INV-*",
+        "A management authority shall be able to list the delivery packages held on the device, with their "
+        "package identifier and state.",
+        "SCOMO-DEV-DL-003",
         "SCOMO-DEV-DLV-*",
-        "SCOMO-DEV-DL-*",
     ),
     _r(
         "SCOMO-RD-INV-004",
         "2.4",
-        "The identifier of a deployed component shall stay the same across sessions, reboots and upgrades.",
-        "SCOMO-DEV-INV-*",
-        "SCOMO-DEV-UPD-*",
+        "The identifier and Deployed entry of a component shall stay the same across an upgrade; only its "
+        "version changes.",
+        "SCOMO-DEV-DL-013",
+        "IOP-005",
     ),
     _r(
         "SCOMO-RD-INV-005",
-        "2.4",
-        "Components installed outside SCOMO (by the user, at the factory) shall appear in the inventory too.",
-        "SCOMO-DEV-INV-*",
-    ),
-    _r(
-        "SCOMO-RD-INV-006",
         "2.5",
         "The inventory shall be readable as a structure in one request (Get with ?list=Struct, StructData or "
-        "TNDS), whatever its size (large objects, multiple messages).",
-        "SCOMO-DEV-INV-*",
+        "TNDS).",
+        "SCOMO-DEV-INV-002",
         "DM-CLI-LIST-*",
     ),
     # Delivery
@@ -119,40 +114,35 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "7.2",
         "A management authority shall be able to have the device download a package from a URL it names "
         "(indirect delivery) without installing it.",
-        "SCOMO-DEV-DL-*",
+        "SCOMO-DEV-DL-003",
+        "SCOMO-SRV-EXEC-008",
+        "IOP-008",
     ),
     _r(
         "SCOMO-RD-DEL-002",
         "7.1",
         "A management authority shall be able to deliver a package inside the DM session (direct delivery), "
-        "larger than one message, as a DM large object.",
-        "SCOMO-DEV-DLV-*",
-        "SCOMO-DEV-DIRECT-*",
+        "as a DM large object when it is larger than one message.",
+        "SCOMO-DEV-DLV-004",
         "DM-CLI-LO-001",
     ),
     _r(
         "SCOMO-RD-DEL-003",
-        "7.3",
-        "The device shall accept a package URL that points at an OMA Download descriptor and send its "
-        "install notification.",
-        "SCOMO-DEV-DD-*",
-        "SCOMO-DEV-DLOTA-*",
+        "4.1",
+        "The progress of a download and install shall be visible in the Download entry's Status, which "
+        "returns to Idle after success and keeps the failure value after a failure.",
+        "SCOMO-DEV-DL-004",
+        "SCOMO-DEV-DL-005",
+        "SCOMO-DEV-DL-010",
     ),
     _r(
         "SCOMO-RD-DEL-004",
-        "4.1",
-        "The progress of a download shall be visible in the Download entry's Status while it runs and after "
-        "it failed.",
-        "SCOMO-DEV-DL-*",
-        "SCOMO-DEV-STATE-*",
-    ),
-    _r(
-        "SCOMO-RD-DEL-005",
         "5",
-        "A download that fails (unreachable server, authentication refused, server error, no space, corrupt "
-        "bytes) shall be reported with the result code that names the cause.",
-        "SCOMO-DEV-ERR-*",
-        "SCOMO-DEV-DL-*",
+        "A download that fails shall be reported with the result code that names the cause (1402 for a URL "
+        "the server refuses, 1501 for a server nobody answers).",
+        "SCOMO-DEV-DL-005",
+        "SCOMO-DEV-DL-006",
+        "IOP-006",
     ),
     # Installation
     _r(
@@ -160,132 +150,115 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "3.1",
         "A management authority shall be able to download and install a package in one operation, leaving "
         "its components active (DownloadInstall) or inactive (DownloadInstallInactive).",
-        "SCOMO-DEV-INST-*",
-        "SCOMO-DEV-DLI-*",
+        "SCOMO-DEV-DL-001",
+        "SCOMO-DEV-DL-002",
+        "SCOMO-SRV-EXEC-009",
+        "IOP-001",
+        "IOP-009",
     ),
     _r(
         "SCOMO-RD-INS-002",
         "3.2",
         "A management authority shall be able to install a package delivered earlier, active (Install) or "
         "inactive (InstallInactive).",
-        "SCOMO-DEV-INST-*",
-        "SCOMO-DEV-DLV-*",
+        "SCOMO-DEV-DLV-001",
+        "SCOMO-DEV-DLV-002",
+        "SCOMO-DEV-DLV-004",
     ),
     _r(
         "SCOMO-RD-INS-003",
         "3.4",
-        "An operation whose preconditions are missing (no PkgID or PkgURL, no package data) shall be refused "
-        "with a DM status and change nothing.",
-        "SCOMO-DEV-ERR-*",
-        "SCOMO-DEV-EXEC-*",
+        "An operation whose preconditions are missing (no PkgURL, an unknown component) shall be refused "
+        "with a DM status in the session and change nothing.",
+        "SCOMO-DEV-DL-011",
+        "SCOMO-DEV-DEP-005",
     ),
     _r(
         "SCOMO-RD-INS-004",
         "5",
-        "A package the device cannot host (unsupported environment, no space, failed validation) shall be "
-        "refused with the result code that names the cause, and the device left as it was.",
-        "SCOMO-DEV-ERR-*",
+        "A package the device cannot host (an execution environment it lacks, an install step that fails) "
+        "shall be refused with the result code that names the cause.",
+        "SCOMO-DEV-DL-009",
+        "SCOMO-DEV-DL-010",
     ),
     # Update
     _r(
         "SCOMO-RD-UPD-001",
         "3.5",
-        "Installing a newer version of a deployed component shall update that component in place: same "
-        "Deployed entry and identifier, new version.",
-        "SCOMO-DEV-UPD-*",
-    ),
-    _r(
-        "SCOMO-RD-UPD-002",
-        "3.5",
-        "A package may update a part of an application (one of its components) without touching the others.",
-        "SCOMO-DEV-UPD-*",
-    ),
-    _r(
-        "SCOMO-RD-UPD-003",
-        "3.5",
-        "An update that fails shall leave the previous version installed and in its previous state.",
-        "SCOMO-DEV-UPD-*",
-        "SCOMO-DEV-ERR-*",
+        "Installing a newer version of a deployed component shall update that component in place.",
+        "SCOMO-DEV-DL-013",
+        "IOP-005",
     ),
     # Removal
     _r(
         "SCOMO-RD-REM-001",
         "3.3",
         "A management authority shall be able to uninstall a deployed component (Remove); its Deployed entry "
-        "then disappears.",
-        "SCOMO-DEV-REM-*",
+        "then disappears on the device and in the server's inventory.",
+        "SCOMO-DEV-DEP-004",
+        "SCOMO-SRV-EXEC-007",
+        "IOP-004",
     ),
     _r(
         "SCOMO-RD-REM-002",
         "3.2",
-        "A management authority shall be able to delete a delivered package from the device without touching "
-        "the components it installed.",
-        "SCOMO-DEV-REM-*",
-    ),
-    _r(
-        "SCOMO-RD-REM-003",
-        "5",
-        "A removal that fails shall keep the component and be reported with result code 1408.",
-        "SCOMO-DEV-REM-*",
-        "SCOMO-DEV-ERR-*",
+        "A management authority shall be able to delete a delivered package from the device.",
+        "SCOMO-DEV-DLV-003",
     ),
     # Activation
     _r(
         "SCOMO-RD-ACT-001",
         "3.3",
-        "A management authority shall be able to activate an inactive component and deactivate an active one "
-        "without removing it; State shows the result.",
-        "SCOMO-DEV-ACT-*",
+        "A management authority shall be able to activate an inactive component and deactivate an active "
+        "one without removing it; State shows the result.",
+        "SCOMO-DEV-DEP-001",
+        "SCOMO-DEV-DEP-002",
+        "SCOMO-DEV-DEP-006",
+        "SCOMO-SRV-EXEC-005",
+        "SCOMO-SRV-EXEC-006",
+        "IOP-002",
+        "IOP-003",
     ),
     _r(
         "SCOMO-RD-ACT-002",
         "4.3",
-        "Activating an active component or deactivating an inactive one shall not change the component and "
-        "shall not be reported as a failure.",
-        "SCOMO-DEV-ACT-*",
+        "Activating an active component shall change nothing and shall not be reported as a failure.",
+        "SCOMO-DEV-DEP-003",
     ),
     # Reporting
     _r(
         "SCOMO-RD-REP-001",
         "6.1",
-        "The outcome of every primitive shall be reported: synchronously in the Exec's Status, or with 202 "
-        "and later a Generic Alert of type urn:oma:at:scomo:1.0:OperationComplete.",
-        "SCOMO-DEV-REP-*",
+        "The outcome of every primitive shall be reported: in the Exec's Status, or with 202 and later a "
+        "Generic Alert of type urn:oma:at:scomo:1.0:OperationComplete.",
         "SCOMO-DEV-ALERT-*",
+        "SCOMO-DEV-DL-001",
+        "SCOMO-DEV-DEP-001",
     ),
     _r(
         "SCOMO-RD-REP-002",
         "6.2",
-        "The asynchronous report shall carry the Correlator of the Exec exactly when one was sent, the node "
+        "The asynchronous report shall carry the Exec's Correlator exactly when one was sent, the node "
         "executed as Source, and the result code and identifier in its Data.",
-        "SCOMO-DEV-REP-*",
         "SCOMO-DEV-ALERT-*",
-        "SCOMO-DEV-CORR-*",
+        "SCOMO-DEV-DL-014",
     ),
     _r(
         "SCOMO-RD-REP-003",
-        "6.3",
-        "A report shall be resent in later sessions until the server acknowledged it, and never lost across "
-        "a restart of the device.",
-        "SCOMO-DEV-REP-*",
-        "SCOMO-DEV-ALERT-*",
+        "3.4",
+        "An Exec repeated after the job finished shall not run the operation again; the device reports the "
+        "same outcome, and a server sending an Exec again keeps its Correlator.",
+        "SCOMO-DEV-DL-012",
+        "SCOMO-SRV-EXEC-010",
     ),
     _r(
         "SCOMO-RD-REP-004",
-        "3.4",
-        "An Exec repeated with the same Correlator shall not run the operation twice; the device answers "
-        "with the same outcome.",
-        "SCOMO-DEV-EXEC-*",
-        "SCOMO-DEV-REP-*",
-    ),
-    _r(
-        "SCOMO-RD-REP-005",
         "4",
         "Status and State leaves shall follow the TS state tables at every transition, so a server that got "
         "no report learns the outcome by reading them.",
-        "SCOMO-DEV-STATE-*",
-        "SCOMO-DEV-ACT-*",
-        "SCOMO-DEV-DL-*",
+        "SCOMO-DEV-DL-004",
+        "SCOMO-DEV-DL-005",
+        "SCOMO-DEV-DEP-006",
     ),
     # Security
     _r(
@@ -299,52 +272,34 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _r(
         "SCOMO-RD-SEC-002",
         "8.2",
-        "The device shall enforce the ACLs of the SCOMO nodes: a server without Exec or Add rights gets 425 "
-        "and nothing runs.",
-        "SCOMO-DEV-ACL-*",
+        "The device shall enforce the ACLs of its tree, the SCOMO nodes included: a server the ACL does not "
+        "grant a command gets 425 and nothing changes.",
         "DM-CLI-ACL-*",
     ),
     _r(
         "SCOMO-RD-SEC-003",
         "8.2",
-        "Device-maintained nodes (Status, State, the Deployed entries) shall not be writable by a server.",
-        "SCOMO-DEV-ACL-*",
-        "SCOMO-DEV-MO-*",
-        "MO-CLI-*",
+        "Device-maintained nodes (the standard MOs' read-only leaves, SCOMO's Status, State and Deployed) "
+        "shall refuse a server's Replace or Delete.",
         "DM-CLI-CMD-012",
         "DM-CLI-CMD-013",
+        "MO-CLI-*",
     ),
     _r(
         "SCOMO-RD-SEC-004",
         "8.3",
-        "The device shall check a package's integrity and authenticity before installing it and refuse one "
-        "that fails with result code 1407.",
-        "SCOMO-DEV-ERR-*",
-        "SCOMO-DEV-SIG-*",
-    ),
-    _r(
-        "SCOMO-RD-SEC-005",
-        "8.3",
-        "A download the package server refuses for authentication shall be reported with 1403, not retried "
-        "without end.",
-        "SCOMO-DEV-ERR-*",
-        "SCOMO-DEV-DL-*",
+        "The device shall check a package's integrity and authenticity before installing it, and refuse one "
+        "changed after signing or signed by a key it does not trust, with result code 1407.",
+        "SCOMO-DEV-DL-007",
+        "SCOMO-DEV-DL-008",
     ),
     # Privacy
     _r(
         "SCOMO-RD-PRV-001",
         "8.4",
-        "The software inventory shall be disclosed only to DM servers the ACL allows to read it.",
-        "SCOMO-DEV-ACL-*",
+        "The device shall disclose a node, the software inventory included, only to servers its ACL grants "
+        "Get.",
         "DM-CLI-ACL-001",
-    ),
-    _r(
-        "SCOMO-RD-PRV-002",
-        "8.4",
-        "A directly delivered package shall not be readable back from the device (Data is write-only).",
-        "SCOMO-DEV-MO-*",
-        "SCOMO-DEV-DLV-*",
-        "SCOMO-DEV-ACL-*",
     ),
     # DM enabler
     _r(
@@ -393,8 +348,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _r(
         "SCOMO-RD-DM-005",
         "9.5",
-        "A server shall be able to wake the device with a notification (Package #0), and a device shall be "
-        "able to send Generic Alerts in a session it starts.",
+        "A server shall be able to wake the device with a verified notification (Package #0), and a server "
+        "shall accept the Generic Alerts and server-initiated sessions of a device.",
         "DM-CLI-SESS-003",
         "DM-CLI-SESS-008",
         "DM-CLI-SESS-009",
@@ -404,34 +359,28 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     _r(
         "SCOMO-RD-SRV-001",
         "6.2",
-        "A DM server shall accept a SCOMO OperationComplete alert (Status 200) and match it to its job by "
-        "Correlator, in the session it arrives in or a later one.",
-        "SCOMO-SRV-*ALERT*",
-        "SCOMO-SRV-REP-*",
-        "SCOMO-SRV-CORR-*",
+        "A DM server shall answer a SCOMO OperationComplete alert with Status 200, match it to its job by "
+        "Correlator, record a failure with its code, and ignore a copy or an unknown Correlator harmlessly.",
+        "SCOMO-SRV-ALERT-*",
     ),
     _r(
         "SCOMO-RD-SRV-002",
         "6.3",
-        "A DM server shall handle a device that answers 202 and reports in a later session.",
-        "SCOMO-SRV-REP-*",
+        "A DM server shall keep a job the device accepted (202) open until its report, without sending it "
+        "again, and fail a job whose Exec was refused at once.",
         "SCOMO-SRV-ASYNC-*",
-        "SCOMO-SRV-*ALERT*",
     ),
     _r(
         "SCOMO-RD-SRV-003",
         "2.4",
-        "A DM server shall refresh its view of a device's inventory from the Deployed sub-tree.",
+        "A DM server shall read a device's SCOMO inventory, again after each report and when asked.",
         "SCOMO-SRV-INV-*",
     ),
     _r(
         "SCOMO-RD-SRV-004",
         "3.1",
-        "A DM server shall build a primitive correctly: the Download entry's PkgID and PkgURL before the "
-        "Exec, a Correlator on the Exec.",
-        "SCOMO-SRV-INST-*",
-        "SCOMO-SRV-DL-*",
-        "SCOMO-SRV-JOB-*",
+        "A DM server shall build each primitive correctly: PkgID and PkgURL before the Exec, the right "
+        "operation node, a fresh Correlator on every Exec.",
         "SCOMO-SRV-EXEC-*",
     ),
     _r(
@@ -446,7 +395,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "SCOMO-RD-IOP-001",
         "10",
         "A real DM client and a real DM server shall carry out the RD use cases together (inventory, "
-        "install, activation, update, removal, failure reporting).",
+        "install, activation, update, removal, failure reporting) and agree on the outcome.",
         "IOP-*",
     ),
 )
