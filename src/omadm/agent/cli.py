@@ -13,10 +13,6 @@ address or credentials in the tree, which wins over ``omadm.toml``.
 
 from __future__ import annotations
 
-import logging
-import signal
-import sys
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -41,6 +37,7 @@ from .config import (
     save_account,
     save_config,
 )
+from .daemon import CONFIG_ENV, DEFAULT_CONFIG, configure_logging
 from .runner import Agent, Outcome, SessionRequest
 from .scomo.journal import Job, Primitive
 
@@ -75,7 +72,6 @@ _EXIT_FOR = {
     Outcome.ABORTED: EXIT_PROTOCOL,
 }
 
-DEFAULT_CONFIG = Path("omadm.toml")
 
 agent_app = typer.Typer(
     help="The device agent: a standard OMA DM 1.2 client with a persistent DM tree.",
@@ -90,7 +86,7 @@ agent_app.add_typer(tree_app, name="tree")
 
 ConfigOption = Annotated[
     Path,
-    typer.Option("--config", "-c", help="The agent's omadm.toml.", envvar="OMADM_AGENT_CONFIG"),
+    typer.Option("--config", "-c", help="The agent's omadm.toml.", envvar=CONFIG_ENV),
 ]
 
 
@@ -100,11 +96,7 @@ def _fail(code: int, message: str) -> NoReturn:
 
 
 def _logging(verbose: bool, *, quiet: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(verbose, quiet=quiet)
 
 
 def _open(config_path: Path, *, inspect_only: bool = False) -> Agent:
@@ -496,37 +488,13 @@ def run_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run until stopped (SIGINT/SIGTERM): poll, answer Package #0, deliver pending alerts."""
-    from .listener import (  # noqa: PLC0415 - only 'run' needs the listeners
-        HTTPNotificationListener,
-        UDPNotificationListener,
-        parse_address,
-    )
+    # The body lives in omadm.agent.daemon: the `omadm` entry point runs the plain forms of
+    # this command there without loading Typer (issue 17: the agent's idle RSS).
+    from .daemon import run  # noqa: PLC0415
 
-    _logging(verbose)
-    agent = _open(config)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    closers = []
-    try:
-        if agent.config.listen_udp:
-            udp = UDPNotificationListener(agent, parse_address(agent.config.listen_udp), stop)
-            udp.start()
-            logging.getLogger("omadm.agent").info("listening for Package #0 on udp %s", udp.address)
-        if agent.config.listen_http:
-            http = HTTPNotificationListener(agent, parse_address(agent.config.listen_http))
-            http.start()
-            closers.append(http.close)
-            logging.getLogger("omadm.agent").info("listening for Package #0 on http %s", http.address)
-        agent.run(stop)
-    except (ValueError, OSError) as exc:
-        _fail(EXIT_CONFIG, str(exc))
-    finally:
-        for close in closers:
-            close()
-        agent.close()
-    if agent.tls_failure is not None:
-        _fail(EXIT_TLS, f"stopped: {agent.tls_failure.reason}")
+    code = run(config, verbose=verbose)
+    if code != EXIT_OK:
+        raise typer.Exit(code)
 
 
 @agent_app.command("status")

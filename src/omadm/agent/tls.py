@@ -28,9 +28,6 @@ import socket
 import ssl
 from collections.abc import Collection
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 __all__ = [
     "PinMismatchError",
     "client_certificate_refused",
@@ -94,6 +91,10 @@ def parse_pin(value: str) -> bytes:
 
 def spki_sha256(der_certificate: bytes) -> bytes:
     """The SHA-256 of a DER certificate's SubjectPublicKeyInfo: what a pin is compared with."""
+    # Loaded here: cryptography costs an agent ~7 MB resident, and only pinning needs it.
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: PLC0415
+
     public_key = x509.load_der_x509_certificate(der_certificate).public_key()
     return hashlib.sha256(public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)).digest()
 

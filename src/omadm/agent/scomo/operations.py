@@ -40,8 +40,6 @@ from omadm.mo.scomo_codes import (
 from omadm.mo.scomo_reason import bound_reason, with_reason
 from omadm.package.errors import PackageError
 from omadm.package.manifest import ComponentManifest, compare_versions
-from omadm.package.signing import load_public_keys
-from omadm.package.verify import VerifiedPackage, open_package
 from omadm.protocol.codes import AlertCode, ScomoResult, StatusCode
 from omadm.protocol.messages import Alert, Item, Meta, Source, Target
 from omadm.protocol.session import Outcome
@@ -57,6 +55,7 @@ from .trust_policy import POLICY_FILE, Signer, TrustPolicyError, check_publisher
 
 if TYPE_CHECKING:
     from omadm.agent.runner import Agent
+    from omadm.package.verify import VerifiedPackage
 
 __all__ = ["LOCAL_SERVER", "ScomoService"]
 
@@ -389,6 +388,11 @@ class ScomoService:
         return self.packages / f"delivered-{escape_segment(delivered_node.rsplit('/', 1)[1])}.omp"
 
     def _verify(self, package: Path) -> VerifiedPackage:
+        # Loaded here, not at start: the verifier brings cryptography (~7 MB resident), which
+        # an idle agent does not need (issue 17: an agent's idle RSS of 35 MB at most).
+        from omadm.package.signing import load_public_keys  # noqa: PLC0415
+        from omadm.package.verify import open_package  # noqa: PLC0415
+
         config = self.agent.config
         keys = load_public_keys([config.trust_dir]) if config.trust_dir.exists() else []
         return open_package(package, keys, require_signature=config.scomo.require_signature)

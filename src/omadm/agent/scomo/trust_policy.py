@@ -50,8 +50,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omadm.package.errors import PackageError
-from omadm.package.signing import load_public_key
-from omadm.package.verify import key_fingerprint
 from omadm.protocol.codes import ScomoResult
 
 __all__ = [
@@ -131,6 +129,9 @@ def key_names(trust_dir: Path) -> dict[str, tuple[str, ...]]:
     Read as :func:`~omadm.package.signing.load_public_keys` reads the directory (``*.pem``);
     a file that is not a public key is skipped here (the verifier reports it).
     """
+    from omadm.package.signing import load_public_key  # noqa: PLC0415 - brings cryptography
+    from omadm.package.verify import key_fingerprint  # noqa: PLC0415
+
     names: dict[str, list[str]] = {}
     if not trust_dir.is_dir():
         return {}
