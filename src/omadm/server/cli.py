@@ -912,7 +912,7 @@ def token_add(
             f"token {row.name}",
             authority_pk=authority_pk,
             role=row.role,
-            expires=expires.isoformat() if expires else None,
+            **({"expires": expires.isoformat()} if expires else {}),
         )
         return token, expires
 

@@ -123,6 +123,8 @@ _MAX_AUTHORITY = 100  # authorities.name
 _MAX_CHALLENGED = 1000
 #: Failed sessions recorded in a device's history per run of failures (the counter goes on).
 _FAILURES_IN_HISTORY = 3
+#: The scope key of a message's note (``_message`` fills it, ``__call__`` counts it).
+_NOTE = "omadm.dm_note"
 _AUTHORITY_TTL = 30.0  # seconds an authority's name is trusted without looking again
 #: The device ids this request's verified client certificate names (None: none, or not checked).
 _CLIENT_IDENTITIES: ContextVar[frozenset[str] | None] = ContextVar("omadm_client_identities", default=None)
@@ -173,14 +175,13 @@ class DMEndpoint:
         started = time.perf_counter()
         # A message that continues a session carries its token (RespURI): those come first.
         continuing = bool(request.query_params.get("s"))
-        note: dict[str, Any] = {}
         if not self.admission.enter(continuing=continuing):
             await _read_body(request, self.config.max_body)  # keeps the connection reusable
             metrics.DM_SHED.labels("in_flight").inc()
             response = self._busy("over the in-flight limit", continuing)
         else:
             try:
-                response = await self._message(request, note)
+                response = await self._message(request)
             except SQLAlchemyTimeoutError:
                 # The database pool had no connection in time: a load problem, not a bug.
                 metrics.DM_SHED.labels("database").inc()
@@ -190,7 +191,7 @@ class DMEndpoint:
                 raise
             finally:
                 self.admission.leave()
-        _count(response.status_code, note, time.perf_counter() - started)
+        _count(response.status_code, request.scope.get(_NOTE, {}), time.perf_counter() - started)
         return response
 
     def _busy(self, why: str, continuing: bool) -> Response:
@@ -213,8 +214,10 @@ class DMEndpoint:
             headers={"Retry-After": str(retry_after)},
         )
 
-    async def _message(self, request: Request, note: dict[str, Any]) -> Response:
+    async def _message(self, request: Request) -> Response:
         started = time.perf_counter()
+        # What the message did (path, session, events): the log line and metrics read it.
+        note: dict[str, Any] = request.scope.setdefault(_NOTE, {})
         body = await _read_body(request, self.config.max_body)
         if body is None:
             log.warning("dm refused: body larger than %d bytes", self.config.max_body)

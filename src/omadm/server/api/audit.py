@@ -180,7 +180,7 @@ async def add_token(body: TokenCreate, db: Db, actor: Admin) -> TokenCreated:
             f"token {row.name}",
             authority_pk=authority_pk,
             role=row.role,
-            expires=expires.isoformat() if expires else None,
+            **({"expires": expires.isoformat()} if expires else {}),
         )
         out = _token_out(row, await _names(db))
     return TokenCreated(**out.model_dump(), token=token)
