@@ -232,7 +232,7 @@ async def sess_resp_uri(ctx: DeviceContext) -> None:
     "A server package without commands ends the session: the device sends nothing more",
     rule=f"{DM} §2.2",
     role=_ROLE,
-    steps=("Open a session, run one Get.", "Answer with Status only and Final.", "Wait two seconds."),
+    steps=("Open a session, run one Get.", "Answer with Status only and Final.", "Wait one second."),
     pass_criteria=("The device sends no further message in that session.",),
 )
 async def sess_end(ctx: DeviceContext) -> None:
@@ -241,7 +241,7 @@ async def sess_end(ctx: DeviceContext) -> None:
     count = len(session.received)
     await session.turn()  # nothing queued: the final, command-less package
     check(session.ended, "the session over after a command-less package", "the session still open")
-    await asyncio.sleep(2.0)
+    await asyncio.sleep(1.0)
     check(
         len(session.received) == count,
         "no message after the last package",
@@ -283,7 +283,7 @@ async def sess_bad_package0(ctx: DeviceContext) -> None:
     )
     await runner.send_package0(runner._new_session_id(), auth.RESYNC_NONCE, server_password="wrong-secret")
     try:
-        stray = await asyncio.wait_for(runner.server.incoming.get(), 3.0)
+        stray = await asyncio.wait_for(runner.server.incoming.get(), 1.5)
     except TimeoutError:
         return
     ctx.sessions.append(stray)
@@ -310,7 +310,7 @@ async def sess_replayed_package0(ctx: DeviceContext) -> None:
     for package in packages:
         await send_package0(ctx.options.notify or "", package)
     try:
-        stray = await asyncio.wait_for(runner.server.incoming.get(), 3.0)
+        stray = await asyncio.wait_for(runner.server.incoming.get(), 1.5)
     except TimeoutError:
         return
     ctx.sessions.append(stray)
@@ -523,7 +523,7 @@ async def _refused(ctx: DeviceContext, forge: str) -> None:
                     "401/407 for the Add of an unauthenticated server",
                     refused.data,
                 )
-        await session.reply_raw(session.compose([], cred=False), timeout=2.0)
+        await session.reply_raw(session.compose([], cred=False), timeout=1.0)
     check_session = await ctx.session()
     status, _ = await check_session.get(probe)
     check(code_of(status) == 404, "the forged Add not executed (Get 404)", f"Get {code_of(status)}")
@@ -1424,7 +1424,7 @@ async def _raw_chunks(
     assert reply is not None
     statuses = [c for c in reply.message.commands if isinstance(c, Status)]
     alerts = [c for c in reply.message.commands if isinstance(c, Alert)]
-    await session.reply_raw(_mac(session, session.compose([])), timeout=2.0)
+    await session.reply_raw(_mac(session, session.compose([])), timeout=1.0)
     return session, statuses, alerts, path
 
 
@@ -1486,7 +1486,7 @@ async def lo_max_obj_size(ctx: DeviceContext) -> None:
     assert reply is not None
     codes = [c.code for c in reply.message.commands if isinstance(c, Status) and c.cmd == "Add"]
     check(413 in codes, "Status 413 for an object over MaxObjSize", codes)
-    await session.reply_raw(_mac(session, session.compose([])), timeout=2.0)
+    await session.reply_raw(_mac(session, session.compose([])), timeout=1.0)
 
 
 @case(
@@ -1581,7 +1581,7 @@ async def msg_size(ctx: DeviceContext) -> None:
     "After the server's Alert 1223 the device sends nothing more",
     rule=f"{DM} §2.2",
     role=_ROLE,
-    steps=("Open a session and run a Get.", "Answer with Alert 1223.", "Wait two seconds."),
+    steps=("Open a session and run a Get.", "Answer with Alert 1223.", "Wait one second."),
     pass_criteria=("No further device message in that session.",),
 )
 async def abort_session(ctx: DeviceContext) -> None:
@@ -1589,7 +1589,7 @@ async def abort_session(ctx: DeviceContext) -> None:
     await session.run(get("./DevInfo/Man"))
     count = len(session.received)
     await session.abort()
-    await asyncio.sleep(2.0)
+    await asyncio.sleep(1.0)
     check(
         len(session.received) == count, "no message after Alert 1223", f"{len(session.received) - count} more"
     )

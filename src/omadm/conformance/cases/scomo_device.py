@@ -19,7 +19,7 @@ import secrets
 import socket
 
 from omadm.mo.scomo_codes import SCOMO_ALERT_TYPES, parse_scomo_alert_data
-from omadm.protocol.messages import Alert, Command
+from omadm.protocol.messages import Alert, Command, Exec
 
 from .. import ics
 from ..device import DeviceContext
@@ -95,14 +95,24 @@ async def _exec(ctx: DeviceContext, commands: list[Command], allowed: set[int] |
     return code
 
 
-async def _report(ctx: DeviceContext, correlator: str) -> Alert:
-    """The Generic Alert carrying ``correlator``, from the device's next session(s)."""
+async def _report(ctx: DeviceContext, correlator: str, source: str | None = None) -> Alert:
+    """The Generic Alert carrying ``correlator``, from the device's next session(s).
+
+    A SCOMO report for the Exec'd ``source`` with another (or no) Correlator fails the case:
+    the server could not match it to its job.
+    """
     for _ in range(4):
         session = await ctx.next_session(timeout=60.0)
         await session.close()
         for alert in session.alerts:
             if alert.correlator == correlator:
                 return alert
+        for alert in session.alerts:
+            item = alert.items[0] if alert.items else None
+            if source is not None and item is not None and item.source and item.source.loc_uri == source:
+                raise CaseFailed(
+                    f"the report for {source} with Correlator {correlator}", f"Correlator {alert.correlator}"
+                )
     raise Inconclusive(f"no Generic Alert with Correlator {correlator} within four device sessions")
 
 
@@ -123,7 +133,13 @@ async def _run_primitive(
     code = await _exec(ctx, commands)
     if code == 200:
         return SUCCESS, None
-    alert = await _report(ctx, correlator)
+    last = commands[-1]
+    source = (
+        last.items[0].target.loc_uri
+        if isinstance(last, Exec) and last.items and last.items[0].target
+        else None
+    )
+    alert = await _report(ctx, correlator, source)
     result, _ = _outcome(alert)
     return result, alert
 
@@ -871,7 +887,7 @@ async def alert_format(ctx: DeviceContext) -> None:
         ctx, _download(ctx, name, ctx.packages.url("probe-1"), "DownloadInstallInactive", correlator)
     )
     check(code == 202, "202 for an asynchronous DownloadInstallInactive", code)
-    alert = await _report(ctx, correlator)
+    alert = await _report(ctx, correlator, op(f"{_download_node(ctx)}/{name}", "DownloadInstallInactive"))
     _check_report(
         alert,
         correlator=correlator,
