@@ -29,10 +29,12 @@ from typer.testing import CliRunner
 
 from omadm.agent.config import TLSConfig, load_config, save_config
 from omadm.cli import app
+from omadm.package.build import build_package
 from omadm.package.signing import generate_key, save_public_key
 from tests.server.serverproc import ENV, SERVER_PASSWORD, ServerProcess, agent_config
 
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DEVICE = "IMEI:490154203237518"
 OTHER_DEVICE = "IMEI:490154203237599"
 
@@ -137,6 +139,7 @@ class PKI:
     other_client: Issued  # CN: OTHER_DEVICE
     stranger_client: Issued  # CN: DEVICE, issued by the stranger's CA
     publisher_key: Path
+    package: Path  # examples/hello-package, signed with the publisher's key
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +148,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     ca = Authority(directory, "omadm-test-ca")
     stranger = Authority(directory, "stranger-ca")
     publisher = directory / "publisher.pub.pem"
-    save_public_key(generate_key(), publisher)
+    signing_key = generate_key()
+    save_public_key(signing_key.public_key(), publisher)
+    build_package(EXAMPLES / "hello-package", directory / "hello.omp", signing_key=signing_key)
     return PKI(
         ca=ca.pem,
         stranger_ca=stranger.pem,
@@ -155,6 +160,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
         other_client=ca.issue("other-client", OTHER_DEVICE, server=False),
         stranger_client=stranger.issue("stranger-client", DEVICE, server=False),
         publisher_key=publisher,
+        package=directory / "hello.omp",
     )
 
 
@@ -248,13 +254,29 @@ def device_agent(
     return path
 
 
-def connect(config: Path) -> subprocess.CompletedProcess[str]:
-    """``omadm agent connect`` (one session), not checked."""
-    return subprocess.run(
-        [sys.executable, "-m", "omadm", "agent", "connect", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=ENV,
-    )
+@dataclass(frozen=True)
+class Done:
+    """How ``omadm agent connect`` ended: its exit code and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def connect(config: Path, *, process: bool = False) -> Done:
+    """``omadm agent connect`` (one session), not checked: in a process of its own, or (quicker,
+    the same command) in this one."""
+    if process:
+        done = subprocess.run(
+            [sys.executable, "-m", "omadm", "agent", "connect", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=ENV,
+        )
+        return Done(done.returncode, done.stdout, done.stderr)
+    result = CliRunner().invoke(app, ["agent", "connect", "--config", str(config)])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Done(result.exit_code, result.stdout, result.stderr)

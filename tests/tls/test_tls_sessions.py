@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from omadm.agent.cli import EXIT_OK, EXIT_TLS
 from omadm.agent.config import TLSConfig
 
-from .conftest import DEVICE, OTHER_DEVICE, PKI, connect, device_agent
+from .conftest import DEVICE, OTHER_DEVICE, PKI, admin, connect, device_agent
 
 EXIT_REFUSED = 4  # an HTTP refusal (403) is not a TLS failure: 'unreachable'
 
@@ -64,44 +64,34 @@ def test_https_sessions_with_the_right_ca_and_pin_and_refusals_that_say_why(
     assert plain != 200
 
     # The right CA: a whole session (the server authenticates, the device's inventory is read).
-    ok = connect(device_agent(tmp_path / "ok", dm, pki))
+    ok = connect(device_agent(tmp_path / "ok", dm, pki), process=True)
     assert ok.returncode == EXIT_OK, one_line(ok)
     assert ": ok," in ok.stdout
 
-    # The right CA and the right pin (base64, the way openssl prints it) - and its hex form.
+    # The right CA and pins: the server's (base64, as openssl prints it) beside another key's
+    # (a backup pin); then that other key's alone, refused after the handshake, before the
+    # request is sent. Then the server's pin in hex, colons and all.
+    ca = str(pki.ca)
     pin = spki_pin(pki.server.cert)
-    hex_pin = base64.b64decode(pin).hex(":")
-    pinned = connect(
-        device_agent(tmp_path / "pin", dm, pki, tls=TLSConfig(ca_file=str(pki.ca), pin_sha256=(pin,)))
-    )
-    assert pinned.returncode == EXIT_OK, one_line(pinned)
-    pinned_hex = connect(
-        device_agent(tmp_path / "pinhex", dm, pki, tls=TLSConfig(ca_file=str(pki.ca), pin_sha256=(hex_pin,)))
-    )
-    assert pinned_hex.returncode == EXIT_OK, one_line(pinned_hex)
-
-    # A wrong CA: refused, saying so.
-    stranger = connect(
-        device_agent(tmp_path / "stranger", dm, pki, tls=TLSConfig(ca_file=str(pki.stranger_ca)))
-    )
-    assert stranger.returncode == EXIT_TLS, one_line(stranger)
-    assert (
-        "not signed by a CA in the CA bundle" in stranger.stdout and str(pki.stranger_ca) in stranger.stdout
-    )
-    assert "Traceback" not in one_line(stranger)
-
-    # A wrong pin (another key's): refused after the handshake, before the request is sent.
     wrong_pin = spki_pin(pki.expired_server.cert)
-    pinned_wrong = connect(
-        device_agent(
-            tmp_path / "wrongpin", dm, pki, tls=TLSConfig(ca_file=str(pki.ca), pin_sha256=(wrong_pin,))
-        )
-    )
+    both = TLSConfig(ca_file=ca, pin_sha256=(wrong_pin, pin))
+    pinned = connect(device_agent(tmp_path / "pin", dm, pki, tls=both))
+    assert pinned.returncode == EXIT_OK, one_line(pinned)
+    wrong = TLSConfig(ca_file=ca, pin_sha256=(wrong_pin,))
+    pinned_wrong = connect(device_agent(tmp_path / "wrongpin", dm, pki, tls=wrong))
     assert pinned_wrong.returncode == EXIT_TLS, one_line(pinned_wrong)
     assert f"the server's key (SHA-256 pin {pin}) is not one of the 1 pinned key(s)" in pinned_wrong.stdout
-    # A backup pin beside the wrong one lets the session in.
-    both = TLSConfig(ca_file=str(pki.ca), pin_sha256=(wrong_pin, pin))
-    assert connect(device_agent(tmp_path / "backup", dm, pki, tls=both)).returncode == EXIT_OK
+    hexed = TLSConfig(ca_file=ca, pin_sha256=(base64.b64decode(pin).hex(":"),))
+    assert connect(device_agent(tmp_path / "hex", dm, pki, tls=hexed)).returncode == EXIT_OK
+
+    # A wrong CA: refused, saying so (a real process: one line, exit 7, no traceback).
+    stranger = connect(
+        device_agent(tmp_path / "stranger", dm, pki, tls=TLSConfig(ca_file=str(pki.stranger_ca))),
+        process=True,
+    )
+    assert stranger.returncode == EXIT_TLS, one_line(stranger)
+    assert f"not signed by a CA in the CA bundle {pki.stranger_ca}" in stranger.stdout
+    assert "Traceback" not in one_line(stranger)
 
     # A host name the certificate does not cover (it names 127.0.0.1 only).
     localhost = f"https://localhost:{server.port}/dm"
@@ -117,9 +107,20 @@ def test_https_sessions_with_the_right_ca_and_pin_and_refusals_that_say_why(
     borrowed = connect(device_agent(tmp_path / "borrowed", dm, pki, device=OTHER_DEVICE, tls=mine))
     assert borrowed.returncode == EXIT_REFUSED, one_line(borrowed)
     assert f"the client certificate names {DEVICE} (cn), not the device {OTHER_DEVICE}" in borrowed.stdout
-    assert (
-        f"dm refused device={OTHER_DEVICE} status=403: the client certificate names" in server.log.read_text()
-    )
+    logged = f"dm refused device={OTHER_DEVICE} status=403: the client certificate names {DEVICE}"
+    assert logged in server.log.read_text()
+
+    # A package over HTTPS: the server's signed package URL is https:// (this port serves
+    # nothing else), and the pinned agent downloads through the same checks, installs, reports.
+    admin(server, "publisher", "add", "tests", str(pki.publisher_key))
+    artifact = admin(server, "artifact", "add", str(pki.package)).split()[1].rstrip(":")
+    admin(server, "job", "add", DEVICE, "install", "--artifact", artifact)
+    installer = device_agent(tmp_path / "install", dm, pki, tls=TLSConfig(ca_file=ca, pin_sha256=(pin,)))
+    installed = connect(installer, process=True)  # the job, the download and install, then the report
+    assert installed.returncode == EXIT_OK, one_line(installed)
+    (job,) = admin(server, "job", "list").splitlines()
+    assert "succeeded" in job and "1200" in job, job
+    assert (tmp_path / "install" / "agent" / "components" / "archive" / "com.example.hello").is_dir()
 
 
 def test_an_expired_server_certificate_is_refused(start_server: Any, pki: PKI, tmp_path: Path) -> None:
@@ -132,7 +133,7 @@ def test_an_expired_server_certificate_is_refused(start_server: Any, pki: PKI, t
         ca=None,
     )
     assert "expired on" in server.log.read_text()  # the operator is told at start
-    done = connect(device_agent(tmp_path / "agent", f"{server.url}/dm", pki))
+    done = connect(device_agent(tmp_path / "agent", f"{server.url}/dm", pki), process=True)
     assert done.returncode == EXIT_TLS, one_line(done)
     assert "the server's certificate has expired (certificate has expired)" in done.stdout
     assert "Traceback" not in one_line(done)
@@ -156,7 +157,7 @@ def test_required_client_certificates_known_by_the_device_id(
     accepted = connect(device_agent(tmp_path / "mine", dm, pki, tls=mine))
     assert accepted.returncode == EXIT_OK, one_line(accepted)
 
-    missing = connect(device_agent(tmp_path / "none", dm, pki))
+    missing = connect(device_agent(tmp_path / "none", dm, pki), process=True)
     assert missing.returncode == EXIT_TLS, one_line(missing)
     assert "it requires a client certificate and none is configured ([tls] client_cert)" in missing.stdout
 
