@@ -154,6 +154,12 @@ async def _value(ctx: DeviceContext, uri: str) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+async def _expect(ctx: DeviceContext, uri: str, wanted: str, what: str) -> None:
+    """Fail unless the leaf ``uri`` reads ``wanted``."""
+    value = await _value(ctx, uri)
+    check(value == wanted, what, value)
+
+
 async def _present(ctx: DeviceContext, uri: str) -> bool:
     session = await ctx.session()
     status, _ = await session.get(uri)
@@ -254,11 +260,7 @@ async def dl_download_install(ctx: DeviceContext) -> None:
             target=_deployed(ctx),
         )
     check(result == SUCCESS, "ResultCode 1200", result)
-    check(
-        await _value(ctx, f"{_deployed(ctx)}/State") == "20",
-        "State 20 (Active)",
-        await _value(ctx, f"{_deployed(ctx)}/State"),
-    )
+    await _expect(ctx, f"{_deployed(ctx)}/State", "20", "State 20 (Active)")
 
 
 @case(
@@ -496,11 +498,7 @@ async def dl_resent(ctx: DeviceContext) -> None:
     check(first == SUCCESS, "ResultCode 1200 the first time", first)
     again, _ = await _run_primitive(ctx, commands, correlator)
     check(again == SUCCESS, "ResultCode 1200 reported again", again)
-    check(
-        await _value(ctx, f"{_deployed(ctx)}/Version") == "1.0.0",
-        "Version 1.0.0",
-        await _value(ctx, f"{_deployed(ctx)}/Version"),
-    )
+    await _expect(ctx, f"{_deployed(ctx)}/Version", "1.0.0", "Version 1.0.0")
 
 
 @case(
@@ -585,16 +583,8 @@ async def dlv_install(ctx: DeviceContext) -> None:
             target=_deployed(ctx),
         )
     check(result == SUCCESS, "ResultCode 1200", result)
-    check(
-        await _value(ctx, f"{_deployed(ctx)}/State") == "20",
-        "Deployed State 20",
-        await _value(ctx, f"{_deployed(ctx)}/State"),
-    )
-    check(
-        await _value(ctx, f"{delivered}/State") == "20",
-        "Delivered State 20",
-        await _value(ctx, f"{delivered}/State"),
-    )
+    await _expect(ctx, f"{_deployed(ctx)}/State", "20", "Deployed State 20")
+    await _expect(ctx, f"{delivered}/State", "20", "Delivered State 20")
 
 
 @case(
@@ -611,11 +601,7 @@ async def dlv_install_inactive(ctx: DeviceContext) -> None:
     correlator = f"{ctx.case.id}-{secrets.token_hex(3)}"
     result, _ = await _run_primitive(ctx, [execute(op(delivered, "InstallInactive"), correlator)], correlator)
     check(result == SUCCESS, "ResultCode 1200", result)
-    check(
-        await _value(ctx, f"{_deployed(ctx)}/State") == "10",
-        "Deployed State 10",
-        await _value(ctx, f"{_deployed(ctx)}/State"),
-    )
+    await _expect(ctx, f"{_deployed(ctx)}/State", "10", "Deployed State 10")
 
 
 @case(
@@ -688,16 +674,8 @@ async def dep_activate(ctx: DeviceContext) -> None:
     await _state(ctx, active=False)
     result, _, _ = await _component_primitive(ctx, "Activate")
     check(result == SUCCESS, "ResultCode 1200", result)
-    check(
-        await _value(ctx, f"{_deployed(ctx)}/State") == "20",
-        "State 20",
-        await _value(ctx, f"{_deployed(ctx)}/State"),
-    )
-    check(
-        await _value(ctx, f"{_deployed(ctx)}/Status") == "10",
-        "Status 10",
-        await _value(ctx, f"{_deployed(ctx)}/Status"),
-    )
+    await _expect(ctx, f"{_deployed(ctx)}/State", "20", "State 20")
+    await _expect(ctx, f"{_deployed(ctx)}/Status", "10", "Status 10")
 
 
 @case(
@@ -713,16 +691,8 @@ async def dep_deactivate(ctx: DeviceContext) -> None:
     await _state(ctx, active=True)
     result, _, _ = await _component_primitive(ctx, "Deactivate")
     check(result == SUCCESS, "ResultCode 1200", result)
-    check(
-        await _value(ctx, f"{_deployed(ctx)}/State") == "10",
-        "State 10",
-        await _value(ctx, f"{_deployed(ctx)}/State"),
-    )
-    check(
-        await _value(ctx, f"{_deployed(ctx)}/Status") == "10",
-        "Status 10",
-        await _value(ctx, f"{_deployed(ctx)}/Status"),
-    )
+    await _expect(ctx, f"{_deployed(ctx)}/State", "10", "State 10")
+    await _expect(ctx, f"{_deployed(ctx)}/Status", "10", "Status 10")
 
 
 @case(
@@ -740,11 +710,7 @@ async def dep_activate_again(ctx: DeviceContext) -> None:
     code = await _exec(ctx, [execute(op(_deployed(ctx), "Activate"), correlator)], {200, 202, 405})
     if code == 202:
         await _report(ctx, correlator)
-    check(
-        await _value(ctx, f"{_deployed(ctx)}/State") == "20",
-        "State 20",
-        await _value(ctx, f"{_deployed(ctx)}/State"),
-    )
+    await _expect(ctx, f"{_deployed(ctx)}/State", "20", "State 20")
 
 
 @case(
