@@ -11,21 +11,24 @@ import os
 import types
 from typing import Any
 
+from omadm.__main__ import main
+from omadm.agent.scomo import operations
+from omadm.mo.scomo_codes import DeployedState
+from omadm.protocol import auth, session
+from omadm.protocol.codes import AuthType
+from omadm.protocol.messages import Alert, Results
+from omadm.tree import tree
+from omadm.tree.acl import ACL
+
 
 def _deactivate_keeps_active() -> None:
-    from omadm.agent.scomo import operations
-    from omadm.mo.scomo_codes import DeployedState
-
     # the inventory then records every deployed component as Active, whatever its state
-    operations.DeployedState = types.SimpleNamespace(  # type: ignore[attr-defined]
+    operations.DeployedState = types.SimpleNamespace(  # type: ignore[assignment,attr-defined]
         ACTIVE=DeployedState.ACTIVE, INACTIVE=DeployedState.ACTIVE
     )
 
 
 def _report_without_correlator() -> None:
-    from omadm.agent.scomo import operations
-    from omadm.protocol.messages import Alert
-
     def alert(*args: Any, **kwargs: Any) -> Alert:
         kwargs["correlator"] = None
         return Alert(*args, **kwargs)
@@ -34,20 +37,15 @@ def _report_without_correlator() -> None:
 
 
 def _unknown_node_500() -> None:
-    from omadm.tree import tree
-
     original = tree._fail
 
     def fail(status: int, message: str) -> Any:
         return original(500 if status == 404 else status, message)
 
-    tree._fail = fail  # type: ignore[assignment]
+    tree._fail = fail
 
 
 def _results_before_status() -> None:
-    from omadm.protocol import session
-    from omadm.protocol.messages import Results
-
     original = session.ClientSession._run_one
 
     def run_one(self: Any, cmd: Any) -> int:
@@ -62,9 +60,6 @@ def _results_before_status() -> None:
 
 
 def _nonce_not_rotated() -> None:
-    from omadm.protocol import auth, session
-    from omadm.protocol.codes import AuthType
-
     original = session._PeerAuth._fresh_chal
 
     def fresh_chal(self: Any) -> Any:
@@ -77,8 +72,6 @@ def _nonce_not_rotated() -> None:
 
 
 def _acl_not_enforced() -> None:
-    from omadm.tree.acl import ACL
-
     ACL.allows = lambda self, command, server_id: True  # type: ignore[method-assign]
 
 
@@ -94,6 +87,5 @@ PLANTERS = {
 
 if __name__ == "__main__":
     PLANTERS[os.environ["OMADM_TEST_PLANTED_FAULT"]]()
-    from omadm.__main__ import main
 
     main()
