@@ -25,7 +25,7 @@ from omadm.protocol import codec
 from omadm.protocol.auth import HMAC_HEADER
 from omadm.protocol.codes import AuthType
 from omadm.protocol.messages import Message, Results, Status
-from omadm.protocol.session import ClientConfig, ClientSession, Credentials
+from omadm.protocol.session import ClientConfig, ClientSession, Credentials, Outgoing
 from omadm.protocol.testing import MemoryTree
 
 from .device_agent import free_port
@@ -170,7 +170,7 @@ async def _device(
         ),
         tree,
     )
-    out = client.start()
+    out: Outgoing | None = client.start()
     async with httpx.AsyncClient() as http:
         while out is not None:
             body = out.body
@@ -284,7 +284,7 @@ def test_a_device_that_never_comes_is_inconclusive_not_failed() -> None:
         await runner.start()
         try:
             context = await runner.make_context(CATALOGUE["DM-CLI-SESS-001"], "xml")
-            with pytest.raises(Inconclusive, match="opened no session within 0.3 s"):
+            with pytest.raises(Inconclusive, match=r"opened no session within 0\.3 s"):
                 await context.session()
         finally:
             await runner.close()
