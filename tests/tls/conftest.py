@@ -12,10 +12,11 @@ stranger's CA. EC P-256 keys: quick to make.
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -179,19 +180,15 @@ class TLSServer(ServerProcess):
         args = [*self.base, "--port", str(self.port), *self.extra]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=ENV)
-        cert = (str(self.client.cert), str(self.client.key)) if self.client else None
-        verify: object = False
+        verify: ssl.SSLContext | bool = False
         if self.ca is not None:
-            import ssl  # noqa: PLC0415
-
-            context = ssl.create_default_context(cafile=str(self.ca))
-            if cert:
-                context.load_cert_chain(*cert)
-            verify = context
+            verify = ssl.create_default_context(cafile=str(self.ca))
+            if self.client is not None:
+                verify.load_cert_chain(str(self.client.cert), str(self.client.key))
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(f"{self.url}/health", timeout=1, verify=verify).status_code == 200:  # type: ignore[arg-type]
+                if httpx.get(f"{self.url}/health", timeout=1, verify=verify).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -201,7 +198,7 @@ class TLSServer(ServerProcess):
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+def start_server(tmp_path: Path) -> Iterator[Callable[..., TLSServer]]:
     """``start_server(name, *options, ca=..., settings=...)``: a migrated HTTPS server with DEVICE
     and OTHER_DEVICE registered; stopped at the end of the test."""
     started: list[TLSServer] = []
