@@ -56,7 +56,7 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
 def test_the_example_nginx_configuration_passes_nginx_t(tmp_path: Path) -> None:
     binary = nginx_binary()
     if binary is None:
-        pytest.skip("nginx is not installed (Debian: apt-get install nginx-light)")
+        pytest.skip("nginx is not installed (Debian: apt-get install nginx)")
     cert, key = _self_signed(tmp_path)
     text = (DEPLOY / "nginx.conf").read_text()
     for production, here in {

@@ -62,7 +62,7 @@ FINAL = ("succeeded", "failed", "timed-out", "cancelled")
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     if nginx_binary() is None:
-        pytest.skip("nginx is not installed (Debian: apt-get install nginx-light): the proxy test needs it")
+        pytest.skip("nginx is not installed (Debian: apt-get install nginx): the proxy test needs it")
     admin = os.environ.get(POSTGRES_ENV)
     if not admin:
         pytest.skip(f"{POSTGRES_ENV} is not set: workers on several hosts share PostgreSQL")
