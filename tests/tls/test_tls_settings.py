@@ -91,8 +91,10 @@ def test_server_tls_files_are_checked_before_serving(tmp_path: Path, pki: PKI) -
     assert options["http"].startswith("omadm.server._tls_asgi:TLS")
     assert uvicorn_options(replace(good, tls_require_client_cert=True))["ssl_cert_reqs"] == ssl.CERT_REQUIRED
     assert uvicorn_options(replace(good, tls_cert="", tls_key="", tls_client_ca="")) == {}
-    with pytest.raises(TLSSetupError, match="no such file"):
-        check_tls_files(replace(good, tls_cert=str(tmp_path / "missing.pem")))
+    for name in ("tls_cert", "tls_key", "tls_client_ca"):
+        with pytest.raises(TLSSetupError, match=f"^{name}: no such file .*missing.pem$"):
+            missing: dict[str, Any] = {name: str(tmp_path / "missing.pem")}
+            check_tls_files(replace(good, **missing))
     with pytest.raises(TLSSetupError, match=r"cannot load the certificate .* does the key belong"):
         check_tls_files(replace(good, tls_key=str(pki.client.key)))  # another key
     (tmp_path / "garbage.pem").write_text("not a CA\n")

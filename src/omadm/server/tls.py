@@ -32,6 +32,7 @@ reads the names from it.
 from __future__ import annotations
 
 import functools
+import os
 import ssl
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -71,11 +72,16 @@ def check_tls_files(config: ServerConfig) -> ssl.SSLContext | None:
     """
     if not config.tls_cert:
         return None
+    for name, path in (
+        ("tls_cert", config.tls_cert),
+        ("tls_key", config.tls_key),
+        ("tls_client_ca", config.tls_client_ca),
+    ):
+        if path and not os.path.isfile(path):
+            raise TLSSetupError(f"{name}: no such file {path}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(config.tls_cert, config.tls_key or None)
-    except FileNotFoundError as exc:
-        raise TLSSetupError(f"tls_cert/tls_key: no such file {exc.filename}") from None
     except (OSError, ssl.SSLError) as exc:
         key = f" with the key {config.tls_key}" if config.tls_key else " (key in the same file)"
         raise TLSSetupError(
@@ -85,8 +91,6 @@ def check_tls_files(config: ServerConfig) -> ssl.SSLContext | None:
     if config.tls_client_ca:
         try:
             context.load_verify_locations(config.tls_client_ca)
-        except FileNotFoundError:
-            raise TLSSetupError(f"tls_client_ca: no such file {config.tls_client_ca}") from None
         except (OSError, ssl.SSLError) as exc:
             raise TLSSetupError(
                 f"cannot load the client CA bundle {config.tls_client_ca}: {_reason(exc)}"
