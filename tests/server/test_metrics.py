@@ -26,8 +26,9 @@ from sqlalchemy import text
 from omadm.package.build import build_package
 from omadm.package.signing import generate_key
 from omadm.server import metrics
-from omadm.server.store.engine import database_url, make_engine
-from omadm.server.store.migrate import migrate
+from omadm.server.app import create_app
+from omadm.server.config import ServerConfig
+from omadm.server.store.engine import make_engine, session_factory
 from omadm.sim.fleet import Fleet
 from omadm.sim.profile import parse_profile
 from omadm.sim.register import register_fleet
@@ -219,27 +220,32 @@ async def test_two_workers_share_their_counters(db_url: str, tmp_path: Path) -> 
         server.stop()
 
 
-def test_metrics_token_and_switch(tmp_path: Path) -> None:
+async def test_metrics_token_and_switch(db_url: str, tmp_path: Path) -> None:
     """``metrics_token``: a scrape without it is refused 401; ``metrics = false``: no route."""
-    db_url = database_url(None, tmp_path)  # the route's settings: one engine is enough
-    migrate(db_url)
-    server = start_server(db_url, tmp_path, settings='metrics_token = "scrape-me"\n')
-    try:
-        refused = httpx.get(f"{server.url}/metrics", timeout=10)
-        assert refused.status_code == 401
-        assert "metrics token" in refused.text
-        wrong = httpx.get(f"{server.url}/metrics", headers={"Authorization": "Bearer nope"}, timeout=10)
-        assert wrong.status_code == 401
-        assert value(scrape(server.url, "scrape-me"), "omadm_database_up") == 1
-    finally:
-        server.stop()
-    off = tmp_path / "off"
-    off.mkdir()
-    server = start_server(db_url, off, settings="metrics = false\n")
-    try:
-        assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 404
-    finally:
-        server.stop()
+
+    async def get(config: ServerConfig, headers: dict[str, str] | None = None) -> httpx.Response:
+        app = create_app(config)
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                return await http.get("/metrics", headers=headers or {})
+        finally:
+            await app.state.engine.dispose()
+
+    config = ServerConfig(db=db_url, data_dir=tmp_path / "srv", sweep_interval=0, metrics_token="scrape-me")
+    refused = await get(config)
+    assert refused.status_code == 401
+    assert "metrics token" in refused.text
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert (await get(config, {"Authorization": "Bearer nope"})).status_code == 401
+    allowed = await get(config, {"Authorization": "Bearer scrape-me"})
+    assert allowed.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(allowed.text)}
+    assert families["omadm_database_up"].samples[0].value == 1
+    assert "omadm_dm_messages" in families  # counters are exposed before anything counted
+
+    off = ServerConfig(db=db_url, data_dir=tmp_path / "srv", sweep_interval=0, metrics=False)
+    assert (await get(off)).status_code == 404
 
 
 async def test_pool_connections_in_use_follow_check_out_and_in(db_url: str) -> None:
@@ -262,3 +268,32 @@ async def test_pool_connections_in_use_follow_check_out_and_in(db_url: str) -> N
         metrics.DB_POOL_SIZE.dec(added)
     finally:
         await engine.dispose()
+
+
+async def test_fleet_gauges_are_cached_between_scrapes_and_say_when_the_database_is_down(
+    db_url: str,
+) -> None:
+    """Jobs and campaigns cost one query per ``ttl``, not one per scrape; a failed read shows."""
+    engine = make_engine(db_url, pool_size=1)
+    try:
+        fleet = metrics.FleetCollector(session_factory(engine), ttl=60)
+        await fleet.refresh()
+        await fleet.refresh()
+        assert fleet.queries == 1
+        names = {family.name for family in fleet.collect()}
+        assert names == {"omadm_database_up", "omadm_jobs", "omadm_campaigns", "omadm_campaign_devices"}
+        fleet.ttl = 0
+        await fleet.refresh()
+        assert fleet.queries == 2
+    finally:
+        await engine.dispose()
+
+    broken = make_engine("postgresql://nobody@127.0.0.1:1/none", pool_size=1)
+    try:
+        fleet = metrics.FleetCollector(session_factory(broken), ttl=0)
+        await fleet.refresh()
+        families = list(fleet.collect())
+        assert [f.name for f in families] == ["omadm_database_up"]
+        assert families[0].samples[0].value == 0
+    finally:
+        await broken.dispose()
