@@ -47,7 +47,7 @@ def test_json_lines_carry_the_context_that_is_set() -> None:
     assert plain["ts"].endswith("+00:00")
     assert not {"device", "session", "job"} & set(plain)
 
-    tokens = [DEVICE.set("IMEI:1"), SESSION.set("tok"), JOB.set(7)]
+    device, session, job = DEVICE.set("IMEI:1"), SESSION.set("tok"), JOB.set(7)
     try:
         line = formatter.format(record('with "quotes"\nand a newline', exc=True))
         assert "\n" not in line  # one line, whatever the message and traceback hold
@@ -58,8 +58,9 @@ def test_json_lines_carry_the_context_that_is_set() -> None:
         text = TextFormatter().format(record("plain"))
         assert text.endswith("plain [device=IMEI:1 session=tok job=7]")
     finally:
-        for var, token in zip((DEVICE, SESSION, JOB), tokens, strict=True):
-            var.reset(token)
+        DEVICE.reset(device)
+        SESSION.reset(session)
+        JOB.reset(job)
 
 
 def test_configure_replaces_only_its_own_handler() -> None:

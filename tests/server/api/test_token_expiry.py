@@ -48,7 +48,7 @@ async def set_times(api: Api, name: str, **values: Any) -> None:
 
 
 def failures(reason: str) -> float:
-    return metrics.AUTH_FAILURES.labels("api", reason)._value.get()
+    return float(metrics.AUTH_FAILURES.labels("api", reason)._value.get())
 
 
 async def create(api: Api, name: str, **body: Any) -> httpx.Response:
