@@ -144,20 +144,32 @@ async def _run_primitive(
     return result, alert
 
 
-async def _value(ctx: DeviceContext, uri: str) -> str | None:
+async def _values(ctx: DeviceContext, *uris: str) -> list[str | None]:
+    """The values of ``uris`` read in one session (None for a node that is not there)."""
     session = await ctx.session()
-    status, results = await session.get(uri)
+    answers = await session.get_many(list(uris))
     await session.close()
-    if code_of(status) != 200:
-        return None
-    value = result_value(results, uri)
-    return value.decode() if isinstance(value, bytes) else value
+    out: list[str | None] = []
+    for status, results in answers:
+        value = (
+            results.items[0].data
+            if code_of(status) == 200 and results is not None and results.items
+            else None
+        )
+        out.append(value.decode() if isinstance(value, bytes) else value)
+    return out
 
 
-async def _expect(ctx: DeviceContext, uri: str, wanted: str, what: str) -> None:
-    """Fail unless the leaf ``uri`` reads ``wanted``."""
-    value = await _value(ctx, uri)
-    check(value == wanted, what, value)
+async def _value(ctx: DeviceContext, uri: str) -> str | None:
+    (value,) = await _values(ctx, uri)
+    return value
+
+
+async def _expect(ctx: DeviceContext, *pairs: tuple[str, str, str]) -> None:
+    """Fail unless each leaf ``uri`` of the ``(uri, wanted, what)`` pairs reads ``wanted``."""
+    values = await _values(ctx, *(uri for uri, _, _ in pairs))
+    for (_, wanted, what), value in zip(pairs, values, strict=True):
+        check(value == wanted, what, value)
 
 
 async def _present(ctx: DeviceContext, uri: str) -> bool:
@@ -191,12 +203,12 @@ async def _absent(ctx: DeviceContext, component: str = COMPONENT) -> None:
 async def _state(ctx: DeviceContext, *, active: bool) -> None:
     """The component installed, in the wanted state."""
     deployed = _deployed(ctx)
-    if not await _present(ctx, deployed):
+    (state,) = await _values(ctx, f"{deployed}/State")
+    if state is None:
         result, _ = await _install(ctx, active=active)
         if result != SUCCESS:
             raise Inconclusive(f"cannot install the probe component (result {result})")
         return
-    state = await _value(ctx, f"{deployed}/State")
     if state != ("20" if active else "10"):
         primitive = "Activate" if active else "Deactivate"
         correlator = f"{ctx.case.id}-setup-{secrets.token_hex(3)}"
@@ -260,7 +272,7 @@ async def dl_download_install(ctx: DeviceContext) -> None:
             target=_deployed(ctx),
         )
     check(result == SUCCESS, "ResultCode 1200", result)
-    await _expect(ctx, f"{_deployed(ctx)}/State", "20", "State 20 (Active)")
+    await _expect(ctx, (f"{_deployed(ctx)}/State", "20", "State 20 (Active)"))
 
 
 @case(
@@ -498,7 +510,7 @@ async def dl_resent(ctx: DeviceContext) -> None:
     check(first == SUCCESS, "ResultCode 1200 the first time", first)
     again, _ = await _run_primitive(ctx, commands, correlator)
     check(again == SUCCESS, "ResultCode 1200 reported again", again)
-    await _expect(ctx, f"{_deployed(ctx)}/Version", "1.0.0", "Version 1.0.0")
+    await _expect(ctx, (f"{_deployed(ctx)}/Version", "1.0.0", "Version 1.0.0"))
 
 
 @case(
@@ -583,8 +595,11 @@ async def dlv_install(ctx: DeviceContext) -> None:
             target=_deployed(ctx),
         )
     check(result == SUCCESS, "ResultCode 1200", result)
-    await _expect(ctx, f"{_deployed(ctx)}/State", "20", "Deployed State 20")
-    await _expect(ctx, f"{delivered}/State", "20", "Delivered State 20")
+    await _expect(
+        ctx,
+        (f"{_deployed(ctx)}/State", "20", "Deployed State 20"),
+        (f"{delivered}/State", "20", "Delivered State 20"),
+    )
 
 
 @case(
@@ -601,7 +616,7 @@ async def dlv_install_inactive(ctx: DeviceContext) -> None:
     correlator = f"{ctx.case.id}-{secrets.token_hex(3)}"
     result, _ = await _run_primitive(ctx, [execute(op(delivered, "InstallInactive"), correlator)], correlator)
     check(result == SUCCESS, "ResultCode 1200", result)
-    await _expect(ctx, f"{_deployed(ctx)}/State", "10", "Deployed State 10")
+    await _expect(ctx, (f"{_deployed(ctx)}/State", "10", "Deployed State 10"))
 
 
 @case(
@@ -674,8 +689,9 @@ async def dep_activate(ctx: DeviceContext) -> None:
     await _state(ctx, active=False)
     result, _, _ = await _component_primitive(ctx, "Activate")
     check(result == SUCCESS, "ResultCode 1200", result)
-    await _expect(ctx, f"{_deployed(ctx)}/State", "20", "State 20")
-    await _expect(ctx, f"{_deployed(ctx)}/Status", "10", "Status 10")
+    await _expect(
+        ctx, (f"{_deployed(ctx)}/State", "20", "State 20"), (f"{_deployed(ctx)}/Status", "10", "Status 10")
+    )
 
 
 @case(
@@ -691,8 +707,9 @@ async def dep_deactivate(ctx: DeviceContext) -> None:
     await _state(ctx, active=True)
     result, _, _ = await _component_primitive(ctx, "Deactivate")
     check(result == SUCCESS, "ResultCode 1200", result)
-    await _expect(ctx, f"{_deployed(ctx)}/State", "10", "State 10")
-    await _expect(ctx, f"{_deployed(ctx)}/Status", "10", "Status 10")
+    await _expect(
+        ctx, (f"{_deployed(ctx)}/State", "10", "State 10"), (f"{_deployed(ctx)}/Status", "10", "Status 10")
+    )
 
 
 @case(
@@ -710,7 +727,7 @@ async def dep_activate_again(ctx: DeviceContext) -> None:
     code = await _exec(ctx, [execute(op(_deployed(ctx), "Activate"), correlator)], {200, 202, 405})
     if code == 202:
         await _report(ctx, correlator)
-    await _expect(ctx, f"{_deployed(ctx)}/State", "20", "State 20")
+    await _expect(ctx, (f"{_deployed(ctx)}/State", "20", "State 20"))
 
 
 @case(
