@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from omadm.conformance.model import CaseResult, Verdict
 from omadm.conformance.server import ServerOptions
 from omadm.package.build import build_package
@@ -54,20 +56,30 @@ class Setup:
         )
 
     def add_device(self, device_id: str, *, auth: str = "md5", server_password: str = SERVER_PASSWORD) -> str:
-        extra = ["--server-password", server_password] if server_password else []
-        self.proc.run(
-            "device", "add", device_id, "--username", "dev", "--password", PASSWORD, "--auth", auth, *extra
+        """Register a device through the REST API (a CLI process per device costs seconds)."""
+        body = {"device_id": device_id, "username": "dev", "password": PASSWORD, "auth": auth,
+                "server_password": server_password}  # fmt: skip
+        response = httpx.post(
+            f"{self.proc.url}/api/v1/devices",
+            json=body,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
         )
+        assert response.status_code == 201, response.text
         return device_id
 
 
 @contextmanager
-def conformance_server(directory: Path, fault: str = "") -> Iterator[Setup]:
-    """A started server (with ``fault`` planted when given) and a package uploaded."""
+def conformance_server(directory: Path, faults: Path | None = None) -> Iterator[Setup]:
+    """A started server and a package uploaded.
+
+    ``faults``: the control file of the planted faults (``planted/sitecustomize.py``); the
+    server process then has every fault patched in, each dormant until the file names it.
+    """
     saved = dict(serverproc.ENV)
-    if fault:
+    if faults is not None:
         serverproc.ENV["PYTHONPATH"] = os.pathsep.join([str(PLANTED), *sys.path])
-        serverproc.ENV["OMADM_PLANTED_FAULT"] = fault
+        serverproc.ENV["OMADM_PLANTED_FAULT_FILE"] = str(faults)
     try:
         key = generate_key()
         save_public_key(key.public_key(), directory / "publisher.pub.pem")
