@@ -12,12 +12,17 @@ import asyncio
 import json
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from omadm.server.logs import DEVICE, JOB, SESSION, JsonFormatter, TextFormatter, configure
+from omadm.server.registry import add_device, create_job
+from omadm.server.store.models import JobKind
+from omadm.server.sweeper import time_out_jobs
 from omadm.sim.profile import parse_profile
 from omadm.sim.register import register_fleet
 from omadm.sim.run import FleetRunner, RunOptions
@@ -131,3 +136,32 @@ async def test_a_server_in_json_mode_writes_json_lines_with_device_session_and_j
     assert jobs, dm
     assert {p["job"] for p in jobs} == {job}
     assert {p["logger"] for p in dm} >= {"omadm.server.dm"}
+
+
+async def test_the_sweeper_names_the_job_it_times_out(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The job code outside the DM endpoint: a timed-out job's line carries its id, only it."""
+    async with sessions() as db, db.begin():
+        device = await add_device(db, "IMEI:99", username="u", password="p")
+        job = await create_job(db, device, JobKind.REFRESH_INVENTORY, {}, timeout=1)
+        job_id = job.id
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(JsonFormatter().format(record))
+
+    handler = Capture()
+    sweeper_log = logging.getLogger("omadm.server.sweeper")
+    sweeper_log.addHandler(handler)
+    level = sweeper_log.level
+    sweeper_log.setLevel(logging.INFO)
+    try:
+        assert await time_out_jobs(sessions, datetime.now(UTC) + timedelta(hours=1)) == 1
+    finally:
+        sweeper_log.removeHandler(handler)
+        sweeper_log.setLevel(level)
+    timed_out = [json.loads(line) for line in lines if "timed out" in line]
+    assert [line["job"] for line in timed_out] == [job_id]
+    assert JOB.get() is None  # reset after the line: the sweeper's next lines name no job

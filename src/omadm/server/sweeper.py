@@ -38,6 +38,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from . import logs
 from .campaigns import advance, due_campaigns
 from .config import ServerConfig
 from .lease import SweepLease
@@ -148,7 +149,9 @@ async def time_out_jobs(sessions: async_sessionmaker[AsyncSession], now: datetim
                     detail={"job": job.id, "state": job.state, "result": None, "detail": job.detail},
                 )
             )
+            current = logs.JOB.set(job.id)  # the line's job field (logs.py); the loop's own task
             log.info("job %s timed out (was %s): %s", job.id, was.value, job.detail)
+            logs.JOB.reset(current)
     return len(jobs)
 
 
