@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import base64
 import ssl
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from omadm.agent.cli import EXIT_OK, EXIT_TLS
-from omadm.agent.config import TLSConfig
+from omadm.agent.config import TLSConfig, load_config, save_config
+from tests.server.serverproc import ENV
 
 from .conftest import DEVICE, OTHER_DEVICE, PKI, admin, connect, device_agent
 
@@ -136,6 +140,17 @@ def test_an_expired_server_certificate_is_refused(start_server: Any, pki: PKI, t
     done = connect(device_agent(tmp_path / "agent", f"{server.url}/dm", pki), process=True)
     assert done.returncode == EXIT_TLS, one_line(done)
     assert "the server's certificate has expired (certificate has expired)" in done.stdout
+
+    # 'agent run' stops on it with the same exit code and sentence, rather than poll in vain.
+    config = device_agent(tmp_path / "runner", f"{server.url}/dm", pki)
+    save_config(replace(load_config(config), poll_interval=1), config)
+    ran = subprocess.run(
+        [sys.executable, "-m", "omadm", "agent", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=120, check=False, env=ENV,
+    )  # fmt: skip
+    assert ran.returncode == EXIT_TLS, one_line(ran)
+    assert "error: stopped: TLS with https://127.0.0.1:" in ran.stderr
+    assert "the server's certificate has expired" in ran.stderr and "Traceback" not in one_line(ran)
     assert "Traceback" not in one_line(done)
 
 
