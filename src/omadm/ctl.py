@@ -62,6 +62,10 @@ authorities_app = typer.Typer(
     help="Management authorities (admin tokens of the default authority): list, add.", no_args_is_help=True
 )
 ctl_app.add_typer(authorities_app, name="authorities")
+tokens_app = typer.Typer(
+    help="API tokens (admin tokens): list, create (with an expiry), rotate, revoke.", no_args_is_help=True
+)
+ctl_app.add_typer(tokens_app, name="tokens")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the server's JSON.")]
 
@@ -516,6 +520,86 @@ def authorities_add(
     """Create a management authority (then a token for it: POST /api/v1/tokens with "authority")."""
     body = {"name": name, "server_id": server_id, "description": description}
     _print(_call(ctx, "POST", "/authorities", json=body), as_json, _AUTHORITY_COLUMNS)
+
+
+# -- tokens ------------------------------------------------------------------------------
+
+_TOKEN_COLUMNS = ["id", "name", "role", "authority", "created", "last_used", "expires", "rotated"]
+_ExpiresIn = Annotated[
+    str | None, typer.Option("--expires-in", help="It expires this long from now: 30d, 12h, 90m, 2w.")
+]
+_ExpiresAt = Annotated[
+    str | None, typer.Option("--expires-at", help="It expires at this time (ISO 8601 with a timezone).")
+]
+
+
+def _token_id(ctx: typer.Context, name: str) -> int:
+    """The id of the token named ``name`` (the API addresses tokens by id, people by name)."""
+    for row in _call(ctx, "GET", "/tokens"):
+        if row["name"] == name:
+            return int(row["id"])
+    _fail(EXIT_REFUSED, f"no token named {name!r} (among the tokens this token may manage)")
+
+
+def _print_secret(data: dict[str, Any], as_json: bool, what: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(data["token"])
+    until = f"expires {data['expires']}" if data.get("expires") else "does not expire"
+    typer.echo(f"token {data['name']!r} ({data['role']}) {what}; it {until}; shown only now", err=True)
+
+
+@tokens_app.command("list")
+def tokens_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """The tokens: name, role, authority, last use, expiry, last rotation (never the secrets)."""
+    _print(_call(ctx, "GET", "/tokens"), as_json, _TOKEN_COLUMNS)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Who uses it: the name the audit log shows.")],
+    role: Annotated[str, typer.Option(help="viewer, operator or admin.")] = "viewer",
+    authority: Annotated[str | None, typer.Option(help="Its management authority [this token's].")] = None,
+    expires_in: _ExpiresIn = None,
+    expires_at: _ExpiresAt = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a token; prints its secret once (standard output), what it is on standard error."""
+    body: dict[str, Any] = {"name": name, "role": role}
+    for key, value in (("authority", authority), ("expires_in", expires_in), ("expires_at", expires_at)):
+        if value is not None:
+            body[key] = value
+    _print_secret(_call(ctx, "POST", "/tokens", json=body), as_json, "created")
+
+
+@tokens_app.command("rotate")
+def tokens_rotate(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The token's name.")],
+    grace: Annotated[str, typer.Option(help="How long the old secret still works: 30m, 1h... [0].")] = "0",
+    expires_in: _ExpiresIn = None,
+    expires_at: _ExpiresAt = None,
+    never_expires: Annotated[
+        bool, typer.Option("--never-expires", help="The new secret does not expire.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """A new secret for the same name and role; the old one works for --grace more, then not."""
+    body: dict[str, Any] = {"grace": grace, "never_expires": never_expires}
+    for key, value in (("expires_in", expires_in), ("expires_at", expires_at)):
+        if value is not None:
+            body[key] = value
+    token_id = _token_id(ctx, name)
+    _print_secret(_call(ctx, "POST", f"/tokens/{token_id}/rotate", json=body), as_json, "rotated")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
+    """Revoke a token at once."""
+    _call(ctx, "DELETE", f"/tokens/{_token_id(ctx, name)}")
+    typer.echo(f"token {name!r} revoked")
 
 
 # -- jobs --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ previous revision keeps its tokens (never expiring) when migrated.
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -288,3 +289,63 @@ def test_tokens_of_the_previous_revision_survive_the_migration(empty_db_url: str
 
     downgrade(empty_db_url, "0008")  # and back: the columns go, the token stays
     migrate(empty_db_url)
+
+
+def test_ctl_creates_rotates_and_revokes_and_shows_the_refusals(tmp_path: Path) -> None:
+    """``omadm ctl tokens`` against a real server; an expired token's message reaches the shell."""
+    from ..serverproc import ServerProcess  # noqa: PLC0415
+
+    db = f"sqlite:///{tmp_path / 'srv' / 'omadm-server.sqlite'}"
+    server = ServerProcess(db, tmp_path / "srv", tmp_path / "server.log")
+    base = ["server", "--db", db, "--data-dir", str(tmp_path / "srv")]
+    assert runner.invoke(cli_app, [*base, "migrate"]).exit_code == 0  # in-process: faster
+    admin = runner.invoke(cli_app, [*base, "token", "add", "root", "--role", "admin"]).output.split()[0]
+    server.start(timeout=60)
+
+    def ctl(token: str, *args: str) -> tuple[int, str]:
+        done = runner.invoke(cli_app, ["ctl", "--url", server.url, "--token", token, *args])
+        return done.exit_code, done.output
+
+    try:
+        code, out = ctl(admin, "tokens", "create", "robot", "--role", "operator", "--expires-in", "7d")
+        assert code == 0, out
+        first = out.splitlines()[0]
+        assert "token 'robot' (operator) created; it expires 20" in out
+        assert ctl(first, "devices", "list")[0] == 0
+
+        code, out = ctl(admin, "tokens", "rotate", "robot", "--grace", "0")
+        assert code == 0, out
+        second = out.splitlines()[0]
+        assert second.startswith("omadm_") and second != first and "rotated; it expires 20" in out
+        code, out = ctl(first, "devices", "list")
+        assert code == 1 and "401: this secret of token 'robot' was replaced by a rotation" in out
+
+        code, out = ctl(admin, "tokens", "list", "--json")
+        robot = next(t for t in json.loads(out) if t["name"] == "robot")
+        assert robot["rotated"] and robot["expires"]
+
+        engine_url = db.replace("sqlite:///", "sqlite+aiosqlite:///")
+
+        async def expire() -> None:
+            engine = make_engine(engine_url, pool_size=1)
+            try:
+                async with engine.begin() as connection:
+                    await connection.execute(
+                        update(ApiToken)
+                        .where(ApiToken.name == "robot")
+                        .values(expires=datetime.now(UTC) - timedelta(seconds=1))
+                    )
+            finally:
+                await engine.dispose()
+
+        asyncio.run(expire())
+        code, out = ctl(second, "devices", "list")
+        assert code == 1 and "401: token 'robot' expired at " in out
+
+        assert ctl(admin, "tokens", "revoke", "robot") == (0, "token 'robot' revoked\n")
+        code, out = ctl(admin, "tokens", "rotate", "robot")
+        assert code == 1 and "no token named 'robot'" in out
+        code, out = ctl(admin, "tokens", "create", "x", "--expires-in", "soon")
+        assert code == 1 and "expires-in must be a whole number with a unit" in out
+    finally:
+        server.stop()
