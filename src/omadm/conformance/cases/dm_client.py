@@ -480,9 +480,10 @@ async def auth_server_nonce(ctx: DeviceContext) -> None:
 async def auth_212(ctx: DeviceContext) -> None:
     session = await ctx.session()
     await session.run(get("./DevInfo/Man"))
-    status = next(c for c in session.received[1].message.commands if isinstance(c, Status))
+    last = session.received[-1].message
+    status = next((c for c in last.commands if isinstance(c, Status) and c.cmd_ref == "0"), None)
     wanted = {200} if ctx.target.auth is AuthType.HMAC else {212, 200}
-    check_code(status, wanted, "the server's SyncHdr")
+    check_code(status, wanted, "the server's SyncHdr once the server is authenticated")
     await session.close()
 
 
