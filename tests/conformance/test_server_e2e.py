@@ -65,7 +65,8 @@ def test_the_cli_reports_and_exits_by_verdict(setup: Setup, tmp_path: Path) -> N
     base = [
         sys.executable, "-m", "omadm", "conformance", "server", f"{setup.proc.url}/dm",
         "--device-id", device, "--username", "dev", "--server-password", "srv-secret",
-        "--trigger", str(TRIGGERS), "--set", f"artifact_id={setup.artifact}", "--set", f"api={setup.proc.url}/api/v1",
+        "--trigger", str(TRIGGERS), "--set", f"artifact_id={setup.artifact}",
+        "--set", f"api={setup.proc.url}/api/v1",
     ]  # fmt: skip
     env = {**ENV, "OMADM_TOKEN": setup.token}
     good = subprocess.run([*base, "--password", PASSWORD, "--only", "DM-SRV-HDR-*,SCOMO-SRV-ALERT-001",

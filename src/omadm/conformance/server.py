@@ -160,7 +160,7 @@ def _parse_values(pairs: list[str]) -> dict[str, str]:
     return values
 
 
-def command(
+def command(  # noqa: PLR0917 - Typer maps each parameter to an option
     url: Annotated[str, typer.Argument(help="The DM server's URL, e.g. http://host:8080/dm")],
     device_id: Annotated[str, typer.Option("--device-id", help="The DevId the server knows the device by.")],
     username: Annotated[str, typer.Option("--username", help="The device's user name (CLCRED).")],

@@ -31,8 +31,8 @@ __all__ = [
     "Operation",
     "alert_statuses",
     "ensure_component",
-    "prepare_toggle",
     "job_state",
+    "prepare_toggle",
     "queue_operation",
     "report",
 ]

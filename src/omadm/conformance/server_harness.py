@@ -44,6 +44,7 @@ from omadm.protocol.messages import (
     SyncHdr,
     Target,
 )
+from omadm.protocol.session import Outgoing
 from omadm.sim.device import DeviceTemplate, SimDevice
 from omadm.sim.scomo import SimJob
 
@@ -76,7 +77,7 @@ class Reply:
 
     @property
     def content_type(self) -> str:
-        return self.headers.get("content-type", "")
+        return str(self.headers.get("content-type", ""))
 
     @property
     def statuses(self) -> list[Status]:
@@ -282,7 +283,8 @@ class ServerCaseContext:
 
         ``abort_after``: send Alert 1223 instead of the device's message after that many
         server replies. ``drop_on``: after the first reply holding that command (``"Exec"``) the
-        device executes it and goes silent (coverage lost: nothing more sent, no Status). A session that fails (HTTP error, undecodable reply, authentication)
+        device executes it and goes silent (coverage lost: nothing more sent, no Status).
+        A session that fails (HTTP error, undecodable reply, authentication)
         fails the case unless ``allow_failure``.
         """
         device = self.device
@@ -297,7 +299,7 @@ class ServerCaseContext:
         finally:
             device.template = saved
         try:
-            outgoing = running.start()
+            outgoing: Outgoing | None = running.start()
             while outgoing is not None:
                 if len(transcript.turns) >= max_messages:
                     raise CaseFailed(
@@ -318,10 +320,10 @@ class ServerCaseContext:
                     except ProtocolError as exc:
                         running.fail("protocol", str(exc))
                         break
-                    running._handle(events + running.client.events())  # noqa: SLF001 - nonces kept
+                    running._handle(events + running.client.events())
                     abort = running.client.abort("the conformance case aborts")
-                    last = await self.post(abort.body, url=abort.url, headers=abort.headers)
-                    transcript.turns.append(Turn(abort.message, abort.body, last))
+                    answer = await self.post(abort.body, url=abort.url, headers=abort.headers)
+                    transcript.turns.append(Turn(abort.message, abort.body, answer))
                     running.fail("aborted-by-case", "the case sent Alert 1223")
                     break
                 try:
@@ -530,7 +532,7 @@ class RawSession:
         commands: Iterable[Command],
         *,
         final: bool = True,
-        cred: Cred | None | str = "auto",
+        cred: Cred | str | None = "auto",
         header_status: bool = True,
         headers: dict[str, str] | None = None,
         meta: Meta | None = None,

@@ -199,7 +199,8 @@ def fill(template: str, values: dict[str, str], where: str, depth: int = 0) -> s
             return os.environ[name]
         if key not in values:
             raise TriggerError(
-                f"{where}: no value for the placeholder {{{key}}} (give it with --set {key}=VALUE or in [vars])"
+                f"{where}: no value for the placeholder {{{key}}} "
+                f"(give it with --set {key}=VALUE or in [vars])"
             )
         value = values[key]
         return fill(value, values, where, depth + 1) if _PLACEHOLDER.search(value) else value
@@ -250,8 +251,11 @@ class TriggerRunner:
         *,
         ask: Asker = _ask_terminal,
         timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.triggers = triggers or {}
+        #: The HTTP transport of REST triggers (tests pass ``httpx.MockTransport``).
+        self.transport = transport
         self.values: dict[str, str] = dict(values or {})
         self.ask = ask
         self.timeout = timeout
@@ -309,7 +313,8 @@ class TriggerRunner:
         self.log.append(f"ran {line!r}: exit {process.returncode}")
         if process.returncode != 0:
             raise TriggerError(
-                f"{where}: '{line}' exited with {process.returncode}: {err.decode(errors='replace').strip()[:500]}"
+                f"{where}: '{line}' exited with {process.returncode}: "
+                f"{err.decode(errors='replace').strip()[:500]}"
             )
         text = out.decode(errors="replace")
         if not (trigger.save or trigger.returns):
@@ -326,7 +331,7 @@ class TriggerRunner:
         headers = {k: fill(v, values, where) for k, v in trigger.headers.items()}
         body = _fill_json(trigger.json_body, values, where) if trigger.json_body is not None else None
         try:
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
+            async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
                 response = await client.request(trigger.method, url, headers=headers, json=body)
         except httpx.HTTPError as exc:
             raise TriggerError(f"{where}: {trigger.method} {url} failed: {exc}") from None

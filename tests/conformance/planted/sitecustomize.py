@@ -1,3 +1,4 @@
+# ruff: noqa: PLC0415 - the server is imported only when the faults are switched on
 """Faults planted in a test server process: imported at interpreter start-up (``sitecustomize``).
 
 ``tests/conformance/test_planted_faults_server.py`` puts this directory first on the
@@ -44,7 +45,7 @@ def _cmd_ref_off_by_one(commands: list[Any]) -> list[Any]:
     return out
 
 
-def _install() -> None:  # noqa: C901, PLR0915 - one patch per fault, each small
+def _install() -> None:
     from omadm.protocol import auth
     from omadm.protocol.codec import encode
     from omadm.protocol.codes import AlertCode

@@ -9,6 +9,7 @@ a package split over messages, a chunked object, an abort.
 from __future__ import annotations
 
 import base64
+import itertools
 
 from omadm.protocol import auth
 from omadm.protocol.codec import Encoding
@@ -24,6 +25,13 @@ SERVER_AUTH = declare("server-auth", "The server authenticates itself to the dev
 AUTH_HMAC = declare("auth-hmac", "HMAC (x-syncml-hmac) authentication of the device")
 AUTH_BASIC = declare("auth-basic", "Basic authentication of the device")
 AUTH_MD5 = declare("auth-md5", "MD5 digest authentication of the device")
+
+
+def _note_item(text: str) -> Item:
+    """A Generic Alert item of a type no server acts on (the alert only has to be answered)."""
+    return Item(
+        source=Source("./DevDetail/Ext"), meta=Meta(type="urn:example:conformance", format="chr"), data=text
+    )
 
 
 def _need_scheme(ctx: ServerCaseContext, scheme: AuthType) -> None:
@@ -51,7 +59,7 @@ def _auth_turn(transcript: Transcript) -> tuple[Message, Reply]:
             return turn.sent, turn.reply
     raise CaseFailed(
         "a reply accepting the device's credentials (200 or 212)",
-        [t.reply.describe() for t in transcript.turns],
+        "; ".join(t.reply.describe() for t in transcript.turns),
     )
 
 
@@ -170,7 +178,7 @@ async def hdr_msg_ids(ctx: ServerCaseContext) -> None:
     check(all(i.isdigit() for i in ids), "numeric MsgIDs", ids)
     numbers = [int(i) for i in ids]
     check(
-        all(b == a + 1 for a, b in zip(numbers, numbers[1:], strict=False)),
+        all(b == a + 1 for a, b in itertools.pairwise(numbers)),
         "consecutive MsgIDs",
         ids,
     )
@@ -214,7 +222,7 @@ async def one_status_per_command(ctx: ServerCaseContext) -> None:
     ),
     pass_criteria=(
         "Every Status's MsgRef is the MsgID of the device message just sent",
-        "Every device command (Status excepted) has exactly one Status with its CmdID as CmdRef and its element name as Cmd",
+        "Every device command (Status excepted) has exactly one Status, CmdRef = its CmdID, Cmd = its name",
     ),
 )
 async def status_refs(ctx: ServerCaseContext) -> None:
@@ -250,7 +258,7 @@ async def status_order(ctx: ServerCaseContext) -> None:
     raw = ctx.raw()
     generic = Alert(
         "3", data=str(int(AlertCode.GENERIC_ALERT)),
-        items=(Item(source=Source("./DevDetail/Ext"), meta=Meta(type="urn:example:conformance", format="chr"), data="ping"),),
+        items=(_note_item("ping"),),
     )  # fmt: skip
     reply = await raw.open(generic)
     refs = [s.cmd_ref for s in reply.statuses if s.msg_ref == str(raw.msg_id)]
@@ -717,7 +725,7 @@ async def server_answers_challenge(ctx: ServerCaseContext) -> None:
     check(len(transcript.turns) >= 2, "a challenge round trip", len(transcript.turns))
 
 
-# ---------------------------------------------------------------------------------------- RespURI, packages, end
+# ------------------------------------------------------------------------------- RespURI, packages, end
 
 
 @case(
@@ -777,7 +785,7 @@ async def resp_uri_present(ctx: ServerCaseContext) -> None:
         "Send the rest of the package (another Generic Alert) with Final",
     ),
     pass_criteria=(
-        "The answer to the non-final message has no Final and no management commands: Statuses and Alert 1222",
+        "The answer to the non-final message: no Final, no management commands; Statuses and Alert 1222",
         "The answer to the final message acknowledges the second alert",
     ),
 )
@@ -786,8 +794,7 @@ async def multi_message_package(ctx: ServerCaseContext) -> None:
     first = await raw.open()
 
     def note(text: str) -> Alert:
-        return Alert(raw.cmd_id(), data=str(int(AlertCode.GENERIC_ALERT)),
-                     items=(Item(source=Source("./DevDetail/Ext"), meta=Meta(type="urn:example:conformance", format="chr"), data=text),))  # fmt: skip
+        return Alert(raw.cmd_id(), data=str(int(AlertCode.GENERIC_ALERT)), items=(_note_item(text),))
 
     answers = raw.answer_commands()
     alert1 = note("part one")
@@ -877,7 +884,7 @@ async def abort_then_new(ctx: ServerCaseContext) -> None:
     _auth_turn(transcript)
 
 
-# ---------------------------------------------------------------------------------------- large objects, sizes
+# ------------------------------------------------------------------------------- large objects, sizes
 
 
 def _chunks(data: str, size: int) -> list[str]:
@@ -1088,7 +1095,7 @@ async def max_msg_size_small(ctx: ServerCaseContext) -> None:
     )
 
 
-# ---------------------------------------------------------------------------------------- encodings, robustness
+# ------------------------------------------------------------------------------- encodings, robustness
 
 
 @case(
@@ -1208,7 +1215,13 @@ async def unknown_generic_alert(ctx: ServerCaseContext) -> None:
     raw = ctx.raw()
     alert = Alert(
         "3", data=str(int(AlertCode.GENERIC_ALERT)),
-        items=(Item(source=Source("./Vendor/x"), meta=Meta(type="urn:example:unknown:1.0", format="chr", mark="informational"), data="x"),),
+        items=(
+            Item(
+                source=Source("./Vendor/x"),
+                meta=Meta(type="urn:example:unknown:1.0", format="chr", mark="informational"),
+                data="x",
+            ),
+        ),
     )  # fmt: skip
     reply = await raw.open(alert)
     found = reply.status_for(str(raw.msg_id), "3")

@@ -8,6 +8,8 @@ reports, and the case checks both sides: the device's tree and what the server r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import httpx
 
 from omadm.mo.scomo_codes import DeliveredState, DeployedState
@@ -23,9 +25,9 @@ from ..server_flows import (
     SCOMO_INVENTORY_REFRESH,
     SCOMO_UPDATE,
     ensure_component,
-    prepare_toggle,
     inventory,
     job_state,
+    prepare_toggle,
     queue_operation,
     report,
 )
@@ -52,7 +54,7 @@ async def _fetch_package(ctx: ServerCaseContext, op_transcript_urls: list[str]) 
     return response.content
 
 
-def _urls(transcript_commands: list[object]) -> list[str]:
+def _urls(transcript_commands: Sequence[object]) -> list[str]:
     out = []
     for command in transcript_commands:
         if isinstance(command, Add | Replace):

@@ -20,8 +20,8 @@ from ..server_flows import (
     SCOMO_INVENTORY_REFRESH,
     alert_statuses,
     ensure_component,
-    prepare_toggle,
     job_state,
+    prepare_toggle,
     queue_operation,
     report,
 )
@@ -84,9 +84,9 @@ async def exec_download_install(ctx: ServerCaseContext) -> None:
     last_leaf = max(
         i
         for i, c in enumerate(order)
-        if not isinstance(c, Exec)
+        if isinstance(c, Add | Replace)
         and any(it.target is not None and it.target.loc_uri.startswith(entry) for it in c.items)
-    )  # type: ignore[attr-defined]
+    )
     first_exec = min(i for i, c in enumerate(order) if isinstance(c, Exec))
     check(last_leaf < first_exec, "the entry's leaves before the Exec", [c.name for c in order])
     await report(ctx)
@@ -498,8 +498,11 @@ async def inventory_read(ctx: ServerCaseContext) -> None:
 async def inventory_after_report(ctx: ServerCaseContext) -> None:
     await queue_operation(ctx, "install")
     transcript = await report(ctx)
-    index = next(i for i, t in enumerate(transcript.turns)
-                 if any(getattr(c, "code", None) == AlertCode.GENERIC_ALERT for c in t.sent.commands))  # fmt: skip
+    index = next(
+        i
+        for i, t in enumerate(transcript.turns)
+        if any(getattr(c, "code", None) == AlertCode.GENERIC_ALERT for c in t.sent.commands)
+    )
     check(
         bool(_inventory_gets(transcript, after_turn=index)),
         "an inventory Get after the alert",
