@@ -222,3 +222,23 @@ def test_a_reply_finds_its_header_status_and_nonce() -> None:
     assert [s.cmd for s in reply.status_for("1", "1")] == ["Alert"]
     assert reply.next_nonce() is None and reply.commands == []
     assert "Status(212)" in reply.describe()
+
+
+def test_cases_whose_capability_the_ics_does_not_claim_are_not_applicable(tmp_path: Path) -> None:
+    from omadm.conformance.ics import load_ics  # noqa: PLC0415
+    from omadm.conformance.model import Verdict  # noqa: PLC0415
+    from omadm.conformance.server import run_server_suite  # noqa: PLC0415
+
+    ics_file = tmp_path / "ics.toml"
+    ics_file.write_text('[implementation]\nname = "x"\n[capabilities]\nscomo = false\nauth-md5 = true\n')
+    options = ServerOptions(
+        "http://127.0.0.1:9/dm",  # never contacted: every selected case needs SCOMO
+        device_id="d",
+        username="u",
+        password="p",
+        ics=load_ics(ics_file),
+        only="SCOMO-SRV-EXEC-00[1-4],IOP-001",
+    )
+    results = asyncio.run(run_server_suite(options))
+    assert len(results) == 5
+    assert all(r.verdict is Verdict.NOT_APPLICABLE and "'scomo'" in r.reason for r in results)

@@ -26,7 +26,7 @@ import typer
 from omadm.protocol.codes import AuthType
 
 from .ics import Ics, IcsError, load_ics
-from .model import Case, CaseResult, Role, Verdict, cases_for, select
+from .model import Case, CaseResult, Role, Verdict, cases_for, load_all, select
 from .runner import Progress, run_cases
 from .server_harness import ServerCaseContext, ServerTarget
 from .server_triggers import TriggerError, TriggerRunner, load_triggers
@@ -199,6 +199,7 @@ def command(  # noqa: PLR0917 - Typer maps each parameter to an option
     ] = 60.0,
 ) -> None:
     """Test a DM server: omadm plays a device (SERVER cases: DM-SRV-*, SCOMO-SRV-*, IOP-*)."""
+    load_all()  # the cases declare their capabilities: the ICS is checked against them
     try:
         loaded_ics = load_ics(ics)
         options = ServerOptions(
@@ -240,7 +241,12 @@ def command(  # noqa: PLR0917 - Typer maps each parameter to an option
             typer.echo("warning: reports are not available in this installation; --report ignored", err=True)
         else:
             title = f"omadm conformance: DM server at {url} ({encoding.value})"
-            for path in reports.write_all(results, report, title=title, ics=loaded_ics):
+            try:
+                written = reports.write_all(results, report, title=title, ics=loaded_ics)
+            except OSError as exc:  # reports.ReportError names the directory and the reason
+                typer.echo(f"error: the report could not be written: {exc}", err=True)
+                raise typer.Exit(2) from None
+            for path in written:
                 typer.echo(f"report: {path}")
     sys.stdout.flush()
     raise typer.Exit(exit_code(results))
