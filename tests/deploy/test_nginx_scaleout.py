@@ -29,6 +29,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -71,6 +72,21 @@ def pg_url() -> Iterator[str]:
     with postgres_database(admin) as url:
         migrate(url)
         yield url
+
+
+def publish(proxy_url: str, token: str, publisher: Path, package: Path) -> int:
+    """Trust the publisher and upload the package through the proxy; the artifact's id."""
+    with httpx.Client(base_url=proxy_url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as api:
+        trusted = api.post("/api/v1/publishers", json={"name": "tests", "public_key": publisher.read_text()})
+        assert trusted.status_code == 201, trusted.text
+        uploaded = api.post(
+            "/api/v1/packages",
+            params={"filename": package.name},
+            content=package.read_bytes(),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        return int(uploaded.json()["id"])
 
 
 def free_udp_port() -> int:
@@ -123,14 +139,12 @@ def test_two_workers_behind_nginx_one_killed_mid_campaign(pg_url: str, tmp_path:
     proxy = Nginx(tmp_path / "nginx", [w.port for w in workers])
     for worker in workers:
         worker.public_url = proxy.url  # RespURI and package URLs point at the proxy
-    admin = workers[0]
-    admin.run("publisher", "add", "tests", str(tmp_path / "publisher.pub.pem"))
-    artifact = int(admin.run("artifact", "add", str(tmp_path / "hello.omp")).split()[1].rstrip(":"))
-    token = admin.run("token", "add", "ops", "--role", "operator").strip().splitlines()[-1]
-    for worker in workers:
-        worker.start()
+    token = workers[0].run("token", "add", "ops", "--role", "admin").strip().splitlines()[-1]
+    with ThreadPoolExecutor(len(workers)) as starting:  # both at once: each takes seconds
+        list(starting.map(ServerProcess.start, workers))
     proxy.start()
     try:
+        artifact = publish(proxy.url, token, tmp_path / "publisher.pub.pem", tmp_path / "hello.omp")
         outcome = asyncio.run(_campaign(proxy, workers, token, artifact, tmp_path))
     finally:
         for worker in workers:
@@ -348,17 +362,15 @@ def test_a_dm_message_whose_answer_died_with_its_worker_is_repeated_by_the_devic
     (tmp_path / "publisher.pub.pem").write_bytes(public_key_pem(key))
     build_package(EXAMPLES / "hello-package", tmp_path / "hello.omp", signing_key=key)
     worker = ServerProcess(pg_url, tmp_path / "data", tmp_path / "worker.log")
-    worker.run("publisher", "add", "tests", str(tmp_path / "publisher.pub.pem"))
-    artifact = int(worker.run("artifact", "add", str(tmp_path / "hello.omp")).split()[1].rstrip(":"))
-    token = worker.run("token", "add", "ops", "--role", "operator").strip().splitlines()[-1]
+    token = worker.run("token", "add", "ops", "--role", "admin").strip().splitlines()[-1]
     with AnswerDropper(worker.url) as dropper:
         proxy = Nginx(tmp_path / "nginx", [dropper.port])
         worker.public_url = proxy.url
         worker.start()
         proxy.start()
         try:
-            summary = asyncio.run(_install_each(proxy, token, artifact, devices))
-            jobs = [row for row in worker.jobs() if row]
+            artifact = publish(proxy.url, token, tmp_path / "publisher.pub.pem", tmp_path / "hello.omp")
+            summary, jobs = asyncio.run(_install_each(proxy, token, artifact, devices))
         finally:
             worker.stop()
             proxy.stop()
@@ -373,10 +385,12 @@ def test_a_dm_message_whose_answer_died_with_its_worker_is_repeated_by_the_devic
     # The repeated messages were answered from the stored session: nothing applied twice.
     assert summary["scomo"]["results"] == {"1200": devices}, summary["scomo"]
     assert summary["scomo"]["jobs_accepted"] == devices, summary["scomo"]
-    assert sorted(row[3] for row in jobs) == ["succeeded"] * devices, jobs
+    assert [(job["state"], job["result_code"]) for job in jobs] == [("succeeded", 1200)] * devices, jobs
 
 
-async def _install_each(proxy: Nginx, token: str, artifact: int, devices: int) -> dict[str, Any]:
+async def _install_each(
+    proxy: Nginx, token: str, artifact: int, devices: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     fleet = await register_fleet(proxy.url, token, devices, "IMEI:36", "md5")
     profile = parse_profile(
         {
@@ -402,6 +416,8 @@ async def _install_each(proxy: Nginx, token: str, artifact: int, devices: int) -
         while runner.stats.alerts_delivered < devices:
             assert time.monotonic() < deadline and not running.done(), runner.stats
             await asyncio.sleep(0.2)
-    await asyncio.sleep(1.5)  # the last sessions end
-    runner.stop()
-    return (await running).to_json()
+        await asyncio.sleep(1.5)  # the last sessions end
+        runner.stop()
+        summary = (await running).to_json()
+        jobs = (await api.get("/api/v1/jobs", params={"limit": 100})).json()["items"]
+    return summary, jobs
