@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import shutil
 import socket
 import tempfile
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from omadm.package.signing import generate_key, load_private_key, save_private_key, save_public_key
 from omadm.protocol.auth import RESYNC_NONCE
 from omadm.protocol.codec import Encoding
 from omadm.protocol.codes import AlertCode, AuthType
@@ -196,8 +198,10 @@ class DeviceRunner:
         self.packages.close()
 
     async def _handle(self, request: Request) -> None:
-        if request.method == "GET" and request.path.startswith("/packages/"):
-            request.reply.set_result(self.packages.serve(request.path, request.header("range")))
+        if request.path.startswith("/packages/"):
+            request.reply.set_result(
+                self.packages.serve(request.path, request.header("range"), request.method, request.body)
+            )
             return
         if request.path.split("?", 1)[0] != "/dm":
             request.reply.set_result(Response(404, b"the DM endpoint is /dm"))
@@ -449,6 +453,8 @@ def command(  # noqa: PLR0917 - a Typer command: one parameter per option
         typer.echo(f"error: --only {only!r} matches no device case", err=True)
         raise typer.Exit(2)
     work = Path(tempfile.mkdtemp(prefix="omadm-conformance-"))
+    if signing_key is None:
+        signing_key = _test_signing_key(report or work)
     options = DeviceOptions(
         listen=listen_at,
         server_id=server_id,
@@ -466,18 +472,37 @@ def command(  # noqa: PLR0917 - a Typer command: one parameter per option
         scomo_root=scomo_root.rstrip("/"),
         work_dir=work,
     )
-    results = _run_with_progress(options, ics, chosen)
-    reports.print_summary(results, Console(stderr=True))
-    if report is not None:
-        try:
-            for path in reports.write_all(results, report, title="omadm conformance: device", ics=ics):
-                typer.echo(f"wrote {path}", err=True)
-        except reports.ReportError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        if options.signing_key is None:
-            (report / "package-signer.pub.pem").write_bytes((work / "signer.pub.pem").read_bytes())
+    try:
+        results = _run_with_progress(options, ics, chosen)
+        reports.print_summary(results, Console(stderr=True))
+        if report is not None:
+            try:
+                for path in reports.write_all(results, report, title="omadm conformance: device", ics=ics):
+                    typer.echo(f"wrote {path}", err=True)
+            except reports.ReportError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     raise typer.Exit(reports.exit_status(results))
+
+
+def _test_signing_key(directory: Path) -> Path:
+    """The runner's own package signing key in ``directory`` (made once, then reused).
+
+    A device that checks signatures must trust the public half before the SCOMO cases can
+    install anything; keeping the key beside the reports lets the operator trust it once.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    private, public = directory / "package-signer.pem", directory / "package-signer.pub.pem"
+    if not private.exists():
+        key = generate_key()
+        save_private_key(key, private)
+        save_public_key(key, public)
+    elif not public.exists():
+        save_public_key(load_private_key(private), public)
+    typer.echo(f"SCOMO test packages are signed with {private}; the device must trust {public}", err=True)
+    return private
 
 
 def _run_with_progress(options: DeviceOptions, ics: ics_module.Ics, chosen: list[Case]) -> list[CaseResult]:

@@ -18,6 +18,7 @@ import gzip
 import shutil
 import tempfile
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import tomli_w
 
@@ -33,6 +34,9 @@ COMPONENT = "org.omadm.conformance.probe"
 #: The component of the package whose execution environment no device has.
 ALIEN_COMPONENT = "org.omadm.conformance.alien"
 _MARK = b"conformance-payload-as-signed"
+PACKAGE_TYPE = "application/octet-stream"
+DD_CONTENT_TYPE = "application/vnd.oma.dd+xml"
+DD_NAMESPACE = "http://www.openmobilealliance.org/xmlns/dd"
 
 _HOOK_OK = "#!/bin/sh\nexit 0\n"
 _HOOK_REFUSES = "#!/bin/sh\necho 'the conformance package refuses to install' >&2\nexit 3\n"
@@ -50,6 +54,8 @@ class PackageShelf:
         self.work = work_dir or Path(tempfile.mkdtemp(prefix="omadm-conformance-"))
         self.files: dict[str, bytes] = {}
         self.requests: list[str] = []
+        #: (package name, status line) of every DLOTA install notification received.
+        self.notifications: list[tuple[str, str]] = []
 
     @property
     def public_key_path(self) -> Path:
@@ -95,14 +101,46 @@ class PackageShelf:
     def bytes_of(self, name: str) -> bytes:
         return self.files[name]
 
-    def serve(self, path: str, range_header: str | None) -> Response:
-        """The package at ``/packages/<name>.omp`` (a Range ``bytes=N-`` gives 206), else 404."""
+    def descriptor_url(self, name: str) -> str:
+        """A DLOTA download descriptor for the package ``name`` (its install-notify URI is the runner's)."""
+        return f"{self.base_url}/packages/dd/{name}.dd"
+
+    def protected_url(self, name: str) -> str:
+        """The package behind HTTP Basic authentication the device has no credentials for."""
+        return f"{self.base_url}/packages/auth/{name}.omp"
+
+    def failing_url(self, name: str) -> str:
+        """A URL whose server always answers 500."""
+        return f"{self.base_url}/packages/error/{name}.omp"
+
+    def serve(self, path: str, range_header: str | None, method: str = "GET", body: bytes = b"") -> Response:
+        """Answer a request below ``/packages/``.
+
+        ``<name>.omp`` is the package (a Range ``bytes=N-`` gives 206); ``auth/...`` asks for
+        credentials nobody has (401); ``error/...`` fails (500); ``dd/<name>.dd`` is a DLOTA
+        descriptor of the package; a POST to ``notify/<name>`` records the device's install
+        notification. Anything else is 404.
+        """
         self.requests.append(path)
-        name = path.split("?", 1)[0].removeprefix("/packages/").removesuffix(".omp")
-        data = self.files.get(name)
-        if data is None:
+        clean = path.split("?", 1)[0].removeprefix("/packages/")
+        if method == "POST" and clean.startswith("notify/"):
+            self.notifications.append(
+                (clean.removeprefix("notify/"), body.decode("utf-8", "replace").strip())
+            )
+            return Response(200, b"")
+        if clean.startswith("auth/"):
+            return Response(401, b"credentials required", {"WWW-Authenticate": 'Basic realm="conformance"'})
+        if clean.startswith("error/"):
+            return Response(500, b"the package server fails on purpose")
+        if clean.startswith("dd/") and clean.endswith(".dd"):
+            name = clean.removeprefix("dd/").removesuffix(".dd")
+            if name not in self.files:
+                return Response(404, b"no such package")
+            return Response(200, self._descriptor(name), {"Content-Type": DD_CONTENT_TYPE})
+        data = self.files.get(clean.removesuffix(".omp"))
+        if data is None or not clean.endswith(".omp"):
             return Response(404, b"no such package")
-        headers = {"Content-Type": "application/octet-stream"}
+        headers = {"Content-Type": PACKAGE_TYPE}
         if range_header and range_header.startswith("bytes=") and range_header.endswith("-"):
             start = range_header[len("bytes=") : -1]
             if start.isdigit() and int(start) < len(data):
@@ -110,6 +148,21 @@ class PackageShelf:
                 headers["Content-Range"] = f"bytes {first}-{len(data) - 1}/{len(data)}"
                 return Response(206, data[first:], headers)
         return Response(200, data, headers)
+
+    def _descriptor(self, name: str) -> bytes:
+        """A DLOTA 1.0 ``media`` document for the package ``name`` (the OMA DD format)."""
+        fields = (
+            ("DDVersion", "1.0"),
+            ("name", f"Conformance package {name}"),
+            ("size", str(len(self.files[name]))),
+            ("type", PACKAGE_TYPE),
+            ("objectURI", self.url(name)),
+            ("installNotifyURI", f"{self.base_url}/packages/notify/{name}"),
+        )
+        body = "".join(f"<{tag}>{escape(value)}</{tag}>" for tag, value in fields)
+        return (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<media xmlns="{DD_NAMESPACE}">{body}</media>'.encode()
+        )
 
     def close(self) -> None:
         if self._own_dir:

@@ -75,9 +75,13 @@ NOTIFY = ics.declare(
 _ROLE = Role.DEVICE
 
 
+_SCHEME_NAMES = {AuthType.MD5: "md5", AuthType.HMAC: "hmac", AuthType.BASIC: "basic"}
+
+
 def _scheme(ctx: DeviceContext, wanted: AuthType) -> None:
     if ctx.target.auth is not wanted:
-        raise NotApplicable(f"the run uses --auth {ctx.target.auth.value}, not {wanted.value}")
+        used, needed = _SCHEME_NAMES[ctx.target.auth], _SCHEME_NAMES[wanted]
+        raise NotApplicable(f"the run uses --auth {used}, not {needed}")
 
 
 def _digest_scheme(ctx: DeviceContext) -> None:

@@ -37,6 +37,7 @@ SIGNED = ics.declare(
 ENV = ics.declare(
     "scomo-env-check", "the device refuses a component for an execution environment it lacks (1413)"
 )
+DLOTA = ics.declare("scomo-dlota", "the device follows a PkgURL to an OMA download descriptor (DLOTA 1.0)")
 STRUCT = ics.declare("list-struct", "the client answers Get ?list=Struct and ?list=StructData")
 _ROLE = Role.DEVICE
 
@@ -555,6 +556,61 @@ async def dl_no_correlator(ctx: DeviceContext) -> None:
             check(mine[0].correlator is None, "no Correlator", mine[0].correlator)
             return
     raise Inconclusive("no report for the job within four device sessions")
+
+
+@case(
+    "SCOMO-DEV-DL-015",
+    "A package server that wants credentials the device lacks: ResultCode 1403",
+    rule=f"{SCOMO} §5",
+    role=_ROLE,
+    steps=("DownloadInstall from a PkgURL that answers 401 (HTTP Basic) to every request.",),
+    pass_criteria=("ResultCode 1403 (Alternate Download Authentication Failure).", "Download Status 20."),
+)
+async def dl_download_auth(ctx: DeviceContext) -> None:
+    await _failing_download(ctx, ctx.packages.protected_url("probe-1"), {1403}, "20")
+
+
+@case(
+    "SCOMO-DEV-DL-016",
+    "A package server that fails (500): ResultCode 1500",
+    rule=f"{SCOMO} §5",
+    role=_ROLE,
+    steps=("DownloadInstall from a PkgURL whose server answers 500.",),
+    pass_criteria=("ResultCode 1500 (Alternate Download Server Error).", "Download Status 20."),
+)
+async def dl_server_error(ctx: DeviceContext) -> None:
+    await _failing_download(ctx, ctx.packages.failing_url("probe-1"), {1500}, "20")
+
+
+@case(
+    "SCOMO-DEV-DL-017",
+    "PkgURL names a DLOTA download descriptor: the object is fetched, installed, and 900 notified",
+    rule=f"{SCOMO} §7.3",
+    role=_ROLE,
+    capability=DLOTA,
+    steps=(
+        "DownloadInstall with PkgURL pointing at a DD (application/vnd.oma.dd+xml) whose objectURI is "
+        "the package.",
+        "Wait for the report.",
+    ),
+    pass_criteria=(
+        "ResultCode 1200 and the component deployed.",
+        "The device POSTs '900 Success' to the DD's installNotifyURI.",
+    ),
+)
+async def dl_dlota(ctx: DeviceContext) -> None:
+    await _absent(ctx)
+    name, correlator = _name(ctx), f"{ctx.case.id}-{secrets.token_hex(3)}"
+    before = len(ctx.packages.notifications)
+    result, _ = await _run_primitive(
+        ctx,
+        _download(ctx, name, ctx.packages.descriptor_url("probe-1"), "DownloadInstall", correlator),
+        correlator,
+    )
+    check(result == SUCCESS, "ResultCode 1200", result)
+    check(await _present(ctx, _deployed(ctx)), "the component deployed", "not deployed")
+    notified = [line for _, line in ctx.packages.notifications[before:]]
+    check(any(line.startswith("900") for line in notified), "an install notification 900", notified)
 
 
 # -- Inventory/Delivered primitives -------------------------------------------------------------
