@@ -148,6 +148,15 @@ def test_the_shelf_builds_signed_packages_and_serves_them_with_ranges(tmp_path: 
     tampered = gzip.decompress(shelf.bytes_of("probe-tampered"))
     assert b"CONFORMANCE-PAYLOAD-AS-SIGNED" in tampered
     assert shelf.url("probe-2") == "http://127.0.0.1:1/packages/probe-2.omp"
+    assert shelf.serve("/packages/auth/probe-1.omp", None).status == 401
+    assert shelf.serve("/packages/error/probe-1.omp", None).status == 500
+    descriptor = shelf.serve("/packages/dd/probe-1.dd", None)
+    assert descriptor.headers["Content-Type"] == "application/vnd.oma.dd+xml"
+    text = descriptor.body.decode()
+    assert f"<size>{len(whole.body)}</size>" in text
+    assert "<objectURI>http://127.0.0.1:1/packages/probe-1.omp</objectURI>" in text
+    assert shelf.serve("/packages/notify/probe-1", None, "POST", b"900 Success\n").status == 200
+    assert shelf.notifications == [("probe-1", "900 Success")]
 
 
 # -- scripted sessions with an in-process device ---------------------------------------------
