@@ -525,3 +525,86 @@ async def inventory_refresh(ctx: ServerCaseContext) -> None:
     await ctx.trigger("refresh_inventory")
     transcript = await ctx.session()
     check(bool(_inventory_gets(transcript)), "an inventory Get", transcript.targets("Get"))
+
+
+# ---------------------------------------------------------------------------------------- report variants
+
+
+@case(
+    "SCOMO-SRV-ALERT-006",
+    "Report variants are accepted: the draft alert type, CDATA data, no Mark",
+    rule=f"{SC} §6.2; ets.md SC-S-04",
+    role=Role.SERVER,
+    capability=SCOMO,
+    preconditions=(TRIGGER, "A query trigger 'job'"),
+    steps=(
+        "Install; the device answers 202",
+        "Report 1200 with Meta/Type org.openmobilealliance.dm.softwarecomponent.OperationComplete,",
+        "the Data wrapped in CDATA, and no Mark",
+    ),
+    pass_criteria=("Status 200 for the alert", "The job succeeded with 1200"),
+)
+async def alert_variant(ctx: ServerCaseContext) -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    from omadm.mo.scomo_codes import SCOMO_ALERT_TYPE_DRAFT  # noqa: PLC0415
+
+    await queue_operation(ctx, "install")
+    check(ctx.finish_jobs() == 1, "one job to report", len(ctx.device.jobs))
+    variants = []
+    for alert in ctx.device.pending_alerts:
+        items = tuple(
+            replace(
+                item,
+                meta=replace(item.meta, type=SCOMO_ALERT_TYPE_DRAFT, mark=None) if item.meta else None,
+                data=f"<![CDATA[{item.data}]]>" if isinstance(item.data, str) else item.data,
+            )
+            for item in alert.items
+        )
+        variants.append(replace(alert, items=items))
+    ctx.device.alerts = variants
+    transcript = await ctx.session()
+    statuses = alert_statuses(transcript)
+    check(bool(statuses) and all(s is not None and s.code == 200 for _, s in statuses), "200", statuses)
+    state, code = await job_state(ctx)
+    check(state == "succeeded" and code == 1200, "succeeded with 1200", f"{state} {code}")
+
+
+async def _report_code(ctx: ServerCaseContext, code: int) -> tuple[str, int | None]:
+    await queue_operation(ctx, "install")
+    transcript = await report(ctx, code)
+    statuses = alert_statuses(transcript)
+    check(
+        all(s is not None and s.code == 200 for _, s in statuses), f"200 for the report of {code}", statuses
+    )
+    return await job_state(ctx)
+
+
+@case(
+    "SCOMO-SRV-ALERT-007",
+    "A download-server error (15xx) is a failure with its code",
+    rule=f"{SC} §5; ets.md SC-S-05",
+    role=Role.SERVER,
+    capability=SCOMO,
+    preconditions=(TRIGGER, "A query trigger 'job'"),
+    steps=("Install; the device reports 1501 (alternate download server unavailable)",),
+    pass_criteria=("Status 200 for the alert", "The job failed with 1501"),
+)
+async def alert_server_error(ctx: ServerCaseContext) -> None:
+    state, code = await _report_code(ctx, ScomoResult.ALTERNATE_DOWNLOAD_SERVER_UNAVAILABLE)
+    check(state == "failed" and code == 1501, "failed with 1501", f"{state} {code}")
+
+
+@case(
+    "SCOMO-SRV-ALERT-008",
+    "A vendor success code (1250-1299) is a success, kept verbatim",
+    rule=f"{SC} §5; ets.md SC-S-05",
+    role=Role.SERVER,
+    capability=SCOMO,
+    preconditions=(TRIGGER, "A query trigger 'job'"),
+    steps=("Install; the device reports 1250 (a vendor-specific success)",),
+    pass_criteria=("The job succeeded with result code 1250",),
+)
+async def alert_vendor_success(ctx: ServerCaseContext) -> None:
+    state, code = await _report_code(ctx, 1250)
+    check(state == "succeeded" and code == 1250, "succeeded with 1250", f"{state} {code}")
