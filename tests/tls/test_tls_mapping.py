@@ -80,7 +80,7 @@ class Server:
         """A whole session of ``device`` presenting ``pem``: the HTTP statuses."""
         client = self.client(device, session_id)
         statuses = []
-        out = client.start()
+        out: Outgoing | None = client.start()
         while out is not None:
             response = await self.post(out, pem)
             statuses.append(response.status_code)
