@@ -174,7 +174,7 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve DM sessions (POST /dm), package downloads (/artifacts), the API, the console, /health."""
+    """Serve DM (POST /dm), downloads (/artifacts), the API, the console, /healthz, /readyz, /metrics."""
     ctx.obj = {"config": config, "db": db, "data_dir": data_dir}
     if ctx.invoked_subcommand is not None:
         return
