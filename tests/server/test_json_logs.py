@@ -165,3 +165,13 @@ async def test_the_sweeper_names_the_job_it_times_out(
     timed_out = [json.loads(line) for line in lines if "timed out" in line]
     assert [line["job"] for line in timed_out] == [job_id]
     assert JOB.get() is None  # reset after the line: the sweeper's next lines name no job
+
+
+def test_an_unknown_log_format_is_refused_by_name(tmp_path: Path) -> None:
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from omadm.cli import app  # noqa: PLC0415
+
+    done = CliRunner().invoke(app, ["server", "--data-dir", str(tmp_path), "--log-format", "xml"])
+    assert done.exit_code == 1
+    assert "log_format must be one of text, json, not 'xml'" in done.output
