@@ -24,6 +24,8 @@ DM = "oma-dm-1.2.md"
 SERVER_AUTH = declare("server-auth", "The server authenticates itself to the device (SRVCRED) when asked")
 AUTH_HMAC = declare("auth-hmac", "HMAC (x-syncml-hmac) authentication of the device")
 AUTH_BASIC = declare("auth-basic", "Basic authentication of the device")
+#: What every DM-SRV case needs of the server before it runs.
+REGISTERED = ("The server knows the device (--device-id) with the runner's credentials and --auth scheme",)
 AUTH_MD5 = declare("auth-md5", "MD5 digest authentication of the device")
 
 
@@ -71,6 +73,7 @@ def _auth_turn(transcript: Transcript) -> tuple[Message, Reply]:
     "Status for the SyncHdr is the first element of every server message",
     rule=f"{DM} §2.3",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Run a whole device session (Package #1 with DevInfo, then Results and Statuses)",),
     pass_criteria=(
         "In every server message the first element of SyncBody is Status with CmdRef 0 and Cmd SyncHdr",
@@ -93,6 +96,7 @@ async def hdr_status_first(ctx: ServerCaseContext) -> None:
     "The SyncHdr Status references the device's message (MsgRef, TargetRef, SourceRef)",
     rule=f"{DM} §2.3",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Run a whole device session",),
     pass_criteria=(
         "The SyncHdr Status's MsgRef is the MsgID of the message it answers",
@@ -125,6 +129,7 @@ async def hdr_status_refs(ctx: ServerCaseContext) -> None:
     "The server echoes the SessionID and speaks DM 1.2",
     rule=f"{DM} §2.1, §2.3",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Run a whole device session with a fresh SessionID",),
     pass_criteria=("Every reply carries the device's SessionID, VerDTD 1.2 and VerProto DM/1.2",),
 )
@@ -149,6 +154,7 @@ async def hdr_session_id(ctx: ServerCaseContext) -> None:
     "The server addresses its replies to the device",
     rule=f"{DM} §2.1, §3.1",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Run a whole device session",),
     pass_criteria=("Every reply's Target/LocURI is the device's DevId; its Source/LocURI is not empty",),
 )
@@ -169,6 +175,7 @@ async def hdr_addressing(ctx: ServerCaseContext) -> None:
     "The server's MsgIDs count up by one within a session",
     rule=f"{DM} §2.3",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Run a whole device session of several messages",),
     pass_criteria=("The replies' MsgIDs are consecutive integers, each message a new one",),
 )
@@ -192,6 +199,7 @@ async def hdr_msg_ids(ctx: ServerCaseContext) -> None:
     "One Status per command of the device's Package #1",
     rule=f"{DM} §2.1 (Pkg#2)",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Send Package #1 (Alert 1201, Replace DevInfo) with valid credentials",),
     pass_criteria=(
         "The reply has exactly one Status for the Alert and one for the Replace, each with the right Cmd",
@@ -216,6 +224,7 @@ async def one_status_per_command(ctx: ServerCaseContext) -> None:
     "Statuses reference the right message and command (MsgRef, CmdRef, Cmd) all session long",
     rule=f"{DM} §2.3",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=(
         "Run a whole device session",
         "For each server message, match its Statuses to the device's message they answer",
@@ -249,6 +258,7 @@ async def status_refs(ctx: ServerCaseContext) -> None:
     "Statuses follow the order of the commands they answer",
     rule=f"{DM} §2.3",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Send Package #1 with Alert 1201, Replace DevInfo and a Generic Alert",),
     pass_criteria=(
         "The Statuses' CmdRefs come in the order of the device's CmdIDs, after the SyncHdr Status",
@@ -271,6 +281,7 @@ async def status_order(ctx: ServerCaseContext) -> None:
     "The server answers 200 to the session's Alert 1201 and to the DevInfo Replace",
     rule=f"{DM} §2.1",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Send Package #1 with valid credentials",),
     pass_criteria=("Status 200 for the Alert 1201 and Status 200 for the Replace",),
 )
@@ -292,6 +303,7 @@ async def status_codes_pkg1(ctx: ServerCaseContext) -> None:
     "The server's CmdIDs are unique within each message",
     rule=f"{DM} §2.3",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Run a whole device session",),
     pass_criteria=("No two elements of one server message share a CmdID",),
 )
@@ -307,6 +319,7 @@ async def unique_cmd_ids(ctx: ServerCaseContext) -> None:
     "The server sends Status for the device's Alerts but none for Results",
     rule=f"{DM} §2.4",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Run a whole device session in which the device answers the server's Gets with Results",),
     pass_criteria=("No Status in a server message names Cmd Results with code other than 200",),
 )
@@ -323,6 +336,7 @@ async def no_bad_status_for_results(ctx: ServerCaseContext) -> None:
     "A command a client may not send is refused with a Status, not a broken session",
     rule=f"{DM} §2.1 (a client sends only Alert, Replace, Results, Status)",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("After authenticating, send a Get from the device",),
     pass_criteria=(
         "The server answers HTTP 200 with a Status for the Get whose code is 4xx (405 or 406 expected)",
@@ -366,6 +380,7 @@ async def _challenged(ctx: ServerCaseContext, reply: Reply, codes: tuple[int, ..
     "No credentials: challenged with 407 (or 401) and a Chal",
     rule=f"{DM} §6.3",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Send Package #1 without Cred (and without the HMAC header)",),
     pass_criteria=(
         "SyncHdr Status 407 or 401 with a Chal naming the device's scheme",
@@ -388,6 +403,7 @@ async def auth_missing(ctx: ServerCaseContext) -> None:
     "An unauthenticated message gets only Statuses, no management commands",
     rule=f"{DM} §6.3",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Send Package #1 without credentials",),
     pass_criteria=("The reply holds Status elements only (an abort Alert 1223 aside)",),
 )
@@ -406,6 +422,7 @@ async def auth_only_statuses(ctx: ServerCaseContext) -> None:
     "Wrong password: challenged with 401 and a Chal, and the right one then succeeds",
     rule=f"{DM} §6.3",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=(
         "Send Package #1 with credentials computed from a wrong password",
         "Send it again with the right password and the Chal's nonce",
@@ -432,6 +449,7 @@ async def auth_wrong_password(ctx: ServerCaseContext) -> None:
     "Valid MD5 credentials are accepted with 212 and a NextNonce for the next session",
     rule=f"{DM} §6.3 (212; nonce rules)",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     capability=AUTH_MD5,
     steps=("Send Package #1 with MD5 credentials computed with the nonce the server issued last",),
     pass_criteria=("SyncHdr Status 212", "A Chal with a NextNonce different from the nonce just used"),
@@ -456,6 +474,7 @@ async def auth_md5_ok(ctx: ServerCaseContext) -> None:
     "Nonce rotation: each session's successful MD5 authentication issues a new nonce",
     rule=f"{DM} §6.3 (new nonce per session)",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     capability=AUTH_MD5,
     steps=("Run two sessions one after the other", "Note the NextNonce each 212 carries"),
     pass_criteria=(
@@ -488,6 +507,7 @@ async def auth_nonce_rotation(ctx: ServerCaseContext) -> None:
     "A replayed MD5 digest is refused",
     rule=f"{DM} §6.3 (nonce rules), §6.2",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     capability=AUTH_MD5,
     steps=(
         "Authenticate a session with MD5 and keep its Cred",
@@ -518,6 +538,7 @@ async def auth_replay(ctx: ServerCaseContext) -> None:
     "A stale nonce is answered with a challenge carrying a fresh nonce that then works",
     rule=f"{DM} §6.3 (a failed check must be answered with a fresh nonce)",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=(
         "Send Package #1 with credentials computed with a nonce the server never issued",
         "Retry with the Chal's nonce",
@@ -545,6 +566,7 @@ async def auth_stale_nonce(ctx: ServerCaseContext) -> None:
     "A credential of another scheme than the device's is refused",
     rule=f"{DM} §6.3; pitfall 10 (§14)",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Send Package #1 with basic credentials (md5 if the device uses basic)",),
     pass_criteria=("SyncHdr Status 401 (or 407) with a Chal naming the device's scheme",),
 )
@@ -566,6 +588,7 @@ async def auth_wrong_scheme(ctx: ServerCaseContext) -> None:
     "An unknown user name is refused",
     rule=f"{DM} §6.1, §6.3",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Send Package #1 with credentials of a user name the device does not have",),
     pass_criteria=("No 200/212: a challenge (401/407) or a refusal at HTTP level (4xx)",),
 )
@@ -589,6 +612,7 @@ async def auth_unknown_user(ctx: ServerCaseContext) -> None:
     "HMAC: a valid x-syncml-hmac is accepted with 200 and a new nonce with every message",
     rule=f"{DM} §6.3 (HMAC: 200, new NextNonce per message)",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     capability=AUTH_HMAC,
     steps=("Run a whole session with HMAC",),
     pass_criteria=("Each accepted message's SyncHdr Status is 200 with a Chal whose NextNonce is new",),
@@ -614,6 +638,7 @@ async def auth_hmac_ok(ctx: ServerCaseContext) -> None:
     "HMAC: a message whose body does not match its MAC is refused",
     rule=f"{DM} §6.2, §6.3",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     capability=AUTH_HMAC,
     steps=("Compute the MAC over one body and send another (one byte changed in DevInfo)",),
     pass_criteria=("SyncHdr Status 401 with a Chal (syncml:auth-MAC)",),
@@ -638,6 +663,7 @@ async def auth_hmac_tampered(ctx: ServerCaseContext) -> None:
     "HMAC: a message without the x-syncml-hmac header is challenged with syncml:auth-MAC",
     rule=f"{DM} §6.3",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     capability=AUTH_HMAC,
     steps=("Send Package #1 without x-syncml-hmac",),
     pass_criteria=("401/407 with Chal Type syncml:auth-MAC and a NextNonce",),
@@ -657,6 +683,7 @@ async def auth_hmac_missing(ctx: ServerCaseContext) -> None:
     "Basic: valid credentials are accepted (212) and a wrong password is challenged",
     rule=f"{DM} §6.2, §6.3",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     capability=AUTH_BASIC,
     steps=("Send Package #1 with a wrong basic password, then with the right one",),
     pass_criteria=("401 with a basic Chal first, then 212 (or 200)",),
@@ -682,7 +709,7 @@ async def auth_basic(ctx: ServerCaseContext) -> None:
     rule=f"{DM} §6.1, §6.3",
     role=Role.SERVER,
     capability=SERVER_AUTH,
-    preconditions=("The runner knows the server's password for this device (--server-password)",),
+    preconditions=(*REGISTERED, "The runner knows the server's password for this device (--server-password)"),
     steps=("Run a session in which the device requires the server's credentials (SRVCRED)",),
     pass_criteria=(
         "The server's messages carry credentials the device verifies; the session runs to its end",
@@ -701,7 +728,7 @@ async def server_authenticates(ctx: ServerCaseContext) -> None:
     rule=f"{DM} §6.3",
     role=Role.SERVER,
     capability=SERVER_AUTH,
-    preconditions=("--server-password given",),
+    preconditions=(*REGISTERED, "--server-password given"),
     steps=(
         "Forget the nonce the device issued to the server, so that its first credentials do not verify",
         "The device challenges the server (401 + Chal with a new nonce)",
@@ -733,6 +760,7 @@ async def server_answers_challenge(ctx: ServerCaseContext) -> None:
     "The server's RespURI is followed and the session continues there",
     rule=f"{DM} §2.3 (RespURI)",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Run a session; every device message after the first goes to the last RespURI",),
     pass_criteria=(
         "If the server gives a RespURI, it is an absolute http(s) URL",
@@ -764,6 +792,7 @@ async def resp_uri(ctx: ServerCaseContext) -> None:
     "The server gives a RespURI in its replies",
     rule=f"{DM} §2.3, §12 (a stateless server needs the session in the URL)",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     capability=declare("resp-uri", "The server names the URL of the session's next message (RespURI)"),
     steps=("Send Package #1",),
     pass_criteria=("The reply's SyncHdr has a RespURI",),
@@ -780,6 +809,7 @@ async def resp_uri_present(ctx: ServerCaseContext) -> None:
     "A device package split over two messages: the server asks for the rest with Alert 1222",
     rule=f"{DM} §2.4",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=(
         "Authenticate, then send a message without Final holding a Generic Alert",
         "Send the rest of the package (another Generic Alert) with Final",
@@ -827,6 +857,7 @@ async def multi_message_package(ctx: ServerCaseContext) -> None:
     "A server package that has only Statuses ends the session",
     rule=f"{DM} §2.2",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Run a whole session and look at its last server message",),
     pass_criteria=("The last server message carries Final and no command other than Status",),
 )
@@ -842,6 +873,7 @@ async def session_end(ctx: ServerCaseContext) -> None:
     "Final in every server message outside multi-message replies",
     rule=f"{DM} §2.4",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Run a whole session with a MaxMsgSize large enough for every reply",),
     pass_criteria=("Every server message carries Final",),
 )
@@ -856,6 +888,7 @@ async def final_everywhere(ctx: ServerCaseContext) -> None:
     "Alert 1223 from the device: the server answers with Statuses only and ends the session",
     rule=f"{DM} §2.2",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Run a session and abort it with Alert 1223 after the server's first reply",),
     pass_criteria=(
         "The answer to the abort holds only the SyncHdr Status and Statuses for the device's commands",
@@ -875,6 +908,7 @@ async def abort_from_device(ctx: ServerCaseContext) -> None:
     "After an abort the device's next session works",
     rule=f"{DM} §2.2",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Abort a session with Alert 1223", "Start a new session"),
     pass_criteria=("The new session authenticates and runs to its end",),
 )
@@ -957,6 +991,7 @@ def _results_statuses(reply: Reply) -> list[Status]:
     "A large object from the device: 213 for each chunk but the last",
     rule=f"{DM} §8",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=(
         "Authenticate; answer the server's Get with Results split over three messages",
         "(Meta/Size on the first chunk, MoreData on all but the last, no Final until the last)",
@@ -982,6 +1017,7 @@ async def large_object(ctx: ServerCaseContext) -> None:
     "A large object whose size does not match Meta/Size is refused with 424",
     rule=f"{DM} §8",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Answer a Get with chunked Results whose Meta/Size is 10 bytes more than the data",),
     pass_criteria=("Status 424 for the last chunk",),
 )
@@ -1001,6 +1037,7 @@ async def large_object_size_mismatch(ctx: ServerCaseContext) -> None:
     "Between the chunks of a large object the server sends no new commands",
     rule=f"{DM} §2.4, §8",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Answer a Get with chunked Results",),
     pass_criteria=("The answers to the non-last chunks hold Statuses and at most Alert 1222, and no Final",),
 )
@@ -1021,6 +1058,7 @@ async def large_object_no_commands(ctx: ServerCaseContext) -> None:
     "A large object interrupted by a new item is answered with Alert 1225",
     rule=f"{DM} §8 (item 5)",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Send the first chunk of a Results", "Send a Results for another node instead of the next chunk"),
     pass_criteria=("The server sends Alert 1225 (end of data not received)",),
 )
@@ -1036,6 +1074,7 @@ async def large_object_interrupted(ctx: ServerCaseContext) -> None:
     "An object larger than the server's MaxObjSize is refused",
     rule=f"{DM} §8 (MaxObjSize)",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Read the server's MaxObjSize", "Answer a Get with a chunked Results whose Meta/Size exceeds it"),
     pass_criteria=("Status 413 for the first chunk",),
 )
@@ -1062,6 +1101,7 @@ async def large_object_too_big(ctx: ServerCaseContext) -> None:
     "The server keeps its messages within the device's MaxMsgSize",
     rule=f"{DM} §8 (MaxMsgSize)",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Run a session in which the device announces MaxMsgSize 1600",),
     pass_criteria=("No server message is larger than 1600 bytes; the session runs to its end",),
 )
@@ -1077,6 +1117,7 @@ async def max_msg_size(ctx: ServerCaseContext) -> None:
     "With a small MaxMsgSize the server splits its package and asks for more in between",
     rule=f"{DM} §2.4, §8",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Run a session with MaxMsgSize 1200",),
     pass_criteria=(
         "Every server message fits in 1200 bytes",
@@ -1103,6 +1144,7 @@ async def max_msg_size_small(ctx: ServerCaseContext) -> None:
     "The server answers in the encoding the device used",
     rule=f"{DM} §10, §12",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Send Package #1 in the run's encoding",),
     pass_criteria=("The reply's Content-Type names the same encoding and its body is in it",),
 )
@@ -1121,6 +1163,7 @@ async def same_encoding(ctx: ServerCaseContext) -> None:
     "A body that is not a DM message is refused at HTTP level, not with a server error",
     rule=f"{DM} §12",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("POST 'this is not SyncML' with the DM content type",),
     pass_criteria=("An HTTP 4xx answer (never 5xx, never a DM session)",),
 )
@@ -1134,6 +1177,7 @@ async def garbage(ctx: ServerCaseContext) -> None:
     "A truncated message is refused without a server error",
     rule=f"{DM} §12",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("POST the first half of a valid Package #1",),
     pass_criteria=("An HTTP 4xx answer, or a DM reply refusing it; never 5xx",),
 )
@@ -1153,6 +1197,7 @@ async def truncated(ctx: ServerCaseContext) -> None:
     "A message of a session with another SessionID does not continue the session",
     rule=f"{DM} §2.3 (SessionID constant for the session)",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Authenticate a session", "Send its next message (to the RespURI) with another SessionID"),
     pass_criteria=(
         "The server does not answer it as a message of the session: a refusal (4xx) or a new challenge",
@@ -1180,6 +1225,7 @@ async def wrong_session_id(ctx: ServerCaseContext) -> None:
     "A repeated message (a lost reply) gets the same answer again, not a second execution",
     rule=f"{DM} §12 (HTTP retries)",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Authenticate, then send the next message twice with the same MsgID",),
     pass_criteria=("Both answers are HTTP 200 DM messages with the same MsgID",),
 )
@@ -1208,6 +1254,7 @@ async def repeated_message(ctx: ServerCaseContext) -> None:
     "A Generic Alert of an unknown type is answered with a Status",
     rule=f"{DM} §4.2",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Send Package #1 with a Generic Alert 1226 whose Meta/Type the server does not know",),
     pass_criteria=("A Status (2xx expected) for the alert in the same reply",),
 )
@@ -1238,6 +1285,7 @@ async def unknown_generic_alert(ctx: ServerCaseContext) -> None:
     "A session started by Alert 1200 (server-initiated) is accepted",
     rule=f"{DM} §2.1, §11.4",
     role=Role.SERVER,
+    preconditions=REGISTERED,
     steps=("Run a session whose Package #1 carries Alert 1200",),
     pass_criteria=("Status 200 for the Alert 1200; the session runs to its end",),
 )

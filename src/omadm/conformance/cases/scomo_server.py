@@ -384,6 +384,7 @@ async def alert_repeated(ctx: ServerCaseContext) -> None:
     rule=f"{SC} §6.1; ets.md SC-S-09",
     role=Role.SERVER,
     capability=SCOMO,
+    preconditions=("The device is registered on the server",),
     steps=("Send an OperationComplete alert whose Correlator and Source no job of the server has",),
     pass_criteria=("Status 200, so that the device stops sending it",),
 )
@@ -477,6 +478,7 @@ async def exec_refused(ctx: ServerCaseContext) -> None:
     rule=f"{SC} §8(f)",
     role=Role.SERVER,
     capability=SCOMO,
+    preconditions=("The device is registered on the server",),
     steps=("Run a session",),
     pass_criteria=("The server Gets the Inventory (or its Deployed/Delivered branches) in the session",),
 )
