@@ -242,3 +242,24 @@ def test_cases_whose_capability_the_ics_does_not_claim_are_not_applicable(tmp_pa
     results = asyncio.run(run_server_suite(options))
     assert len(results) == 5
     assert all(r.verdict is Verdict.NOT_APPLICABLE and "'scomo'" in r.reason for r in results)
+
+
+def test_the_command_refuses_an_unreachable_server_and_bad_files(tmp_path: Path) -> None:
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from omadm.conformance.cli import conformance_app  # noqa: PLC0415
+
+    base = ["server", "http://127.0.0.1:9/dm", "--device-id", "d", "--username", "u", "--password", "p"]
+    runner = CliRunner()
+    down = runner.invoke(conformance_app, [*base, "--only", "DM-SRV-HDR-001"])
+    assert down.exit_code == 2 and "nothing answers HTTP at http://127.0.0.1:9/dm" in down.output
+    bad = write(tmp_path, "[triggers.nope]\nurl = 'http://x'\n")
+    refused = runner.invoke(conformance_app, [*base, "--trigger", str(bad)])
+    assert refused.exit_code == 2 and "unknown trigger 'nope'" in refused.output
+    ics = tmp_path / "ics.toml"
+    ics.write_text("[capabilities]\nteleport = true\n")
+    refused = runner.invoke(conformance_app, [*base, "--ics", str(ics)])
+    assert refused.exit_code == 2 and "unknown capabilities teleport" in refused.output
+    assert "scomo-activation" in refused.output  # the known ones are listed, the server's among them
+    refused = runner.invoke(conformance_app, [*base, "--set", "novalue"])
+    assert refused.exit_code == 2 and "NAME=VALUE" in refused.output

@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 
 from omadm.protocol.codes import AuthType
@@ -31,7 +32,7 @@ from .runner import Progress, run_cases
 from .server_harness import ServerCaseContext, ServerTarget
 from .server_triggers import TriggerError, TriggerRunner, load_triggers
 
-__all__ = ["ServerOptions", "command", "exit_code", "run_server_suite"]
+__all__ = ["ServerOptions", "command", "exit_code", "reachable", "run_server_suite"]
 
 _SCHEMES = {"md5": AuthType.MD5, "hmac": AuthType.HMAC, "basic": AuthType.BASIC}
 
@@ -120,6 +121,19 @@ async def run_server_suite(options: ServerOptions, *, progress: Progress | None 
         )
     finally:
         await target.close()
+
+
+def reachable(url: str, timeout: float = 10.0) -> str | None:
+    """Why ``url`` cannot be tested (nothing answers HTTP there), or None when something does.
+
+    Any HTTP answer will do (a DM server refuses an empty POST): this only keeps a typo in the
+    URL or a server that is down from turning every case into an inconclusive that exits 0.
+    """
+    try:
+        httpx.post(url, content=b"", timeout=timeout)
+    except httpx.HTTPError as exc:
+        return f"nothing answers HTTP at {url}: {exc or type(exc).__name__}"
+    return None
 
 
 def exit_code(results: Sequence[CaseResult]) -> int:
@@ -223,6 +237,10 @@ def command(  # noqa: PLR0917 - Typer maps each parameter to an option
         raise typer.Exit(2) from None
     if not options.cases():
         typer.echo(f"error: no SERVER case matches --only {only!r}", err=True)
+        raise typer.Exit(2)
+    problem = reachable(url)
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(2)
     reports = _reports()
     if reports is not None:
