@@ -40,7 +40,6 @@ class Setup:
 
     def options(self, device_id: str, *, auth: str = "md5", encoding: str = "xml", only: str | None = None,
                 server_password: str = SERVER_PASSWORD) -> ServerOptions:  # fmt: skip
-        os.environ["OMADM_TOKEN"] = self.token
         return ServerOptions(
             f"{self.proc.url}/dm",
             device_id=device_id,
@@ -49,7 +48,8 @@ class Setup:
             auth=auth,
             server_password=server_password,
             trigger_file=TRIGGERS,
-            values={"artifact_id": self.artifact, "api": f"{self.proc.url}/api/v1"},
+            # The token as a value, not in the environment: [vars] token = "{env:...}" is overridden.
+            values={"artifact_id": self.artifact, "api": f"{self.proc.url}/api/v1", "token": self.token},
             only=only,
             encoding=encoding,
             timeout=60,
