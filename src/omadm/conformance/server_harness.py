@@ -231,8 +231,12 @@ class ServerCaseContext:
         return self.target.auth_type
 
     def note(self, text: str) -> None:
-        """A line of the case's own in the report's exchanges (a trigger, a check)."""
-        self.exchanges.append(Exchange("note", text, self.clock()))
+        """A line of the case's own in the report's exchanges (a trigger fired, a package fetched).
+
+        Recorded as sent by the tester (the report attributes every other direction to the
+        implementation under test), marked as not being a DM message.
+        """
+        self.exchanges.append(Exchange("sent", f"(the runner, not a DM message) {text}", self.clock()))
 
     # -- HTTP ---------------------------------------------------------------------------------
 
