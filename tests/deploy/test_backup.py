@@ -114,34 +114,36 @@ def test_backups_taken_while_the_server_writes_are_consistent_snapshots(tmp_path
 def test_a_backup_into_a_directory_gets_a_time_stamped_name_and_postgresql_is_sent_to_pg_dump(
     tmp_path: Path,
 ) -> None:
-    with running_server(tmp_path):
-        (tmp_path / "backups").mkdir()
-        done = _backup(tmp_path, str(tmp_path / "backups"))
-        assert done.returncode == 0, done.stderr
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from omadm.server.cli import server_app  # noqa: PLC0415
+    from omadm.server.store.engine import database_url  # noqa: PLC0415
+    from omadm.server.store.migrate import migrate  # noqa: PLC0415
+
+    data = tmp_path / "srv"
+    data.mkdir()
+    migrate(database_url(None, data))
+    runner = CliRunner()
+
+    def backup(*args: str) -> tuple[int, str]:
+        done = runner.invoke(server_app, [*args], catch_exceptions=False)
+        return done.exit_code, done.output
+
+    (tmp_path / "backups").mkdir()
+    code, out = backup("--data-dir", str(data), "backup", str(tmp_path / "backups"))
+    assert code == 0, out
     (copy,) = (tmp_path / "backups").iterdir()
     assert copy.name.startswith("omadm-server-") and copy.suffix == ".sqlite"
     assert copy.stat().st_mode & 0o777 == 0o600  # it holds device credentials
 
-    missing = _backup(tmp_path, str(tmp_path / "nowhere" / "x.sqlite"))
-    assert missing.returncode == 1 and "is not a directory" in missing.stderr
+    code, out = backup("--data-dir", str(data), "backup", str(tmp_path / "nowhere" / "x.sqlite"))
+    assert code == 1 and "is not a directory" in out
+    code, out = backup("--data-dir", str(tmp_path / "empty"), "backup", str(tmp_path / "y.sqlite"))
+    assert code == 1 and "no database at" in out
+    code, out = backup("--data-dir", str(data), "backup", str(data / "omadm-server.sqlite"), "--overwrite")
+    assert code == 1 and "is the database itself" in out
 
-    pg = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "omadm",
-            "server",
-            "--db",
-            "postgresql://omadm:pw@db.example/omadm",
-            "backup",
-            "x",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=ENV,
-    )
-    assert pg.returncode == 1
-    assert "the database is PostgreSQL (postgresql://omadm:***@db.example/omadm)" in pg.stderr
-    assert "pg_dump --format=custom" in pg.stderr and "pw" not in pg.stderr
+    code, out = backup("--db", "postgresql://omadm:pw@db.example/omadm", "backup", "x")
+    assert code == 1
+    assert "the database is PostgreSQL (postgresql://omadm:***@db.example/omadm)" in out
+    assert "pg_dump --format=custom" in out and ":pw@" not in out
