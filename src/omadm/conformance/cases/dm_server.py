@@ -1129,6 +1129,19 @@ async def max_msg_size_small(ctx: ServerCaseContext) -> None:
     transcript = await ctx.session(max_msg_size=limit)
     sizes = [len(t.reply.body) for t in transcript.turns]
     check(max(sizes) <= limit, f"every message <= {limit} bytes", sizes)
+    for index, turn in enumerate(transcript.turns[:-1]):
+        message = _reply_ok(turn.reply)
+        if message.final:
+            continue
+        # A package still open: the device's next message (a Status, or Alert 1222) is
+        # answered with the rest of it, in the same session.
+        following = _reply_ok(transcript.turns[index + 1].reply)
+        check(
+            following.header.session_id == message.header.session_id
+            and int(following.header.msg_id) == int(message.header.msg_id) + 1,
+            f"the package continued in MsgID {int(message.header.msg_id) + 1}",
+            transcript.turns[index + 1].reply.describe(),
+        )
     check(
         _reply_ok(transcript.replies[-1]).final,
         "the session's last message Final",
