@@ -58,7 +58,10 @@ from .model import (
 )
 from .runner import Progress, run_cases
 
-__all__ = ["DeviceContext", "DeviceOptions", "DeviceRunner", "command", "run_device_suite"]
+#: Package #0s sent for one session before a case is inconclusive.
+WAKE_ATTEMPTS = 3
+
+__all__ = ["WAKE_ATTEMPTS", "DeviceContext", "DeviceOptions", "DeviceRunner", "command", "run_device_suite"]
 
 NOTIFY = ics_module.declare(
     "package0", "the device can be woken with a Package #0 (the runner has its notification address)"
@@ -185,7 +188,7 @@ class DeviceRunner:
         self.server = ScriptedServer(self.target, self.url, message_timeout=options.message_timeout)
         self.packages = PackageShelf(self.url.rsplit("/", 1)[0], options.signing_key, options.work_dir)
         self._listener = HttpListener(self._handle)
-        self._used_session_ids: set[int] = set()
+        self._last_session_id = secrets.randbelow(0xFFFF)
 
     async def start(self) -> None:
         self.packages.build()
@@ -234,11 +237,14 @@ class DeviceRunner:
                 await stray.close(timeout=5.0)
 
     def _new_session_id(self) -> int:
-        while True:
-            candidate = secrets.randbelow(0xFFFE) + 1
-            if candidate not in self._used_session_ids:
-                self._used_session_ids.add(candidate)
-                return candidate
+        """The next Package #0 session id: consecutive from a random start, never 0.
+
+        A device refuses a session id it accepted recently (replay protection that outlives
+        one run), so two runs against one device must not reuse each other's ids: counting
+        up from a random start makes two runs collide only when their ranges overlap.
+        """
+        self._last_session_id = self._last_session_id % 0xFFFF + 1
+        return self._last_session_id
 
     async def open_session(
         self, context: DeviceContext, *, wake: bool, timeout: float | None, settings: dict[str, Any]
@@ -252,11 +258,22 @@ class DeviceRunner:
         if options.notify is None:
             self.server.next_settings = settings
             return await self._wait(limit, None, context)
-        session_id = self._new_session_id()
-        self.server.next_settings = settings
-        await self.wake(session_id)
-        context.woken_session_id = session_id_hex(session_id)
-        return await self._wait(limit, session_id_hex(session_id), context)
+        # A Package #0 may be lost (UDP) or refused (a session id the device still remembers):
+        # send a fresh one up to WAKE_ATTEMPTS times within the session timeout.
+        for attempt in range(1, WAKE_ATTEMPTS + 1):
+            session_id = self._new_session_id()
+            self.server.next_settings = settings
+            await self.wake(session_id)
+            context.woken_session_id = session_id_hex(session_id)
+            try:
+                return await self._wait(limit / WAKE_ATTEMPTS, session_id_hex(session_id), context)
+            except Inconclusive:
+                if attempt == WAKE_ATTEMPTS:
+                    raise Inconclusive(
+                        f"the device opened no session within {limit:g} s for {WAKE_ATTEMPTS} Package #0s "
+                        f"sent to {options.notify}"
+                    ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def wake(self, session_id: int) -> list[bytes]:
         """Send the Package #0 for ``session_id``; returns the packages sent (a test may replay them).
