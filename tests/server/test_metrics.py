@@ -22,7 +22,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
+from typer.testing import CliRunner
 
+from omadm.cli import app as cli_app
 from omadm.package.build import build_package
 from omadm.package.signing import generate_key
 from omadm.server import metrics
@@ -66,6 +68,15 @@ def total(samples: Samples, metric: str, /, **labels: str) -> float:
     """The sum over every sample of ``metric`` whose labels include ``labels``."""
     want = set(labels.items())
     return sum(v for (n, found), v in samples.items() if n == metric and want <= set(found))
+
+
+async def add_token(server: ServerProcess, name: str, role: str) -> str:
+    """``server token add`` in this process (a command line process costs seconds to start),
+    in a thread: the command runs its own event loop."""
+    args = ["server", "--db", server.db_url, "--data-dir", str(server.data_dir), "token", "add", name]
+    done = await asyncio.to_thread(CliRunner().invoke, cli_app, [*args, "--role", role])
+    assert done.exit_code == 0, done.output
+    return done.output.split()[0]
 
 
 def start_server(db_url: str, tmp_path: Path, *extra: str, settings: str = "") -> ServerProcess:
@@ -147,22 +158,31 @@ def check_dm_counters(samples: Samples, data: dict[str, object]) -> None:
 async def test_metrics_count_what_a_fleet_did_and_read_jobs_and_campaigns(
     server: ServerProcess, tmp_path: Path
 ) -> None:
-    token = server.run("token", "add", "fleet", "--role", "operator").strip().splitlines()[-1]
+    token = await add_token(server, "fleet", "admin")
     data, fleet = await run_fleet(server, token)
 
-    # A job for one device, and a campaign over all of them, started.
-    server.run("job", "add", fleet.devices[0].device_id, "refresh-inventory")
+    # A job for one device, and a campaign over all of them, started (through the API: a
+    # command line process each would cost seconds of start-up).
     build_package(EXAMPLES / "hello-package", tmp_path / "hello.omp", signing_key=generate_key())
-    add = ("artifact", "add", str(tmp_path / "hello.omp"), "--allow-unsigned")
-    artifact = int(server.run(*add).split()[1].rstrip(":"))
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as api:
+        job = await api.post(
+            "/api/v1/jobs", json={"device_id": fleet.devices[0].device_id, "kind": "refresh-inventory"}
+        )
+        assert job.status_code == 201, job.text
+        uploaded = await api.post(
+            "/api/v1/packages",
+            params={"filename": "hello.omp", "allow_unsigned": "true"},  # an unknown key: allowed
+            content=(tmp_path / "hello.omp").read_bytes(),
+            headers={"content-type": "application/octet-stream"},
+        )
+        assert uploaded.status_code == 201, uploaded.text
         created = await api.post(
             "/api/v1/campaigns",
             json={
                 "name": "metrics",
                 "kind": "install",
-                "artifact_id": artifact,
+                "artifact_id": uploaded.json()["id"],
                 "all_devices": True,
                 "waves": ["100%"],
                 "success_threshold": 0.5,
@@ -206,7 +226,7 @@ async def test_two_workers_share_their_counters(db_url: str, tmp_path: Path) -> 
         pytest.skip("several workers are for PostgreSQL: checked there")
     server = start_server(db_url, tmp_path, "--workers", "2")
     try:
-        token = server.run("token", "add", "fleet", "--role", "operator").strip().splitlines()[-1]
+        token = await add_token(server, "fleet", "operator")
         data, _ = await run_fleet(server, token)
         first = scrape(server.url)
         check_dm_counters(first, data)
