@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gzip
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,6 +76,16 @@ def test_bad_command_lines_exit_2_naming_the_problem(arguments: list[str], messa
     result = CliRunner().invoke(app, ["conformance", "device", *arguments])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_an_address_in_use_is_an_error_naming_it_not_a_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["conformance", "device", "--listen", f"127.0.0.1:{port}"])
+    assert result.exit_code == 2, result.output
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
 
 
 # -- the HTTP listener ----------------------------------------------------------------------

@@ -61,7 +61,15 @@ from .runner import Progress, run_cases
 #: Package #0s sent for one session before a case is inconclusive.
 WAKE_ATTEMPTS = 3
 
-__all__ = ["WAKE_ATTEMPTS", "DeviceContext", "DeviceOptions", "DeviceRunner", "command", "run_device_suite"]
+__all__ = [
+    "WAKE_ATTEMPTS",
+    "DeviceContext",
+    "DeviceOptions",
+    "DeviceRunner",
+    "RunnerError",
+    "command",
+    "run_device_suite",
+]
 
 NOTIFY = ics_module.declare(
     "package0", "the device can be woken with a Package #0 (the runner has its notification address)"
@@ -170,6 +178,10 @@ class DeviceContext:
             raise NotApplicable("the runner has no notification address for the device (--notify)")
 
 
+class RunnerError(Exception):
+    """The runner cannot start (the address is taken, the signing key is unreadable...)."""
+
+
 class DeviceRunner:
     """Owns the listener, the scripted server and the package shelf for one run."""
 
@@ -183,17 +195,22 @@ class DeviceRunner:
             auth=options.auth,
             device_id=options.device_id,
         )
-        host, port = options.listen
-        self.url = options.url or f"http://{_url_host(host)}:{port}/dm"
+        self.url = options.url or _default_url(options.listen)
         self.server = ScriptedServer(self.target, self.url, message_timeout=options.message_timeout)
         self.packages = PackageShelf(self.url.rsplit("/", 1)[0], options.signing_key, options.work_dir)
         self._listener = HttpListener(self._handle)
         self._last_session_id = secrets.randbelow(0xFFFF)
 
     async def start(self) -> None:
-        self.packages.build()
         host, port = self.options.listen
-        await self._listener.start(host, port)
+        try:
+            self.packages.build()
+        except (OSError, ValueError) as exc:
+            raise RunnerError(f"cannot build the SCOMO test packages: {exc}") from exc
+        try:
+            await self._listener.start(host, port)
+        except OSError as exc:
+            raise RunnerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
     async def close(self) -> None:
         await self._drain(wait=0.0)
@@ -357,6 +374,11 @@ async def send_package0(address: str, package: bytes) -> None:
             raise Inconclusive(f"cannot deliver the Package #0 to {address}: {exc}") from exc
 
 
+def _default_url(listen: tuple[str, int]) -> str:
+    host, port = listen
+    return f"http://{_url_host(host)}:{port}/dm"
+
+
 def _url_host(host: str) -> str:
     if host in ("", "0.0.0.0", "::"):
         return socket.gethostname() if host == "::" else "127.0.0.1"
@@ -489,8 +511,13 @@ def command(  # noqa: PLR0917 - a Typer command: one parameter per option
         scomo_root=scomo_root.rstrip("/"),
         work_dir=work,
     )
+    typer.echo(f"the scripted DM server is {options.url or _default_url(listen_at)}", err=True)
     try:
-        results = _run_with_progress(options, ics, chosen)
+        try:
+            results = _run_with_progress(options, ics, chosen)
+        except RunnerError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         reports.print_summary(results, Console(stderr=True))
         if report is not None:
             try:
