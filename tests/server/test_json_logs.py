@@ -16,9 +16,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from typer.testing import CliRunner
 
+from omadm.cli import app as cli_app
 from omadm.server.logs import DEVICE, JOB, SESSION, JsonFormatter, TextFormatter, configure
 from omadm.server.registry import add_device, create_job
 from omadm.server.store.models import JobKind
@@ -99,13 +102,23 @@ async def test_a_server_in_json_mode_writes_json_lines_with_device_session_and_j
         tmp_path / "server.log",
         extra=("--log-format", "json"),
     )
-    server.run("migrate")
-    token = server.run("token", "add", "ops", "--role", "operator").split()[-1]
-    server.start(timeout=60)
+    server.start(timeout=60)  # an empty database gets its schema
+    # In this process (in a thread: the command runs its own loop), not a new one: faster.
+    args = ["server", "--db", server.db_url, "--data-dir", str(server.data_dir), "token", "add", "ops"]
+    done = await asyncio.to_thread(CliRunner().invoke, cli_app, [*args, "--role", "operator"])
+    assert done.exit_code == 0, done.output
+    token = done.output.split()[0]
     try:
         fleet = await register_fleet(server.url, token, 1, "IMEI:88", "md5")
         device = fleet.devices[0].device_id
-        job = int(server.run("job", "add", device, "refresh-inventory").split()[1])  # "job N queued..."
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as api:
+            created = await api.post(
+                "/api/v1/jobs",
+                json={"device_id": device, "kind": "refresh-inventory"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        assert created.status_code == 201, created.text
+        job = created.json()["id"]
         profile = parse_profile({"seed": 1, "poll": {"interval": 3600}})
         runner = FleetRunner(fleet, profile, RunOptions(duration=60, concurrency=1))
         running = asyncio.create_task(runner.run())
@@ -168,10 +181,6 @@ async def test_the_sweeper_names_the_job_it_times_out(
 
 
 def test_an_unknown_log_format_is_refused_by_name(tmp_path: Path) -> None:
-    from typer.testing import CliRunner  # noqa: PLC0415
-
-    from omadm.cli import app  # noqa: PLC0415
-
-    done = CliRunner().invoke(app, ["server", "--data-dir", str(tmp_path), "--log-format", "xml"])
+    done = CliRunner().invoke(cli_app, ["server", "--data-dir", str(tmp_path), "--log-format", "xml"])
     assert done.exit_code == 1
     assert "log_format must be one of text, json, not 'xml'" in done.output
