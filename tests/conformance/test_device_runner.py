@@ -88,6 +88,16 @@ def test_an_address_in_use_is_an_error_naming_it_not_a_traceback() -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
 
 
+def test_a_signing_key_that_is_not_a_key_is_an_error_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-key.pem"
+    bad.write_text("hello")
+    result = CliRunner().invoke(
+        app, ["conformance", "device", "--listen", f"127.0.0.1:{free_port()}", "--signing-key", str(bad)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "cannot build the SCOMO test packages" in result.output
+
+
 # -- the HTTP listener ----------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from omadm.package.errors import PackageError
 from omadm.package.signing import generate_key, load_private_key, save_private_key, save_public_key
 from omadm.protocol.auth import RESYNC_NONCE
 from omadm.protocol.codec import Encoding
@@ -205,7 +206,7 @@ class DeviceRunner:
         host, port = self.options.listen
         try:
             self.packages.build()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, PackageError) as exc:
             raise RunnerError(f"cannot build the SCOMO test packages: {exc}") from exc
         try:
             await self._listener.start(host, port)
