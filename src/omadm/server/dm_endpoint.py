@@ -230,11 +230,13 @@ class DMEndpoint:
             return _text(400, f"not a DM message: {exc}")
         token = request.query_params.get("s", "")
         name = request.path_params.get("authority", "")
-        logs.DEVICE.set(message.header.source.loc_uri)  # on every log line of this message
         problem = _header_problem(message) or _bounded("the session token (s=)", token, _MAX_TOKEN)
         if problem is not None:
             log.warning("dm refused: %s", problem)
             return _text(400, f"message refused: {problem}")
+        # On every log line of this message from here: checked first (bounded, no control
+        # characters), so that a device id cannot forge or flood log lines.
+        logs.DEVICE.set(message.header.source.loc_uri)
         if _bounded("authority", name, _MAX_AUTHORITY) is not None:
             return _text(404, "no such management authority on this server")
         authority = await self._authority(name)
