@@ -98,6 +98,20 @@ def test_a_signing_key_that_is_not_a_key_is_an_error_naming_it(tmp_path: Path) -
     assert "cannot build the SCOMO test packages" in result.output
 
 
+def test_an_ics_naming_the_device_capabilities_is_read_and_wbxml_needs_its_claim(tmp_path: Path) -> None:
+    ics = tmp_path / "client.ics.toml"
+    ics.write_text(
+        '[implementation]\nname = "x"\n[capabilities]\ntnds = false\nwbxml = false\nscomo-dlota = true\n'
+    )
+    arguments = ["conformance", "device", "--listen", "127.0.0.1:0", "--ics", str(ics), "--encoding", "wbxml"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert "does not claim wbxml" in result.output
+    ics.write_text("[capabilities]\nno-such-feature = true\n")
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2 and "unknown capabilities no-such-feature" in result.output
+
+
 # -- the HTTP listener ----------------------------------------------------------------------
 
 

@@ -55,6 +55,7 @@ from .model import (
     NotApplicable,
     Role,
     cases_for,
+    load_all,
     select,
 )
 from .runner import Progress, run_cases
@@ -484,7 +485,10 @@ def command(  # noqa: PLR0917 - a Typer command: one parameter per option
             raise ValueError(f"--encoding {encoding!r} is not xml or wbxml") from None
         if signing_key is not None and not signing_key.is_file():
             raise ValueError(f"--signing-key {signing_key}: no such file")
+        load_all()  # the case modules declare the capabilities an ICS may name
         ics = ics_module.load_ics(ics_file)
+        if chosen_encoding is Encoding.WBXML and not ics.claims("wbxml"):
+            raise ValueError(f"--encoding wbxml, but the ICS {ics_file} does not claim wbxml")
     except (ValueError, ics_module.IcsError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
