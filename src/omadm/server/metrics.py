@@ -24,7 +24,7 @@ database-derived gauges are the same whichever worker answers. With one worker, 
 metrics live in the process (plus prometheus-client's process metrics: CPU, memory, open
 files), and no directory is used.
 
-The names are documented in the README ("Metrics"); all begin with ``omadm_``.
+The names are listed in the README ("Health, metrics and logs"); all begin with ``omadm_``.
 """
 
 from __future__ import annotations
