@@ -1066,6 +1066,12 @@ class ClientSession(_Endpoint):
             self._events,
         )
         self._resend_on_challenge = False
+        #: A nonce we issued to the server while checking its last message, with the one it
+        #: replaces: it exists for the server only once a message of ours carries it (the Chal
+        #: of our SyncHdr Status). A session that ends on the server's package sends nothing,
+        #: so the server keeps the old nonce, and so must we (found by the conformance suite:
+        #: HMAC rotates on every message, MD5 on the server's first Cred).
+        self._unsent_nonce: tuple[NonceIssued, bytes] | None = None
         #: Management commands received from the server (an Atomic or Sequence counts once).
         self.commands_received = 0
 
@@ -1126,6 +1132,7 @@ class ClientSession(_Endpoint):
             return None
         if not self._has_content():
             self._move("nothing-to-say")
+            self._settle_nonce(sent=False)
             self._events.append(SessionEnded())
             return None
         return self._send()
@@ -1140,6 +1147,7 @@ class ClientSession(_Endpoint):
             raise LocalProtocolError(f"client session cannot abort while {self.state.value}")
         if self.state is State.FAILED:
             self._hdr_status = None
+        self._settle_nonce(sent=self._hdr_status is not None and self._hdr_status.chal is not None)
         outgoing = self._abort_message()
         self._move("abort")
         self._events.append(SessionAborted(by_peer=False, reason=reason))
@@ -1170,10 +1178,22 @@ class ClientSession(_Endpoint):
         return self._own.mac_headers(body)
 
     def _send(self) -> Outgoing:
+        self._settle_nonce(sent=self._hdr_status is not None and self._hdr_status.chal is not None)
         msg, body = self._build()
         if self.state is State.REPLY_DUE:
             self._move("reply")
         return self._outgoing(msg, body, self.url)
+
+    def _settle_nonce(self, *, sent: bool) -> None:
+        """Publish the nonce issued to the server if our next message carries it, else take it back."""
+        pending, self._unsent_nonce = self._unsent_nonce, None
+        if pending is None:
+            return
+        event, previous = pending
+        if sent:
+            self._events.append(event)
+        else:
+            self._peer.nonce = previous
 
     def _abort_message(self) -> Outgoing:
         self._outbox = [o for o in self._outbox if not o.expects_status]
@@ -1189,7 +1209,13 @@ class ClientSession(_Endpoint):
     def _process(self, message: Message, body: bytes, hmac_header: str | None) -> list[Event]:
         events = self._events
         # 1. Who is the server? (only when we require it to authenticate)
+        self._settle_nonce(sent=False)  # a nonce issued on an earlier message that was never sent
+        previous_nonce, checked_from = self._peer.nonce, len(events)
         verdict = self._peer.check(message.header, body, hmac_header)
+        issued = [e for e in events[checked_from:] if isinstance(e, NonceIssued)]
+        if issued:
+            events[checked_from:] = [e for e in events[checked_from:] if not isinstance(e, NonceIssued)]
+            self._unsent_nonce = (issued[-1], previous_nonce)
         # 2. What did the server say about us?
         hdr_status = self._header_status(message)
         self._resend_on_challenge = self._own.on_header_status(hdr_status, self._peer.authenticated)
