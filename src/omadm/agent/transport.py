@@ -25,6 +25,15 @@ passes the limit is refused at that point, and the connection is dropped. Both a
 answer. Compression is not asked for (``Accept-Encoding: identity``); a server that
 compresses anyway (gzip or deflate) is decoded chunk by chunk with the decoder's output
 capped by the same limit, so a small compressed bomb cannot expand in memory either.
+
+Memory: a device keeps this process for months, so the clients are made on first use, one
+per scheme. ``httpx.HTTPTransport`` builds an ``ssl.SSLContext`` with certifi's CA bundle
+for every client, even one that only ever speaks ``http://`` (about 2 MB resident for
+good: OpenSSL's first context and the parsed bundle). An ``http://`` server gets a client
+whose transport (``PlainHTTPTransport``) has no TLS context at all and refuses any other
+scheme; the ``https://`` client is made, with the configured CA, pins and client
+certificate, the first time an ``https://`` URL is used. Nothing is verified less: no
+redirect is followed, and a URL only ever goes to the client of its own scheme.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from __future__ import annotations
 import logging
 import random
 import ssl
+import threading
 import time
 import zlib
 from collections.abc import Callable, Collection
@@ -50,6 +60,7 @@ from .tls import client_certificate_refused, client_context, closed_after_handsh
 
 __all__ = [
     "HTTPTransport",
+    "PlainHTTPTransport",
     "Reply",
     "TransportError",
     "busy_wait",
@@ -135,8 +146,49 @@ class Reply:
     hmac_header: str | None
 
 
+class PlainHTTPTransport(httpx.HTTPTransport):
+    """httpx's own transport for ``http://`` URLs only, made without a TLS context.
+
+    ``httpx.HTTPTransport.__init__`` always builds an ``ssl.SSLContext`` (certifi's bundle
+    unless told otherwise), which a client of an ``http://`` server never uses but keeps
+    resident (see the module docstring). This builds the same httpcore connection pool
+    with no context and otherwise is httpx's transport (its request handling, exception
+    mapping and streaming). A URL of any other scheme is refused before a connection is
+    made (``httpx.UnsupportedProtocol``), so it can never open a TLS connection that
+    nothing verifies. Proxies from the environment still work: httpx mounts its own
+    transports for them.
+    """
+
+    def __init__(self, limits: httpx.Limits | None = None) -> None:
+        import httpcore  # noqa: PLC0415 - httpx's own dependency; loaded with httpx anyway
+
+        limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        # Not super().__init__(): that is where the context is built. ``_pool`` is what
+        # httpx's handle_request and close use; tests/agent/test_transport_memory.py checks
+        # that a session and a close go through it.
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=None,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme != "http":
+            raise httpx.UnsupportedProtocol(
+                f"Request URL has an unsupported protocol '{request.url.scheme}://'"
+                " (this client speaks http:// only).",
+                request=request,
+            )
+        return super().handle_request(request)
+
+
 class HTTPTransport:
-    """POSTs DM messages with httpx; ``sleep`` is injectable so tests need not wait."""
+    """POSTs DM messages with httpx; ``sleep`` is injectable so tests need not wait.
+
+    ``client``, when given, carries every URL (tests inject httpx transports that way);
+    otherwise a client per scheme is made on first use (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -157,15 +209,36 @@ class HTTPTransport:
         except ValueError as exc:
             raise ConfigError(f"[tls]: {exc}") from None
         self._verify = verify  # also for the check after a connection dropped unanswered
-        self._client = client or httpx.Client(
-            verify=verify,
-            timeout=config.timeout,
-            headers={"User-Agent": f"omadm-agent/{__version__}", "Cache-Control": "private"},
-            follow_redirects=False,
+        self._injected = client
+        self._clients: dict[str, httpx.Client] = {}
+        self._clients_lock = threading.Lock()
+
+    def client_for(self, url: str) -> httpx.Client:
+        """The client that carries ``url``: the injected one, else its scheme's (made on first use)."""
+        if self._injected is not None:
+            return self._injected
+        scheme = "https" if url[:6].lower() == "https:" else "http"
+        with self._clients_lock:
+            client = self._clients.get(scheme)
+            if client is None:
+                client = self._clients[scheme] = self._new_client(scheme)
+            return client
+
+    def _new_client(self, scheme: str) -> httpx.Client:
+        headers = {"User-Agent": f"omadm-agent/{__version__}", "Cache-Control": "private"}
+        timeout = self.config.timeout
+        if scheme == "https":  # the TLS context: the configured CA, pins, client certificate
+            return httpx.Client(verify=self._verify, timeout=timeout, headers=headers, follow_redirects=False)
+        return httpx.Client(
+            transport=PlainHTTPTransport(), timeout=timeout, headers=headers, follow_redirects=False
         )
 
     def close(self) -> None:
-        self._client.close()
+        with self._clients_lock:
+            clients = [self._injected] if self._injected is not None else list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
+            client.close()
 
     def post(self, url: str, body: bytes, content_type: str, headers: dict[str, str]) -> Reply:
         """Send one message; wait out a busy server; retry transient failures with backoff."""
@@ -215,7 +288,8 @@ class HTTPTransport:
             **headers,
         }
         try:
-            with self._client.stream("POST", url, content=body, headers=request_headers) as response:
+            client = self.client_for(url)
+            with client.stream("POST", url, content=body, headers=request_headers) as response:
                 if response.status_code != 200:
                     retry_after = (
                         retry_after_seconds(response.headers.get("retry-after"))

@@ -93,6 +93,7 @@ import re
 import shutil
 import ssl
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -265,6 +266,12 @@ class Downloader:
     makes it the disk's free space minus ``[scomo] reserve_bytes``.
 
     One Downloader may serve many downloads, one at a time per ``dest``.
+
+    Its own HTTP client is made when a download or an install-notify report starts and
+    closed when the last one running ends: an agent holds a Downloader for months and
+    downloads rarely, and an httpx client keeps a TLS context with a CA bundle resident
+    (about 2 MB). The TLS settings are checked here all the same (a CA bundle or client
+    certificate that cannot be loaded is a ``ValueError`` now, not at the first download).
     """
 
     def __init__(
@@ -299,13 +306,11 @@ class Downloader:
         self._sleep = sleep
         self._free_space = free_space
         self.accept_types = None if accept_types is None else frozenset(t.lower() for t in accept_types)
-        self._owns_client = client is None
-        self._client = client or httpx.Client(
-            verify=tls_context(verify, ca_file, client_cert, client_key, pins),
-            timeout=timeout,
-            follow_redirects=False,  # followed in _open, one checked hop at a time
-            headers={"User-Agent": f"omadm-agent/{__version__}"},
-        )
+        self._verify = tls_context(verify, ca_file, client_cert, client_key, pins)
+        self._injected_client = client
+        self._owned_client: httpx.Client | None = None
+        self._client_users = 0
+        self._client_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: AgentConfig, **overrides: Any) -> Downloader:
@@ -340,8 +345,42 @@ class Downloader:
         return self._scratch
 
     def close(self) -> None:
-        if self._owns_client:
-            self._client.close()
+        with self._client_lock:
+            client, self._owned_client = self._owned_client, None
+        if client is not None:
+            client.close()
+
+    @property
+    def _client(self) -> httpx.Client:
+        """The injected client, else our own (made now if no operation holds one)."""
+        if self._injected_client is not None:
+            return self._injected_client
+        with self._client_lock:
+            if self._owned_client is None:
+                self._owned_client = httpx.Client(
+                    verify=self._verify,
+                    timeout=self.timeout,
+                    follow_redirects=False,  # followed in _open, one checked hop at a time
+                    headers={"User-Agent": f"omadm-agent/{__version__}"},
+                )
+            return self._owned_client
+
+    @contextmanager
+    def _client_in_use(self) -> Iterator[None]:
+        """One public operation's use of the client: the last one to end closes our own."""
+        with self._client_lock:
+            self._client_users += 1
+        try:
+            yield
+        finally:
+            with self._client_lock:
+                self._client_users -= 1
+                idle = self._client_users == 0
+                client = self._owned_client if idle else None
+                if idle:
+                    self._owned_client = None
+            if client is not None:
+                client.close()
 
     def __enter__(self) -> Downloader:
         return self
@@ -386,23 +425,26 @@ class Downloader:
             expected_sha256=_normalize_sha256(expected_sha256),
             progress=progress,
         )
-        try:
-            _check_scheme(url)
-            if expected_size is not None and expected_size < 0:
-                raise DownloadError(ScomoResult.DOWNLOAD_FAILED, f"expected size {expected_size} is negative")
-            if expected_size is not None and expected_size > self.max_package_bytes:
-                raise self._too_big(None, f"{redact_url(url)} is announced with {expected_size} bytes")
+        with self._client_in_use():  # closed when done: see the class docstring
             try:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                if not resume:
-                    _discard(job)
-            except OSError as exc:
-                raise _storage_error(exc, dest) from exc
-            result = self._with_retries(job)
-        except DownloadError as exc:
-            if notify_failures:
-                self._notify_failure(exc)
-            raise
+                _check_scheme(url)
+                if expected_size is not None and expected_size < 0:
+                    raise DownloadError(
+                        ScomoResult.DOWNLOAD_FAILED, f"expected size {expected_size} is negative"
+                    )
+                if expected_size is not None and expected_size > self.max_package_bytes:
+                    raise self._too_big(None, f"{redact_url(url)} is announced with {expected_size} bytes")
+                try:
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    if not resume:
+                        _discard(job)
+                except OSError as exc:
+                    raise _storage_error(exc, dest) from exc
+                result = self._with_retries(job)
+            except DownloadError as exc:
+                if notify_failures:
+                    self._notify_failure(exc)
+                raise
         log.info("downloaded %s to %s (%d bytes)", redact_url(result.url), result.path, result.size)
         return result
 
@@ -416,9 +458,10 @@ class Downloader:
         """
         if descriptor.install_notify_uri is None:
             return False
-        return self._send_notify(
-            descriptor.source_url, descriptor.install_notify_uri, status, reached=(descriptor.object_uri,)
-        )
+        with self._client_in_use():
+            return self._send_notify(
+                descriptor.source_url, descriptor.install_notify_uri, status, reached=(descriptor.object_uri,)
+            )
 
     # -- attempts and retries -------------------------------------------------------------
 
