@@ -714,5 +714,5 @@ class TestTLS:
             assert d.download(srv.url("/a"), tmp_path / "a").sha256 == SHA
 
     def test_unreadable_tls_files_fail_at_construction(self, tmp_path: Path) -> None:
-        with pytest.raises(ValueError, match="cannot load the CA bundle .*missing.pem"):
+        with pytest.raises(ValueError, match=r"cannot load the CA bundle .*missing\.pem"):
             Downloader(ca_file=str(tmp_path / "missing.pem"))
