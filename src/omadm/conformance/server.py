@@ -7,8 +7,9 @@ SERVER case of the catalogue runs in turn against one simulated device whose sta
 nonces, SCOMO jobs) carries over from case to case, as a real device's would; each case's
 messages go to the report.
 
-Exit status: 0 when no case failed (inconclusive and not-applicable cases do not fail a run),
-1 when one did, 2 for a usage error (a bad option, an unreadable ICS or trigger file).
+Exit status, as ``omadm conformance device``: 0 when every applicable case passed, 1 when one
+failed, 2 when none failed but one was inconclusive (a run that could not decide is not a pass)
+or for a usage error (a bad option, an unreadable ICS or trigger file).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def reachable(url: str, timeout: float = 10.0) -> str | None:
     """Why ``url`` cannot be tested (nothing answers HTTP there), or None when something does.
 
     Any HTTP answer will do (a DM server refuses an empty POST): this only keeps a typo in the
-    URL or a server that is down from turning every case into an inconclusive that exits 0.
+    URL or a server that is down from turning every case into an inconclusive.
     """
     try:
         httpx.post(url, content=b"", timeout=timeout)
@@ -137,7 +138,10 @@ def reachable(url: str, timeout: float = 10.0) -> str | None:
 
 
 def exit_code(results: Sequence[CaseResult]) -> int:
-    return 1 if any(r.verdict is Verdict.FAIL for r in results) else 0
+    """1 when a case failed, 2 when none failed but one was inconclusive, else 0 (as ``device``)."""
+    if any(r.verdict is Verdict.FAIL for r in results):
+        return 1
+    return 2 if any(r.verdict is Verdict.INCONCLUSIVE for r in results) else 0
 
 
 class _PlainProgress:
