@@ -89,7 +89,10 @@ async def test_an_install_campaign_over_200_simulated_devices_with_injected_fail
                 "install": {"dist": "uniform", "min": 0.05, "max": 0.2},
             },
             "failures": {"1402": 0.04, "1405": 0.04},
-            "http": {"timeout": 30, "retries": 5},
+            # dm_max_in_flight = 8 really applies since it reaches the worker (it was dropped
+            # before): on a loaded machine a device may be told to come back more than the
+            # default ten times for one message; it keeps honouring Retry-After, as agents do.
+            "http": {"timeout": 30, "retries": 5, "busy_retries": 60},
         }
     )
     headers = {"Authorization": f"Bearer {token}"}
