@@ -30,7 +30,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from omadm.protocol.auth import RESYNC_NONCE
 from omadm.protocol.codes import AlertCode
@@ -185,6 +184,10 @@ class HTTPNotificationListener:
     """
 
     def __init__(self, agent: Agent, address: tuple[str, int]) -> None:
+        # Loaded here: only this listener needs http.server, and a UDP-only agent keeps
+        # what it imports resident for months (bench/agent_rss.py).
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: PLC0415
+
         listener = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -44,7 +44,6 @@ from omadm.protocol.session import (
     SessionAborted,
     StatusReceived,
 )
-from omadm.tree import tnds
 from omadm.tree.errors import TreeError
 from omadm.tree.files import private_opener, secure_data_dir
 from omadm.tree.store import TreeStore
@@ -363,6 +362,8 @@ class Agent:
         The DM bootstrap profile delivers DMAcc accounts (and connectivity settings) as TNDS;
         paths are relative to the root. Returns the paths written, parents first.
         """
+        from omadm.tree import tnds  # noqa: PLC0415 - a bootstrap only (see omadm.tree.tree.TNDS_TYPES)
+
         if wbxml.is_wbxml(data):
             document = tnds.decode_tnds_element(wbxml.decode(data))
         else:

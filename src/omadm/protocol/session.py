@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -1627,6 +1626,8 @@ class ServerSession(_Endpoint):
         """
         if self._events:
             raise LocalProtocolError("collect the session's events before taking a snapshot")
+        import pickle  # noqa: PLC0415 - the server's; a device agent never pickles a session
+
         return _SNAPSHOT_MAGIC + pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
@@ -1636,6 +1637,8 @@ class ServerSession(_Endpoint):
         Raises:
             LocalProtocolError: the bytes are not a snapshot of this version.
         """
+        import pickle  # noqa: PLC0415 - see snapshot
+
         if not data.startswith(_SNAPSHOT_MAGIC):
             raise LocalProtocolError("not a ServerSession snapshot of this omadm version")
         try:

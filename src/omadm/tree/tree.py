@@ -63,6 +63,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from omadm.mo.model import Access, Format, MODef, NodeDef, Scope, value_error
 from omadm.protocol.codes import StatusCode
@@ -81,11 +82,13 @@ from omadm.protocol.messages import (
 )
 from omadm.protocol.session import Outcome
 
-from . import tnds
 from .acl import ACL, ANY, ROOT_DEFAULT_ACL, parse_acl
 from .errors import TreeError
 from .store import NodeRecord, TreeStore
 from .uri import PROPERTY_NAMES, URI, ListMode, Target, URILimits, escape_segment, parse_target, parse_uri
+
+if TYPE_CHECKING:
+    from . import tnds
 
 __all__ = [
     "ROOT",
@@ -99,7 +102,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ROOT = "."
-TNDS_TYPES = frozenset({tnds.TNDS_XML_TYPE, tnds.TNDS_WBXML_TYPE})
+#: ``tnds.TNDS_XML_TYPE`` and ``tnds.TNDS_WBXML_TYPE`` (tests/tree checks they agree): written out
+#: so that the TNDS codec loads only when a TNDS object is read or written, not with every tree
+#: (a device agent keeps what it imports resident for months; bench/agent_rss.py).
+TNDS_TYPES = frozenset({"application/vnd.syncml.dmtnds+xml", "application/vnd.syncml.dmtnds+wbxml"})
 _TEXT_PLAIN = "text/plain"
 _MAX_TITLE = 255
 _FORMATS = frozenset(f.value for f in Format)
@@ -1013,6 +1019,8 @@ class TreeSession:
     def _get_list(self, target: Target, record: NodeRecord) -> Outcome:
         nodes = self._readable_subtree(record)
         if target.list_mode is ListMode.TNDS:
+            from . import tnds  # noqa: PLC0415 - see TNDS_TYPES
+
             document = tnds.from_records(
                 record.path,
                 nodes,
@@ -1101,6 +1109,8 @@ class TreeSession:
         device's and ignored. Any failure rolls the whole object back; its code is the
         command's one status.
         """
+        from . import tnds  # noqa: PLC0415 - see TNDS_TYPES
+
         data = item.data if item.data is not None else ""
         document = tnds.decode_tnds(data)
         if not document.nodes:

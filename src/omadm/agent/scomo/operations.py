@@ -13,6 +13,11 @@ transaction that closes the job.
 
 At start-up ``recover()`` lets the installers finish or undo half-done steps, resumes or
 fails unfinished jobs, and rebuilds ``Inventory/Deployed`` from what is really installed.
+
+What only the work needs loads when a job first needs it: the downloader (and its DD
+parser), the package manifest's version rules, InstallParams and the trust policy. An agent
+keeps this module for months, mostly idle, and those cost it about 1 MB resident
+(``bench/agent_rss.py``); the installers are loaded at start, since ``recover()`` needs them.
 """
 
 from __future__ import annotations
@@ -39,23 +44,22 @@ from omadm.mo.scomo_codes import (
 )
 from omadm.mo.scomo_reason import bound_reason, with_reason
 from omadm.package.errors import PackageError
-from omadm.package.manifest import ComponentManifest, compare_versions
 from omadm.protocol.codes import AlertCode, ScomoResult, StatusCode
 from omadm.protocol.messages import Alert, Item, Meta, Source, Target
 from omadm.protocol.session import Outcome
 from omadm.tree.tree import DMTree, NodeHandler
 from omadm.tree.uri import escape_segment, parse_uri
 
-from .dd import DescriptorError, InstallNotifyStatus, parse_descriptor
-from .download import Downloader, DownloadError, disk_free
-from .install_params import InstallParams, InstallParamsError, parse_install_params
 from .installers.base import InstalledComponent, Installer, InstallError, installer_for, load_installers
 from .journal import Job, JobState, Journal, Primitive
-from .trust_policy import POLICY_FILE, Signer, TrustPolicyError, check_publisher, key_names, load_policy
 
 if TYPE_CHECKING:
     from omadm.agent.runner import Agent
+    from omadm.package.manifest import ComponentManifest
     from omadm.package.verify import VerifiedPackage
+
+    from .download import Downloader
+    from .install_params import InstallParams
 
 __all__ = ["LOCAL_SERVER", "ScomoService"]
 
@@ -119,9 +123,7 @@ class ScomoService:
                 extra=config.scomo.installers,
             )
         )
-        self.downloader = downloader or Downloader.from_config(
-            config, free_space=lambda directory: disk_free(directory) - reserve
-        )
+        self._downloader = downloader
         handler = _OperationHandler(self)
         for branch, ops in (
             ("Download", _DOWNLOADS),
@@ -130,6 +132,22 @@ class ScomoService:
         ):
             for op in ops:
                 self.tree.register_handler(f"{self.root}/{branch}/*/Operations/{op.value}", handler)
+
+    @property
+    def downloader(self) -> Downloader:
+        """The package downloader: the one given, else one from the configuration, made on first use."""
+        if self._downloader is None:
+            from .download import Downloader, disk_free  # noqa: PLC0415 - see the module docstring
+
+            reserve = self.agent.config.scomo.reserve_bytes
+            self._downloader = Downloader.from_config(
+                self.agent.config, free_space=lambda directory: disk_free(directory) - reserve
+            )
+        return self._downloader
+
+    @downloader.setter
+    def downloader(self, downloader: Downloader) -> None:
+        self._downloader = downloader
 
     # -- accepting an Exec (inside the DM session) ------------------------------------------
 
@@ -252,6 +270,8 @@ class ScomoService:
     # Download, DownloadInstall, DownloadInstallInactive ----------------------------------
 
     def _run_download(self, job: Job) -> None:
+        from .download import DownloadError  # noqa: PLC0415 - see the module docstring
+
         node = job.node
         pkg_id = self._value(f"{node}/PkgID")
         if job.state in (JobState.QUEUED, JobState.DOWNLOADING):
@@ -323,6 +343,8 @@ class ScomoService:
         descriptor_xml = job.data.get("descriptor")
         if not isinstance(descriptor_xml, str):
             return
+        from .dd import DescriptorError, InstallNotifyStatus, parse_descriptor  # noqa: PLC0415 - see the module docstring
+
         try:
             descriptor = parse_descriptor(descriptor_xml.encode())
         except DescriptorError:  # it parsed once; never expected
@@ -455,6 +477,8 @@ class ScomoService:
         Returns (result code, Target of the first component, Identifier, [(Deployed node,
         component id)] for one alert Item per component).
         """
+        from .install_params import InstallParamsError, parse_install_params  # noqa: PLC0415 - module docstring
+
         manifest = verified.manifest
         pkg_id = pkg_id or manifest.id
         params = self._value(f"{job.node}/InstallParams") or None
@@ -534,6 +558,15 @@ class ScomoService:
         The trust policy file is read at every install, so an operator's change applies to
         the next one without a restart; see :mod:`.trust_policy` for the rules.
         """
+        from .trust_policy import (  # noqa: PLC0415 - see the module docstring
+            POLICY_FILE,
+            Signer,
+            TrustPolicyError,
+            check_publisher,
+            key_names,
+            load_policy,
+        )
+
         config = self.agent.config
         trust_dir = config.trust_dir
         path = Path(config.scomo.trust_policy) if config.scomo.trust_policy else trust_dir / POLICY_FILE
@@ -563,6 +596,8 @@ class ScomoService:
         and is refused whatever they say when ``[scomo] refuse_downgrades`` is set. Refused
         with 1405 (Install Failed): the package is valid, this device will not install it.
         """
+        from omadm.package.manifest import compare_versions  # noqa: PLC0415 - see the module docstring
+
         present = {c.id: c.version for i in self.installers.values() for c in i.inventory()}
         incoming = {c.id: c.version for c in components}
         refuse_all = self.agent.config.scomo.refuse_downgrades
