@@ -23,6 +23,7 @@ import pytest
 
 from omadm.agent.config import AgentConfig, DeviceConfig
 from omadm.agent.scomo.download import Downloader
+from omadm.agent.scomo.installers.base import ENTRY_POINT_GROUP, load_installers, may_publish_entry_points
 from omadm.agent.transport import HTTPTransport, PlainHTTPTransport
 from omadm.tree import tnds
 from omadm.tree.tree import TNDS_TYPES
@@ -30,12 +31,14 @@ from omadm.tree.tree import TNDS_TYPES
 #: Loaded only when a session's work needs them (the agent's modules are imported as `agent run` does).
 LAZY = [
     "http.server",
+    "importlib.metadata",
     "omadm.agent.scomo.dd",
     "omadm.agent.scomo.download",
     "omadm.agent.scomo.install_params",
     "omadm.agent.scomo.trust_policy",
     "omadm.package.manifest",
     "omadm.tree.tnds",
+    "subprocess",
 ]  # and pickle, which the server's session snapshots need: not listed, as httpx's CLI loads it with rich
 
 
@@ -142,7 +145,67 @@ def test_an_idle_agent_has_not_loaded_what_only_a_sessions_work_needs() -> None:
         "import json, sys\n"
         "import omadm.agent.daemon, omadm.agent.config, omadm.agent.runner, omadm.agent.listener\n"
         "import omadm.agent.scomo.operations\n"
+        "from pathlib import Path\n"
+        "import tempfile\n"
+        "from omadm.agent.scomo.installers.base import load_installers\n"
+        "load_installers(Path(tempfile.mkdtemp()))  # as ScomoService does at start\n"
         f"print(json.dumps([m for m in {LAZY!r} if m in sys.modules]))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout) == []
+
+
+def site_with(tmp_path: Path, name: str, entry_points: str | None) -> Path:
+    """A site directory with one distribution's metadata (and its entry_points.txt if given)."""
+    site = tmp_path / "site"
+    dist = site / f"{name}-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    if entry_points is not None:
+        (dist / "entry_points.txt").write_text(entry_points)
+    return site
+
+
+def test_no_distribution_with_the_group_means_no_plug_in(tmp_path: Path) -> None:
+    site = site_with(tmp_path, "other", "[console_scripts]\nother = other:main\n")
+    (site / "plain-2.0.dist-info").mkdir()  # no entry points at all
+    assert not may_publish_entry_points(ENTRY_POINT_GROUP, [str(site), str(tmp_path / "missing")])
+
+
+def test_a_distribution_naming_the_group_is_looked_at(tmp_path: Path) -> None:
+    site = site_with(tmp_path, "plugin", f"[ {ENTRY_POINT_GROUP} ]\ndeb = plugin:make\n")
+    assert may_publish_entry_points(ENTRY_POINT_GROUP, [str(site)])
+
+
+def test_what_cannot_be_listed_cheaply_is_left_to_importlib_metadata(tmp_path: Path) -> None:
+    archive = tmp_path / "plugins.zip"
+    archive.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip file on the path
+    assert may_publish_entry_points(ENTRY_POINT_GROUP, [str(archive)])
+    eggs = tmp_path / "eggs"
+    (eggs / "plugin-1.0-py3.11.egg").mkdir(parents=True)
+    assert may_publish_entry_points(ENTRY_POINT_GROUP, [str(eggs)])
+
+
+def test_a_plug_in_is_found_in_a_fresh_interpreter(tmp_path: Path) -> None:
+    """Where importlib.metadata was not loaded yet (the agent): the pre-check lets it find the plug-in."""
+    site = site_with(
+        tmp_path, "omadm_idle_plugin", f"[{ENTRY_POINT_GROUP}]\ntarball = omadm_idle_plugin:make\n"
+    )
+    (site / "omadm_idle_plugin.py").write_text(
+        "from omadm.agent.scomo.installers import ArchiveInstaller\n\n"
+        "def make(data_dir):\n"
+        "    return ArchiveInstaller(data_dir / 'tarball', env_type='tarball')\n"
+    )
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(site)!r})\n"
+        "from pathlib import Path\n"
+        "from omadm.agent.scomo.installers.base import load_installers\n"
+        f"print(sorted(load_installers(Path({str(tmp_path / 'data')!r}))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['archive', 'tarball']"
+
+
+def test_without_plug_ins_the_builtin_installer_alone(tmp_path: Path) -> None:
+    assert sorted(load_installers(tmp_path)) == ["archive"]

@@ -15,9 +15,10 @@ At start-up ``recover()`` lets the installers finish or undo half-done steps, re
 fails unfinished jobs, and rebuilds ``Inventory/Deployed`` from what is really installed.
 
 What only the work needs loads when a job first needs it: the downloader (and its DD
-parser), the package manifest's version rules, InstallParams and the trust policy. An agent
-keeps this module for months, mostly idle, and those cost it about 1 MB resident
-(``bench/agent_rss.py``); the installers are loaded at start, since ``recover()`` needs them.
+parser), the package manifest's version rules, InstallParams, the trust policy and
+``subprocess`` (the confirmation command). An agent keeps this module for months, mostly
+idle, and those cost it about 1 MB resident (``bench/agent_rss.py``); the installers are
+loaded at start, since ``recover()`` needs them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import errno
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -712,6 +712,8 @@ class ScomoService:
         command = self.agent.config.scomo.confirm_command
         if not command:
             return None
+        import subprocess  # noqa: PLC0415 - see the module docstring
+
         env = {
             **os.environ,
             "OMADM_OPERATION": job.primitive.value,

@@ -48,7 +48,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import threading
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -800,6 +799,8 @@ class ArchiveInstaller:
             raise InstallError(code, str(exc)) from exc
 
     def _execute(self, executable: Path, cwd: Path, env: dict[str, str], where: str) -> None:
+        import subprocess  # noqa: PLC0415 - only hooks need it; an idle agent keeps what it imports
+
         try:
             proc = subprocess.Popen(
                 [str(executable)],

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -192,10 +194,14 @@ def load_installers(
     installers: dict[str, Installer] = {}
     builtin = ArchiveInstaller(data_dir / DEFAULT_ENV_TYPE, **options)
     installers[builtin.env_type] = builtin
-    sources: list[tuple[str, Callable[[], Any]]] = [
-        (f"installer plug-in {ep.name!r} ({ep.value})", ep.load)
-        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
-    ]
+    sources: list[tuple[str, Callable[[], Any]]] = []
+    if "importlib.metadata" in sys.modules or may_publish_entry_points(ENTRY_POINT_GROUP):
+        from importlib import metadata  # noqa: PLC0415 - see may_publish_entry_points
+
+        sources += [
+            (f"installer plug-in {ep.name!r} ({ep.value})", ep.load)
+            for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+        ]
     sources += [(f"installer plug-in {spec!r}", _loader(spec)) for spec in extra]
     for origin, load in sources:
         try:
@@ -219,6 +225,50 @@ def load_installers(
         installers[env_type] = installer
         log.info("%s serves EnvType %r", origin, env_type)
     return installers
+
+
+def may_publish_entry_points(group: str, path: Sequence[str] | None = None) -> bool:
+    """Whether a distribution on ``path`` (``sys.path``) may publish entry points in ``group``.
+
+    ``importlib.metadata`` costs an agent about half a megabyte resident for as long as it
+    runs (it brings ``zipfile`` and ``csv``; ``bench/agent_rss.py``), and on most devices no
+    plug-in is installed. So ``load_installers`` asks it only when this says there may be
+    one. False means certain: every entry of the path is a directory (or does not exist),
+    none holds an ``.egg``, and no ``*.dist-info`` or ``*.egg-info`` in them has an
+    ``entry_points.txt`` that mentions ``group``; and no finder other than the standard one
+    on ``sys.meta_path`` can list distributions. Anything else (a zip file on the path, an
+    egg, an unreadable directory listing, another distribution finder) is True, and
+    ``importlib.metadata`` decides as before.
+    """
+    if any(finder is not PathFinder and hasattr(finder, "find_distributions") for finder in sys.meta_path):
+        return True
+    entries: Sequence[object] = sys.path if path is None else path  # sys.path may hold anything
+    for entry in entries:
+        if not isinstance(entry, str):
+            return True
+        directory = entry or "."
+        try:
+            names = os.listdir(directory)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            if isinstance(exc, NotADirectoryError) or os.path.exists(directory):
+                return True  # a zip file (importlib.metadata reads those)
+            continue  # nothing there
+        except OSError:
+            return True
+        for name in names:
+            if name.endswith(".egg"):
+                return True
+            if not name.endswith((".dist-info", ".egg-info")):
+                continue
+            try:
+                with open(os.path.join(directory, name, "entry_points.txt"), encoding="utf-8") as file:
+                    if group in file.read():
+                        return True
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # no entry points (or a PKG-INFO-only .egg-info file)
+            except (OSError, UnicodeDecodeError):
+                return True
+    return False
 
 
 def _loader(spec: str) -> Callable[[], Any]:
