@@ -39,6 +39,8 @@ LAZY = [
     "omadm.package.manifest",
     "omadm.tree.tnds",
     "subprocess",
+    "tomli_w",
+    "xml.sax",
 ]  # and pickle, which the server's session snapshots need: not listed, as httpx's CLI loads it with rich
 
 

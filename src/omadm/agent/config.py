@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from omadm.protocol.codec import Encoding
 from omadm.protocol.codes import AuthType
 
@@ -391,6 +389,8 @@ def _write_toml(document: dict[str, Any], path: Path) -> None:
     """Write ``document`` atomically (fsync, rename), mode 0600: the file holds passwords."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
+    import tomli_w  # noqa: PLC0415 - writing only (init, account set): not kept by a running agent
+
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         tomli_w.dump(document, fh)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 from enum import IntEnum
-from xml.sax.saxutils import escape, unescape
 
 from lxml import etree
 
@@ -108,6 +107,10 @@ def scomo_alert_data(result: int, identifier: str) -> str:
     """
     if isinstance(result, bool) or not isinstance(result, int):
         raise TypeError(f"a SCOMO result code is an int, not {type(result).__name__}")
+    # Imported here, as below: the xml.sax package stays out of an idle device agent (which
+    # imports this module with the SCOMO MO and keeps what it imports; bench/agent_rss.py).
+    from xml.sax.saxutils import escape  # noqa: PLC0415
+
     return f"<ResultCode>{int(result)}</ResultCode><Identifier>{escape(identifier)}</Identifier>"
 
 
@@ -141,6 +144,8 @@ def parse_scomo_alert_data(text: str) -> tuple[int, str | None]:
     if unwrapped is not None:
         body = unwrapped.group(1).strip()
     if _ESCAPED_RESULT.search(body) and "<" not in body.replace("<![CDATA[", ""):
+        from xml.sax.saxutils import unescape  # noqa: PLC0415 - see scomo_alert_data
+
         body = unescape(body, _ENTITIES).strip()
     try:
         root = parse_element(f"<Data>{body}</Data>".encode())
@@ -174,6 +179,8 @@ def _parse_broken(body: str, text: str, error: ProtocolError) -> tuple[int, str 
     code = _RESULT_RE.search(body)
     if code is None:
         raise ValueError(f"SCOMO alert data is not an XML fragment ({error}): {_quote(text)}")
+    from xml.sax.saxutils import unescape  # noqa: PLC0415 - see scomo_alert_data
+
     ident = _IDENTIFIER_RE.search(body)
     identifier = unescape(ident.group(1), _ENTITIES).strip() if ident is not None else ""
     return int(code.group(1)), identifier or None
