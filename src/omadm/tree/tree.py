@@ -102,9 +102,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ROOT = "."
-#: ``tnds.TNDS_XML_TYPE`` and ``tnds.TNDS_WBXML_TYPE`` (tests/tree checks they agree): written out
-#: so that the TNDS codec loads only when a TNDS object is read or written, not with every tree
-#: (a device agent keeps what it imports resident for months; bench/agent_rss.py).
+#: ``tnds.TNDS_XML_TYPE`` and ``tnds.TNDS_WBXML_TYPE``, written out (tests/agent/test_idle_memory.py
+#: checks that they agree) so that the TNDS codec loads only when a TNDS object is read or written,
+#: not with every tree (a device agent keeps what it imports resident for months; bench/agent_rss.py).
 TNDS_TYPES = frozenset({"application/vnd.syncml.dmtnds+xml", "application/vnd.syncml.dmtnds+wbxml"})
 _TEXT_PLAIN = "text/plain"
 _MAX_TITLE = 255
