@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from omadm.agent.config import load_config, save_config
 from omadm.package.build import build_package
 from omadm.package.signing import generate_key, save_public_key
+from omadm.protocol.auth import RESYNC_NONCE
 from omadm.protocol.codes import UiMode
 from omadm.protocol.notification import (
     NOTIFICATION_CONTENT_TYPE,
@@ -178,15 +179,19 @@ async def events(sessions: async_sessionmaker[AsyncSession], *kinds: str) -> lis
         return list((await db.execute(query)).scalars())
 
 
-def check_package0(data: bytes, server_id: str = "omadm-test") -> str:
-    """Decode and verify a trigger as the device does; returns its session-id in hex."""
+def check_package0(data: bytes, server_id: str = "omadm-test", *, resync: bool = False) -> str:
+    """Decode and verify a trigger as the device does; returns its session-id in hex.
+
+    ``resync``: the trigger must verify only with the resync nonce (an unanswered one's successor).
+    """
     decoded = decode_notification(data)
     note = decoded.notification
     assert note.server_id == server_id
     assert note.version == NOTIFICATION_VERSION
     assert note.ui_mode is UiMode.BACKGROUND
     assert note.initiator is Initiator.SERVER
-    assert verify_with_resync(decoded, SERVER_PASSWORD, NONCE, server_name=server_id) is VerifyResult.OK
+    expected = VerifyResult.OK_RESYNC if resync else VerifyResult.OK
+    assert verify_with_resync(decoded, SERVER_PASSWORD, NONCE, server_name=server_id) is expected
     assert verify_with_resync(decoded, "wrong", NONCE, server_name=server_id) is VerifyResult.FAILED
     return note.session_id_hex
 
@@ -255,8 +260,35 @@ async def test_each_notification_has_a_fresh_session_id(
     for minutes in range(4):
         (result,) = await notify_due(sessions, config(), now + timedelta(minutes=minutes))
         ids.append(result.session_id)
-    assert [check_package0(d) for d in datagrams(udp)] == ids
+    # The first signed with the device's nonce; the device never answered, so the rest resync.
+    assert [check_package0(d, resync=n > 0) for n, d in enumerate(datagrams(udp))] == ids
     assert len(set(ids)) > 1  # random 16-bit ids: four equal ones would be a 1 in 2^48 fluke
+
+
+async def test_after_an_unanswered_trigger_the_next_resynchronises_the_nonces(
+    sessions: async_sessionmaker[AsyncSession], udp: socket.socket
+) -> None:
+    """A device that holds other nonces than ours drops every trigger we sign; resync mends it.
+
+    Notification 1.2: a trigger signed with the resync nonce verifies whatever the device holds,
+    and both ends start their nonces again from it. Used only once a trigger went unanswered,
+    and not again while the device answers.
+    """
+    await make_device(sessions, udp_address(udp))
+    settings = config(notify_interval=60)
+    t0 = utc_now()
+    await notify_due(sessions, settings, t0)
+    check_package0(datagrams(udp)[0])
+    device = await get_device(sessions)
+    assert bytes(device.server_nonce) == NONCE  # a first trigger changes nothing
+    await notify_due(sessions, settings, t0 + timedelta(seconds=60))  # the device never came
+    check_package0(datagrams(udp)[0], resync=True)
+    device = await get_device(sessions)
+    assert (bytes(device.server_nonce), bytes(device.client_nonce)) == (RESYNC_NONCE, RESYNC_NONCE)
+    # The device answers and its session gives us fresh nonces: triggers use them again.
+    await change_device(sessions, last_contact=t0 + timedelta(seconds=61), server_nonce=NONCE)
+    await notify_due(sessions, settings, t0 + timedelta(seconds=121))
+    check_package0(datagrams(udp)[0])
 
 
 async def test_the_rate_limit_holds_until_the_interval_has_passed(
@@ -368,7 +400,10 @@ async def test_an_operator_can_wake_a_device_despite_the_rate_limit(
     assert not limited.sent and "rate limit" in limited.reason
     again = await notify_device(sessions, settings, DEVICE, force=True)
     assert first.sent and again.sent
-    assert [check_package0(d) for d in datagrams(udp)] == [first.session_id, again.session_id]
+    # The device did not answer the first: the second is signed with the resync nonce.
+    first_data, again_data = datagrams(udp)
+    assert check_package0(first_data) == first.session_id
+    assert check_package0(again_data, resync=True) == again.session_id
 
 
 async def test_concurrent_sweeps_notify_a_device_once(

@@ -44,6 +44,7 @@ from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from omadm.addresses import IPAddress, parse_ip
+from omadm.protocol.auth import RESYNC_NONCE
 from omadm.protocol.codes import UiMode
 from omadm.protocol.notification import (
     NOTIFICATION_CONTENT_TYPE,
@@ -242,8 +243,32 @@ async def _server_ids(db: AsyncSession, config: ServerConfig) -> dict[int, str]:
     return {pk: server_id or config.server_id for pk, server_id in rows}
 
 
+def _unanswered(device: Device) -> bool:
+    """Whether the device was notified and has not contacted us since (the trigger went unanswered)."""
+    notified, contact = device.last_notified, device.last_contact
+    return notified is not None and (contact is None or contact < notified)
+
+
 def _claim(config: ServerConfig, device: Device, now: datetime, server_ids: dict[int, str]) -> _Claimed:
     session_id = new_session_id()
+    if (
+        _unanswered(device)
+        and device.server_password
+        and (
+            bytes(device.server_nonce or b"") != RESYNC_NONCE
+            or bytes(device.client_nonce or b"") != RESYNC_NONCE
+        )
+    ):
+        # The last trigger went unanswered: the device may be off, or it may hold other nonces
+        # than ours (a message that carried its new nonce was lost, a restore from a backup)
+        # and silently drop every trigger we sign. Notification 1.2's remedy: sign with the
+        # resync nonce, which a device accepts whatever it holds, and start both nonces again
+        # from it, as the device does when it verifies such a trigger. A device that was only
+        # off costs one challenge at its next session.
+        device.server_nonce = device.client_nonce = RESYNC_NONCE
+        log.info(
+            "pkg0 device=%s: the last trigger went unanswered; signed with the resync nonce", device.device_id
+        )
     device.last_notified = now
     server_id = server_ids.get(device.authority_pk, config.server_id)
     return _Claimed(
