@@ -243,23 +243,35 @@ async def _server_ids(db: AsyncSession, config: ServerConfig) -> dict[int, str]:
     return {pk: server_id or config.server_id for pk, server_id in rows}
 
 
-def _unanswered(device: Device) -> bool:
-    """Whether the device was notified and has not contacted us since (the trigger went unanswered)."""
+#: How long a device may leave our triggers unanswered before the next one resynchronises its
+#: nonces (at least; three notification intervals when those are longer). Long enough that a
+#: fleet held back by load shedding, or devices off for the night's first hours, are not reset
+#: for nothing (each reset costs the device one challenge); short enough that a device whose
+#: nonces went out of step is back the same hour.
+RESYNC_PATIENCE = timedelta(minutes=15)
+
+
+def _out_of_step(device: Device, now: datetime, interval: float) -> bool:
+    """Whether the device was notified, has not contacted us since, and not for a long while."""
     notified, contact = device.last_notified, device.last_contact
-    return notified is not None and (contact is None or contact < notified)
+    if notified is None or (contact is not None and contact >= notified):
+        return False
+    silent_since = contact or device.created
+    patience = max(RESYNC_PATIENCE, timedelta(seconds=3 * interval))
+    return silent_since is None or now - silent_since >= patience
 
 
 def _claim(config: ServerConfig, device: Device, now: datetime, server_ids: dict[int, str]) -> _Claimed:
     session_id = new_session_id()
     if (
-        _unanswered(device)
+        _out_of_step(device, now, config.notify_interval)
         and device.server_password
         and (
             bytes(device.server_nonce or b"") != RESYNC_NONCE
             or bytes(device.client_nonce or b"") != RESYNC_NONCE
         )
     ):
-        # The last trigger went unanswered: the device may be off, or it may hold other nonces
+        # Our triggers went unanswered for long: the device may be off, or it may hold other nonces
         # than ours (a message that carried its new nonce was lost, a restore from a backup)
         # and silently drop every trigger we sign. Notification 1.2's remedy: sign with the
         # resync nonce, which a device accepts whatever it holds, and start both nonces again
@@ -267,7 +279,9 @@ def _claim(config: ServerConfig, device: Device, now: datetime, server_ids: dict
         # off costs one challenge at its next session.
         device.server_nonce = device.client_nonce = RESYNC_NONCE
         log.info(
-            "pkg0 device=%s: the last trigger went unanswered; signed with the resync nonce", device.device_id
+            "pkg0 device=%s: triggers unanswered since %s; signed with the resync nonce",
+            device.device_id,
+            (device.last_contact or device.created or now).isoformat(timespec="seconds"),
         )
     device.last_notified = now
     server_id = server_ids.get(device.authority_pk, config.server_id)
