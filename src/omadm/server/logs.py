@@ -106,3 +106,6 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> None:
     # Alembic narrates every start (its plug-ins, the DDL mode, each step); the server says in
     # one line what it did to the schema instead. Its warnings and errors still show.
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    # httpx narrates every request at INFO (Package #0 over HTTP, the S3 probe): the server's
+    # own lines say what was sent and why; httpx's warnings still show.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
