@@ -98,3 +98,50 @@ def test_consecutive_sessions_authenticate_at_once(scheme: AuthType, with_comman
         assert failures == [], f"session {n} ({scheme.value}): {failures}"
         assert nonces.device_srv == nonces.server_srv, f"after session {n}, the ends disagree"
         assert nonces.device_cli == nonces.server_cli, f"after session {n}, the ends disagree"
+
+
+def test_a_nonce_for_the_server_is_announced_only_when_the_server_answers() -> None:
+    """The message carrying our new nonce may be lost: ``NonceIssued`` waits for the server's answer."""
+    creds = Credentials(AuthType.HMAC, "dev", "dev-secret")
+    server_creds = Credentials(AuthType.HMAC, "srv", "srv-secret")
+    client = ClientSession(
+        ClientConfig(
+            device_id=DEVICE,
+            server_uri="http://dm.example/dm",
+            credentials=creds,
+            client_nonce=b"cli",
+            server_credentials=server_creds,
+            server_nonce=b"srv",
+            require_server_auth=True,
+        ),
+        MemoryTree(),
+    )
+    server = ServerSession(
+        ServerConfig(
+            server_uri="http://dm.example/dm",
+            client_credentials=creds,
+            client_nonce=b"cli",
+            server_credentials=server_creds,
+            server_nonce=b"srv",
+            send_server_cred=True,
+        )
+    )
+    out = client.start()
+    server.receive(out.body, hmac_header=out.headers.get("x-syncml-hmac"), content_type=out.content_type)
+    server.queue(Get("0", (Item(target=Target("./DevInfo/Mod")),)))
+    reply = server.reply()
+    seen = client.receive(
+        reply.body, hmac_header=reply.headers.get("x-syncml-hmac"), content_type=reply.content_type
+    )
+    answer = client.reply()
+    assert answer is not None
+    seen += client.events()
+    assert not [e for e in seen if isinstance(e, NonceIssued)], "announced before the server had it"
+    server.receive(
+        answer.body, hmac_header=answer.headers.get("x-syncml-hmac"), content_type=answer.content_type
+    )
+    last = server.reply()
+    after = client.receive(
+        last.body, hmac_header=last.headers.get("x-syncml-hmac"), content_type=last.content_type
+    )
+    assert [e for e in after if isinstance(e, NonceIssued)], "not announced once the server answered"

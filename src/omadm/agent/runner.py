@@ -570,12 +570,7 @@ class Agent:
                 return
             report.commands = client.commands_received
             out = client.reply()
-            if out is None:
-                self._handle(client.events(), account, report, alert_tags)
-            # Otherwise what building the message raised (a nonce issued to the server in its
-            # Chal) is handled with the next receive(), once the server has answered it: a
-            # message the network lost must not leave this device with a nonce the server
-            # never got (it would refuse the server's credentials and Package #0 until a resync).
+            self._handle(client.events(), account, report, alert_tags)
 
     def _abort(self, client: ClientSession, account: Account) -> None:
         """Tell the server we stop (Alert 1223), best effort: the session is over either way."""

@@ -1071,6 +1071,10 @@ class ClientSession(_Endpoint):
         #: so the server keeps the old nonce, and so must we (found by the conformance suite:
         #: HMAC rotates on every message, MD5 on the server's first Cred).
         self._unsent_nonce: tuple[NonceIssued, bytes] | None = None
+        #: That nonce once a message of ours carried it: announced (``NonceIssued``, which a
+        #: device persists) only when the server's answer arrives, so a message lost on the way
+        #: or refused for good leaves the device with the nonce the server still has.
+        self._carried_nonce: NonceIssued | None = None
         #: Management commands received from the server (an Atomic or Sequence counts once).
         self.commands_received = 0
 
@@ -1184,13 +1188,13 @@ class ClientSession(_Endpoint):
         return self._outgoing(msg, body, self.url)
 
     def _settle_nonce(self, *, sent: bool) -> None:
-        """Publish the nonce issued to the server if our next message carries it, else take it back."""
+        """Keep the nonce issued to the server if our next message carries it, else take it back."""
         pending, self._unsent_nonce = self._unsent_nonce, None
         if pending is None:
             return
         event, previous = pending
         if sent:
-            self._events.append(event)
+            self._carried_nonce = event
         else:
             self._peer.nonce = previous
 
@@ -1207,6 +1211,9 @@ class ClientSession(_Endpoint):
 
     def _process(self, message: Message, body: bytes, hmac_header: str | None) -> list[Event]:
         events = self._events
+        if self._carried_nonce is not None:  # the server answered the message that carried it
+            events.append(self._carried_nonce)
+            self._carried_nonce = None
         # 1. Who is the server? (only when we require it to authenticate)
         self._settle_nonce(sent=False)  # a nonce issued on an earlier message that was never sent
         previous_nonce, checked_from = self._peer.nonce, len(events)

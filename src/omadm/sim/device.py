@@ -600,13 +600,8 @@ class DeviceSession:
         if not self.result.ok:
             return None
         out = self.client.reply()
-        if out is None:
-            self._handle(self.client.events())
-        else:
-            # What building the message raised (a nonce issued to the server in its Chal) holds
-            # only once the server has the message: the events come back with the next
-            # receive(), after an HTTP answer; a message lost to the network or refused with
-            # 503 for good leaves the nonce the server still has (as the agent does).
+        self._handle(self.client.events())
+        if out is not None:
             self.result.messages += 1
         return out
 
