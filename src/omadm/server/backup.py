@@ -34,6 +34,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from omadm.package._archive import fsync_directory
+
 from .store.engine import database_url, mask_url
 
 __all__ = ["BackupError", "BackupResult", "backup_sqlite", "backup_target", "pg_dump_advice"]
@@ -120,7 +122,7 @@ def backup_sqlite(url: str, dest: Path, *, overwrite: bool = False) -> BackupRes
         raise BackupError(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:
         part.unlink(missing_ok=True)
-    _fsync_dir(target.parent)
+    fsync_directory(target.parent)
     return BackupResult(source, target, target.stat().st_size, revision)
 
 
@@ -130,17 +132,3 @@ def _revision(db: sqlite3.Connection) -> str | None:
     except sqlite3.OperationalError:
         return None
     return str(row[0]) if row else None
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (POSIX; a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
